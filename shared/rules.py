@@ -1,0 +1,145 @@
+"""The scoring rules and the level ladder, loaded from one versioned rules file.
+
+The numbers (points, daily caps, thresholds) live in the file; what each activity type
+means lives in `shared.scoring`. An invalid file raises `RulesError` naming what is wrong,
+so a service refuses to start with it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_RULES_PATH = Path(__file__).parent / "rules" / "default.json"
+
+Tier = Literal["passive", "active"]
+METRICS = (
+    "visit_day",
+    "browse_time",
+    "view",
+    "group_joined",
+    "event_attended",
+    "post",
+    "reply",
+    "comment",
+    "article",
+    "like_given",
+    "like_received",
+    "solution_accepted",
+)
+
+
+class RulesError(ValueError):
+    """The rules file cannot be used."""
+
+
+class Metric(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tier: Tier
+    points: int = Field(ge=0)
+    earned_by: str
+    how: str
+    daily_cap: int | None = Field(default=None, ge=0)
+    seconds_per_point: int | None = Field(default=None, gt=0)
+
+
+class Level(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    name: str
+    tier: Tier
+    passive: int = Field(default=0, ge=0)
+    active: int = Field(default=0, ge=0)
+    tenure_days: int = Field(default=0, ge=0)
+    rank: int = 0  # set from the position in the ladder
+
+    def ref(self) -> dict[str, object]:
+        """The short form used in API answers and level-change events."""
+        return {"id": self.id, "name": self.name, "tier": self.tier, "rank": self.rank}
+
+    def unmet(self, active: int, passive: int, tenure_days: int) -> list[dict[str, object]]:
+        """Each requirement of this level that the given figures do not meet."""
+        out: list[dict[str, object]] = []
+        for name, required, current in (
+            ("active_score", self.active, active),
+            ("passive_score", self.passive, passive),
+            ("tenure_days", self.tenure_days, tenure_days),
+        ):
+            if current < required:
+                out.append(
+                    {"requirement": name, "required": required, "current": current, "remaining": required - current}
+                )
+        return out
+
+
+class Rules(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str = Field(min_length=1)
+    metrics: dict[str, Metric]
+    levels: tuple[Level, ...]
+
+    @model_validator(mode="after")
+    def _check(self) -> Rules:
+        if set(self.metrics) != set(METRICS):
+            missing = sorted(set(METRICS) - set(self.metrics))
+            extra = sorted(set(self.metrics) - set(METRICS))
+            raise ValueError(f"metrics must be exactly {list(METRICS)}; missing {missing}, unknown {extra}")
+        browse = self.metrics["browse_time"]
+        if browse.seconds_per_point is None:
+            raise ValueError("metrics.browse_time needs seconds_per_point")
+        if not self.levels or self.levels[0].passive or self.levels[0].active or self.levels[0].tenure_days:
+            raise ValueError("levels[0] must be the entry level, with no requirements")
+        if len({lv.id for lv in self.levels}) != len(self.levels):
+            raise ValueError("level ids must be unique")
+        # A member's level is the highest rank whose requirements hold; ranks follow file order.
+        object.__setattr__(
+            self, "levels", tuple(lv.model_copy(update={"rank": i + 1}) for i, lv in enumerate(self.levels))
+        )
+        return self
+
+    def tier_score(self, points: dict[str, int], tier: Tier) -> int:
+        return sum(n for metric, n in points.items() if self.metrics[metric].tier == tier)
+
+    def level_for(self, active: int, passive: int, tenure_days: int) -> Level:
+        best = self.levels[0]
+        for level in self.levels:
+            if active >= level.active and passive >= level.passive and tenure_days >= level.tenure_days:
+                best = level
+        return best
+
+    def level_by_rank(self, rank: int) -> Level:
+        return self.levels[rank - 1]
+
+    def next_level(self, rank: int) -> Level | None:
+        return self.levels[rank] if rank < len(self.levels) else None
+
+    def tenure_due_at(self, active: int, passive: int, rank: int, joined_at: datetime) -> datetime | None:
+        """When tenure alone will raise the level, given today's scores; None if it never will."""
+        due: datetime | None = None
+        for level in self.levels[rank:]:
+            if active >= level.active and passive >= level.passive:
+                at = joined_at + timedelta(days=level.tenure_days)
+                due = at if due is None else min(due, at)
+        return due
+
+
+def load_rules(path: Path | str = DEFAULT_RULES_PATH) -> Rules:
+    try:
+        raw = json.loads(Path(path).read_text())
+        return Rules.model_validate(raw)
+    except (OSError, json.JSONDecodeError, ValidationError) as exc:
+        raise RulesError(f"rules file {path} is invalid: {exc}") from exc
+
+
+@cache
+def default_rules() -> Rules:
+    return load_rules()
+

@@ -1,0 +1,270 @@
+"""Scoring (SPEC §4–§5): a member's state plus one activity record gives the new state and
+any level change. Pure: no I/O, and the clock is passed in.
+
+`apply` changes the `MemberState` it is given (the caller owns it and decides what to
+persist); everything a later record needs (what was created, liked, viewed, how much of a
+day's cap is used) is in the state, so replaying a member's records in order from an empty
+state always gives the same result.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from shared.events import ActivityRecord
+from shared.rules import Rules
+
+CauseKind = Literal["activity", "tenure", "rescore"]
+_LEVEL_CHANGE_NS = uuid.UUID("6f0e7c8e-3a51-4a0e-9d43-0d2b8f3c1a77")
+
+
+@dataclass
+class MemberState:
+    member_id: str
+    points: dict[str, int] = field(default_factory=dict)
+    level: int | None = None  # rank; None before the first applied record
+    seq: int = 0  # level changes so far
+    joined_declared: datetime | None = None  # earliest member_joined
+    first_seen: datetime | None = None  # earliest occurred_at of any event naming the member
+    daily: dict[str, int] = field(default_factory=dict)  # "metric|day" -> points earned that day
+    visits: dict[str, int] = field(default_factory=dict)  # day -> seconds browsed
+    views: dict[str, list[str]] = field(default_factory=dict)  # day -> content viewed
+    groups: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    created: dict[str, list[Any]] = field(default_factory=dict)  # content -> [metric, day, points, removed]
+    likes_given: dict[str, list[Any]] = field(default_factory=dict)  # content -> [day, points]
+    likes_received: dict[str, list[Any]] = field(default_factory=dict)  # "liker|content" -> [day, points]
+    solutions: list[str] = field(default_factory=list)
+
+    @property
+    def joined_at(self) -> datetime | None:
+        return self.joined_declared or self.first_seen
+
+    def score(self, rules: Rules, tier: Literal["passive", "active"]) -> int:
+        return rules.tier_score(self.points, tier)
+
+    def tenure_days(self, now: datetime) -> int:
+        joined = self.joined_at
+        return max(0, (now - joined).days) if joined else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The state as JSON-ready data (timestamps as ISO strings)."""
+        out = dict(self.__dict__)
+        for key in ("joined_declared", "first_seen"):
+            out[key] = out[key].isoformat() if out[key] else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MemberState:
+        data = dict(data)
+        for key in ("joined_declared", "first_seen"):
+            data[key] = datetime.fromisoformat(data[key]) if data.get(key) else None
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class LevelChange:
+    member_id: str
+    seq: int
+    from_rank: int | None
+    to_rank: int
+    active_score: int
+    passive_score: int
+    cause_kind: CauseKind
+    cause_event_id: str | None
+    cause_type: str | None
+    occurred_at: datetime
+
+    @property
+    def event_id(self) -> str:
+        """Derived from member and seq, so a consumer can dedupe redeliveries on it."""
+        return str(uuid.uuid5(_LEVEL_CHANGE_NS, f"{self.member_id}\x00{self.seq}"))
+
+    def payload(self, rules: Rules, emitted_at: datetime) -> dict[str, Any]:
+        """The level-change event of SPEC §6."""
+        cause: dict[str, Any] = {"kind": self.cause_kind}
+        if self.cause_event_id is not None:
+            cause |= {"event_id": self.cause_event_id, "type": self.cause_type}
+        return {
+            "event_id": self.event_id,
+            "member_id": self.member_id,
+            "seq": self.seq,
+            "direction": "promoted" if self.from_rank is None or self.to_rank > self.from_rank else "demoted",
+            "from_level": rules.level_by_rank(self.from_rank).ref() if self.from_rank else None,
+            "to_level": rules.level_by_rank(self.to_rank).ref(),
+            "active_score": self.active_score,
+            "passive_score": self.passive_score,
+            "cause": cause,
+            "rules_version": rules.version,
+            "occurred_at": _iso(self.occurred_at),
+            "emitted_at": _iso(emitted_at),
+        }
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+def _earn(state: MemberState, rules: Rules, metric: str, day: str, points: int) -> int:
+    """Add up to `points` of `metric`, as far as the day's cap allows; return what was earned."""
+    cap = rules.metrics[metric].daily_cap
+    if cap is not None:
+        key = f"{metric}|{day}"
+        used = state.daily.get(key, 0)
+        points = max(0, min(points, cap - used))
+        if points:
+            state.daily[key] = used + points
+    if points:
+        state.points[metric] = state.points.get(metric, 0) + points
+    return points
+
+
+def _reverse(state: MemberState, rules: Rules, metric: str, day: str, points: int) -> None:
+    """Take back exactly what an earlier event earned, freeing that room under its day's cap."""
+    if not points:
+        return
+    if rules.metrics[metric].daily_cap is not None:
+        key = f"{metric}|{day}"
+        state.daily[key] -= points
+        if not state.daily[key]:
+            del state.daily[key]
+    state.points[metric] -= points
+    if not state.points[metric]:
+        del state.points[metric]
+
+
+_CREATION = {"post", "reply", "comment", "article"}
+
+
+def _score(state: MemberState, rules: Rules, record: ActivityRecord) -> None:
+    ev = record.event
+    kind, day, content = ev.type, ev.day, ev.content_id or ""
+    acting = record.subject == ev.member_id
+    selfish = ev.target_member_id == ev.member_id
+
+    if kind == "visit":
+        if day not in state.visits:
+            state.visits[day] = 0
+            _earn(state, rules, "visit_day", day, rules.metrics["visit_day"].points)
+        per = rules.metrics["browse_time"].seconds_per_point or 1
+        before = state.visits[day]
+        state.visits[day] = before + (ev.duration_s or 0)
+        full = state.visits[day] // per - before // per
+        _earn(state, rules, "browse_time", day, full * rules.metrics["browse_time"].points)
+    elif kind == "view":
+        seen = state.views.setdefault(day, [])
+        if content not in seen:
+            seen.append(content)
+            _earn(state, rules, "view", day, rules.metrics["view"].points)
+    elif kind in ("group_joined", "event_attended"):
+        joined = state.groups if kind == "group_joined" else state.events
+        if content not in joined:
+            joined.append(content)
+            _earn(state, rules, kind, day, rules.metrics[kind].points)
+    elif kind in _CREATION:
+        if content not in state.created:
+            earned = _earn(state, rules, kind, day, rules.metrics[kind].points)
+            state.created[content] = [kind, day, earned, False]
+    elif kind == "content_removed":
+        made = state.created.get(content)
+        if made and not made[3]:
+            _reverse(state, rules, made[0], made[1], made[2])
+            made[3] = True
+    elif kind in ("like", "unlike") and not selfish:
+        metric, likes, key = (
+            ("like_given", state.likes_given, content)
+            if acting
+            else ("like_received", state.likes_received, f"{ev.member_id}|{content}")
+        )
+        if kind == "like" and key not in likes:
+            likes[key] = [day, _earn(state, rules, metric, day, rules.metrics[metric].points)]
+        elif kind == "unlike" and key in likes:
+            liked_day, earned = likes.pop(key)
+            _reverse(state, rules, metric, liked_day, earned)
+    elif kind == "solution_accepted" and not acting and not selfish:
+        if content not in state.solutions:
+            state.solutions.append(content)
+            _earn(state, rules, "solution_accepted", day, rules.metrics["solution_accepted"].points)
+    # member_joined, and the accepter's side of solution_accepted, earn nothing.
+
+
+def _settle(
+    state: MemberState, rules: Rules, now: datetime, cause: CauseKind, record: ActivityRecord | None, at: datetime
+) -> LevelChange | None:
+    active, passive = state.score(rules, "active"), state.score(rules, "passive")
+    level = rules.level_for(active, passive, state.tenure_days(now)).rank
+    if level == state.level:
+        return None
+    change = LevelChange(
+        member_id=state.member_id,
+        seq=state.seq + 1,
+        from_rank=state.level,
+        to_rank=level,
+        active_score=active,
+        passive_score=passive,
+        cause_kind=cause,
+        cause_event_id=record.event.event_id if record else None,
+        cause_type=record.event.type if record else None,
+        occurred_at=at,
+    )
+    state.level, state.seq = level, change.seq
+    return change
+
+
+def apply(state: MemberState, record: ActivityRecord, now: datetime, rules: Rules) -> LevelChange | None:
+    """Apply one record to its subject's state; the level is evaluated after it (SPEC §5)."""
+    ev = record.event
+    if state.first_seen is None or ev.occurred_at < state.first_seen:
+        state.first_seen = ev.occurred_at
+    if ev.type == "member_joined" and (state.joined_declared is None or ev.occurred_at < state.joined_declared):
+        state.joined_declared = ev.occurred_at
+    _score(state, rules, record)
+    return _settle(state, rules, now, "activity", record, ev.occurred_at)
+
+
+def apply_batch(
+    states: dict[str, MemberState], records: Iterable[ActivityRecord], now: datetime, rules: Rules
+) -> list[LevelChange]:
+    """Apply records in order, creating the state of members seen for the first time."""
+    changes = []
+    for record in records:
+        state = states.get(record.subject)
+        if state is None:
+            state = states[record.subject] = MemberState(record.subject)
+        change = apply(state, record, now, rules)
+        if change:
+            changes.append(change)
+    return changes
+
+
+def first_occurrences(records: Iterable[ActivityRecord]) -> list[ActivityRecord]:
+    """Records in order, without repeats of a (member, event id) already in the list (SPEC §4)."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for record in records:
+        key = (record.subject, record.event.event_id)
+        if key not in seen:
+            seen.add(key)
+            out.append(record)
+    return out
+
+
+def reevaluate_tenure(state: MemberState, now: datetime, rules: Rules) -> LevelChange | None:
+    """Raise a level that tenure alone now allows, with no new activity (SPEC §5)."""
+    due = tenure_due_at(state, rules)
+    if due is None or due > now:
+        return None
+    return _settle(state, rules, now, "tenure", None, due)
+
+
+def tenure_due_at(state: MemberState, rules: Rules) -> datetime | None:
+    """When tenure alone will next raise this member's level, or None if it never will as things stand."""
+    joined = state.joined_at
+    if joined is None or state.level is None:
+        return None
+    active, passive = state.score(rules, "active"), state.score(rules, "passive")
+    return rules.tenure_due_at(active, passive, state.level, joined)

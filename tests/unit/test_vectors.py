@@ -1,0 +1,56 @@
+"""Every scenario of the spec's vectors, run through the domain core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.events import ActivityEvent, ActivityRecord, validate_event
+from shared.rules import default_rules
+from shared.scoring import MemberState, apply_batch, first_occurrences
+from tests import vectors
+
+RULES = default_rules()
+
+
+def records_of(events: list[dict[str, Any]]) -> list[ActivityRecord]:
+    out = []
+    for raw in events:
+        event = validate_event(raw)
+        assert isinstance(event, ActivityEvent), event
+        out.extend(ActivityRecord(subject, event) for subject in event.subjects())
+    return out
+
+
+def outcome(states: dict[str, MemberState], chains: dict[str, list[list[int | None]]]) -> dict[str, Any]:
+    return {
+        member: {
+            "active_score": state.score(RULES, "active"),
+            "passive_score": state.score(RULES, "passive"),
+            "level": RULES.level_by_rank(state.level).id if state.level else None,
+            "points": state.points,
+            "level_changes": chains[member],
+        }
+        for member, state in states.items()
+    }
+
+
+def run(events: list[dict[str, Any]], batch_sizes: list[int] | None = None) -> dict[str, Any]:
+    """Apply the events as the scorer does: deduped, in publish order, in the given batches."""
+    records = first_occurrences(records_of(events))
+    states: dict[str, MemberState] = {}
+    chains: dict[str, list[list[int | None]]] = {}
+    sizes = iter(batch_sizes or [len(records) or 1])
+    start = 0
+    while start < len(records):
+        size = next(sizes, len(records))
+        for change in apply_batch(states, records[start : start + size], vectors.now(), RULES):
+            chains.setdefault(change.member_id, []).append([change.from_rank, change.to_rank])
+        start += max(size, 1)
+    return outcome(states, chains)
+
+
+@pytest.mark.parametrize("scenario", vectors.scenarios(), ids=lambda s: s["name"])
+def test_scenario_gives_the_expected_members(scenario: dict[str, Any]) -> None:
+    assert run(scenario["events"]) == scenario["expected"]
