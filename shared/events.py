@@ -68,7 +68,7 @@ def _timestamp(value: object) -> datetime:
     if dot:  # Python keeps microseconds: drop digits past the sixth.
         digits = re.match(r"\d+", tail)
         assert digits is not None
-        value = f"{head}.{digits.group()[:6]}{tail[digits.end():]}"
+        value = f"{head}.{digits.group()[:6]}{tail[digits.end() :]}"
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:

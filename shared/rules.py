@@ -64,19 +64,19 @@ class Level(BaseModel):
         """The short form used in API answers and level-change events."""
         return {"id": self.id, "name": self.name, "tier": self.tier, "rank": self.rank}
 
+    def requirements(self) -> dict[str, int]:
+        """What this level requires, by figure: active_score, passive_score, tenure_days."""
+        wanted = {"active_score": self.active, "passive_score": self.passive, "tenure_days": self.tenure_days}
+        return {name: n for name, n in wanted.items() if n}
+
     def unmet(self, active: int, passive: int, tenure_days: int) -> list[dict[str, object]]:
         """Each requirement of this level that the given figures do not meet."""
-        out: list[dict[str, object]] = []
-        for name, required, current in (
-            ("active_score", self.active, active),
-            ("passive_score", self.passive, passive),
-            ("tenure_days", self.tenure_days, tenure_days),
-        ):
-            if current < required:
-                out.append(
-                    {"requirement": name, "required": required, "current": current, "remaining": required - current}
-                )
-        return out
+        current = {"active_score": active, "passive_score": passive, "tenure_days": tenure_days}
+        return [
+            {"requirement": name, "required": n, "current": current[name], "remaining": n - current[name]}
+            for name, n in self.requirements().items()
+            if current[name] < n
+        ]
 
 
 class Rules(BaseModel):
@@ -142,4 +142,3 @@ def load_rules(path: Path | str = DEFAULT_RULES_PATH) -> Rules:
 @cache
 def default_rules() -> Rules:
     return load_rules()
-

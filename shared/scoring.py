@@ -241,18 +241,6 @@ def apply_batch(
     return changes
 
 
-def first_occurrences(records: Iterable[ActivityRecord]) -> list[ActivityRecord]:
-    """Records in order, without repeats of a (member, event id) already in the list (SPEC §4)."""
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for record in records:
-        key = (record.subject, record.event.event_id)
-        if key not in seen:
-            seen.add(key)
-            out.append(record)
-    return out
-
-
 def reevaluate_tenure(state: MemberState, now: datetime, rules: Rules) -> LevelChange | None:
     """Raise a level that tenure alone now allows, with no new activity (SPEC §5)."""
     due = tenure_due_at(state, rules)

@@ -8,7 +8,7 @@ import pytest
 
 from shared.events import ActivityEvent, ActivityRecord, validate_event
 from shared.rules import default_rules
-from shared.scoring import MemberState, apply_batch, first_occurrences
+from shared.scoring import MemberState, apply_batch
 from tests import vectors
 
 RULES = default_rules()
@@ -21,6 +21,14 @@ def records_of(events: list[dict[str, Any]]) -> list[ActivityRecord]:
         assert isinstance(event, ActivityEvent), event
         out.extend(ActivityRecord(subject, event) for subject in event.subjects())
     return out
+
+
+def first_occurrences(records: list[ActivityRecord]) -> list[ActivityRecord]:
+    """A repeated (member, event id) is ignored entirely (SPEC §4); the scorer does this against its store."""
+    seen: dict[tuple[str, str], ActivityRecord] = {}
+    for record in records:
+        seen.setdefault((record.subject, record.event.event_id), record)
+    return list(seen.values())
 
 
 def outcome(states: dict[str, MemberState], chains: dict[str, list[list[int | None]]]) -> dict[str, Any]:

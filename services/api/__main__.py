@@ -1,0 +1,12 @@
+"""`python -m services.api`: serve the read API."""
+
+import logging
+
+import uvicorn
+
+from services.api.app import create_app
+from services.api.settings import ApiSettings
+
+settings = ApiSettings()
+logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning")

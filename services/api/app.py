@@ -1,0 +1,179 @@
+"""The read API (SPEC §7): levels, scores, progress, history and the ladder.
+
+Member reads come from Redis and fall back to PostgreSQL for members Redis lacks or when it
+is down; PostgreSQL being down leaves the members Redis holds readable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
+from services.api import repository as repo
+from services.api.settings import ApiSettings
+from services.common import db
+from services.common.members import MemberCache, render
+
+log = logging.getLogger("api")
+
+READS = Counter("api_member_reads_total", "Member views read", ["source"])
+MEMBER_ID = r"^[A-Za-z0-9._:@\-]{1,128}$"
+DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
+
+
+class Unavailable(Exception):
+    """A dependency the answer needs is down."""
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers or None)
+
+
+def _json(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
+    rules = settings.rules
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.engine = db.engine(settings.database_url, "api", pool_size=10)
+        app.state.redis = Redis.from_url(
+            settings.redis_url, client_name="api", socket_timeout=1, socket_connect_timeout=1
+        )
+        app.state.cache = MemberCache(app.state.redis, settings.redis_prefix)
+        yield
+        await app.state.redis.aclose()
+        await app.state.engine.dispose()
+
+    app = FastAPI(title="Community Levels API", version="1", lifespan=lifespan)
+
+    async def views(request: Request, member_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Stored views of these members: Redis first, PostgreSQL for the rest."""
+        found: dict[str, dict[str, Any]] = {}
+        try:
+            found = await request.app.state.cache.get_many(member_ids)
+            READS.labels("redis").inc(len(found))
+        except RedisError as exc:
+            log.warning("Redis unavailable, reading PostgreSQL: %r", exc)
+        missing = [m for m in member_ids if m not in found]
+        if missing:
+            try:
+                async with request.app.state.engine.connect() as conn:
+                    found |= await repo.member_views(conn, missing)
+                READS.labels("postgres").inc(len(missing))
+            except DB_ERRORS as exc:
+                raise Unavailable("the member store is unavailable; retry shortly") from exc
+        return found
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
+        return _error(503, "unavailable", str(exc), **{"Retry-After": "1"})
+
+    @app.get("/v1/members/{member_id}", summary="One member's level, scores and progress to the next level")
+    async def member(request: Request, member_id: Annotated[str, Path(pattern=MEMBER_ID)]) -> Response:
+        found = (await views(request, [member_id])).get(member_id)
+        if found is None:
+            return _error(404, "not_found", f"no member {member_id!r} has been seen")
+        body = _json(render(found, rules, datetime.now(UTC)))
+        etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if etag in (t.strip() for t in request.headers.get("if-none-match", "").split(",")):
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type="application/json", headers=headers)
+
+    @app.get("/v1/members", summary="Many members at once (a thread page)")
+    async def members(
+        request: Request,
+        ids: Annotated[str, Query(description="comma-separated member ids, at most 100")],
+    ) -> Response:
+        wanted = list(dict.fromkeys(i for i in ids.split(",") if i))
+        if not wanted or len(wanted) > settings.many_max:
+            return _error(422, "invalid_ids", f"ids must name 1 to {settings.many_max} members")
+        bad = [i for i in wanted if not re.fullmatch(MEMBER_ID, i)]
+        if bad:
+            return _error(422, "invalid_ids", f"not member ids: {bad[:5]}")
+        found = await views(request, wanted)
+        now = datetime.now(UTC)
+        body = {
+            "members": [render(found[m], rules, now) for m in wanted if m in found],
+            "missing": [m for m in wanted if m not in found],
+        }
+        return Response(_json(body), media_type="application/json")
+
+    @app.get("/v1/members/{member_id}/level-changes", summary="A member's level history, newest first")
+    async def history(
+        request: Request,
+        member_id: Annotated[str, Path(pattern=MEMBER_ID)],
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        before: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="seq to page below")] = None,
+    ) -> Response:
+        try:
+            async with request.app.state.engine.connect() as conn:
+                payloads = await repo.level_changes(conn, member_id, before, limit)
+        except DB_ERRORS as exc:
+            raise Unavailable("the level history is unavailable; retry shortly") from exc
+        if not payloads and before is None:
+            return _error(404, "not_found", f"no member {member_id!r} has been seen")
+        changes = [json.loads(p) for p in payloads]
+        more = len(changes) == limit and changes[-1]["seq"] > 1
+        body = {"member_id": member_id, "level_changes": changes, "next_before": changes[-1]["seq"] if more else None}
+        return Response(_json(body), media_type="application/json")
+
+    ladder = {
+        "rules_version": rules.version,
+        "levels": [{**level.ref(), "requires": level.requirements()} for level in rules.levels],
+        "scores": {
+            tier: [m for m, metric in rules.metrics.items() if metric.tier == tier] for tier in ("active", "passive")
+        },
+        "points": [
+            {"metric": name, "tier": m.tier, "earned_by": m.earned_by, "how": m.how, "daily_cap": m.daily_cap}
+            for name, m in rules.metrics.items()
+        ],
+    }
+
+    @app.get("/v1/levels", summary="The ladder: each level's requirements and how points are earned")
+    async def levels() -> dict[str, Any]:
+        return ladder
+
+    @app.get("/healthz", summary="Alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Whether PostgreSQL and Redis answer")
+    async def readyz(request: Request) -> JSONResponse:
+        checks = {}
+        try:
+            async with request.app.state.engine.connect() as conn:
+                await repo.ping(conn)
+            checks["postgres"] = "ok"
+        except DB_ERRORS as exc:
+            checks["postgres"] = f"down: {exc.__class__.__name__}"
+        try:
+            await request.app.state.redis.ping()
+            checks["redis"] = "ok"
+        except RedisError as exc:
+            checks["redis"] = f"down: {exc.__class__.__name__}"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,49 @@
+"""All of the API's SQL: read-only."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+async def member_views(conn: AsyncConnection, member_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Members' stored views, in the shape Redis holds them (`services.common.members.view_of`)."""
+    rows = await conn.execute(
+        text(
+            "SELECT member_id, level_rank, active_score, passive_score, points, joined_at, updated_at, version"
+            " FROM members WHERE member_id = ANY(CAST(:ids AS text[]))"
+        ),
+        {"ids": member_ids},
+    )
+    return {
+        row.member_id: {
+            "member_id": row.member_id,
+            "level_rank": row.level_rank,
+            "active_score": row.active_score,
+            "passive_score": row.passive_score,
+            "points": json.loads(row.points) if isinstance(row.points, str) else row.points,
+            "joined_at": row.joined_at.isoformat(),
+            "updated_at": row.updated_at.isoformat(),
+            "version": row.version,
+        }
+        for row in rows
+    }
+
+
+async def level_changes(conn: AsyncConnection, member_id: str, before_seq: int | None, limit: int) -> list[str]:
+    """A member's level-change payloads, newest first, starting below `before_seq`."""
+    rows = await conn.execute(
+        text(
+            "SELECT payload FROM level_changes WHERE member_id = :member_id AND seq < :before"
+            " ORDER BY seq DESC LIMIT :limit"
+        ),
+        {"member_id": member_id, "before": before_seq if before_seq is not None else 2**31 - 1, "limit": limit},
+    )
+    return [row[0] for row in rows]
+
+
+async def ping(conn: AsyncConnection) -> None:
+    await conn.execute(text("SELECT 1"))

@@ -1,0 +1,107 @@
+"""PostgreSQL: the tables (the source of truth) and the engine factory.
+
+All SQL lives in the services' repository modules; this module only describes the schema,
+which Alembic's migrations create.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# One row per member: the scoring state (everything later records need) and, beside it, the
+# figures the read path and leaderboards query.
+members = Table(
+    "members",
+    metadata,
+    Column("member_id", Text, primary_key=True),
+    Column("level_rank", SmallInteger, nullable=False),
+    Column("level_seq", Integer, nullable=False),
+    Column("active_score", Integer, nullable=False),
+    Column("passive_score", Integer, nullable=False),
+    Column("points", JSONB, nullable=False),
+    Column("joined_at", DateTime(timezone=True), nullable=False),
+    Column("state", JSONB, nullable=False),
+    Column("tenure_due_at", DateTime(timezone=True)),
+    Column("version", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    # False until Redis holds this version of the member; the scorer repairs what is left false.
+    Column("redis_synced", Boolean, nullable=False, server_default=text("false")),
+    Index("ix_members_tenure_due_at", "tenure_due_at", postgresql_where=text("tenure_due_at IS NOT NULL")),
+    Index("ix_members_redis_unsynced", "member_id", postgresql_where=text("NOT redis_synced")),
+)
+
+# Every applied activity record, once per member and event id: the dedupe key, and the
+# history a rescore replays.
+activity = Table(
+    "activity",
+    metadata,
+    Column("member_id", Text, primary_key=True),
+    Column("event_id", Text, primary_key=True),
+    Column("position", BigInteger, Identity(), nullable=False, unique=True),  # order of application
+    Column("event", JSONB, nullable=False),
+    Column("source_partition", Integer, nullable=False),
+    Column("source_offset", BigInteger, nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+)
+
+# Level changes: the member's history, and the outbox the relay publishes to Kafka.
+level_changes = Table(
+    "level_changes",
+    metadata,
+    Column("member_id", Text, primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("id", BigInteger, Identity(), nullable=False, unique=True),  # publish order
+    Column("payload", Text, nullable=False),  # the exact bytes published, so a resend is identical
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+    Index("ix_level_changes_unsent", "id", postgresql_where=text("sent_at IS NULL")),
+)
+
+# Where each partition's consumer resumes, written in the same transaction as the totals.
+# `epoch` fences a consumer that lost its partition: its write must carry the epoch it claimed.
+consumer_offsets = Table(
+    "consumer_offsets",
+    metadata,
+    Column("group_id", Text, primary_key=True),
+    Column("topic", Text, primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger),
+    Column("epoch", BigInteger, nullable=False),
+    Column("owner", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def engine(database_url: str, application_name: str, pool_size: int = 5) -> AsyncEngine:
+    return create_async_engine(
+        database_url,
+        pool_size=pool_size,
+        pool_pre_ping=True,
+        # A bounded connect, so a request or batch fails fast while PostgreSQL is away.
+        connect_args={"server_settings": {"application_name": application_name}, "timeout": 5},
+    )

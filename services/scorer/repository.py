@@ -1,0 +1,256 @@
+"""All of the scorer's SQL. Each function runs inside a transaction its caller opened."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.rules import Rules
+from shared.scoring import LevelChange, MemberState, tenure_due_at
+
+
+@dataclass(frozen=True)
+class Claim:
+    partition: int
+    next_offset: int | None  # None: nothing processed yet, start at the beginning
+    epoch: int
+
+
+@dataclass(frozen=True)
+class OffsetMove:
+    partition: int
+    epoch: int
+    first_offset: int  # the batch's first record: must be where the stored offset says
+    next_offset: int
+
+
+async def claim_partitions(
+    conn: AsyncConnection, group_id: str, topic: str, partitions: list[int], owner: str
+) -> list[Claim]:
+    """Take ownership of partitions: a new epoch for each, so the previous owner's writes fail."""
+    rows = await conn.execute(
+        text(
+            """
+            INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, epoch, owner, updated_at)
+            SELECT :group_id, :topic, p, NULL, 1, :owner, now() FROM unnest(CAST(:partitions AS int[])) AS p
+            ON CONFLICT (group_id, topic, partition) DO UPDATE
+                SET epoch = consumer_offsets.epoch + 1, owner = excluded.owner, updated_at = now()
+            RETURNING partition, next_offset, epoch
+            """
+        ),
+        {"group_id": group_id, "topic": topic, "partitions": partitions, "owner": owner},
+    )
+    return [Claim(*row) for row in rows]
+
+
+async def stored_offsets(conn: AsyncConnection, group_id: str, topic: str, partitions: list[int]) -> list[Claim]:
+    rows = await conn.execute(
+        text(
+            "SELECT partition, next_offset, epoch FROM consumer_offsets"
+            " WHERE group_id = :group_id AND topic = :topic AND partition = ANY(CAST(:partitions AS int[]))"
+        ),
+        {"group_id": group_id, "topic": topic, "partitions": partitions},
+    )
+    return [Claim(*row) for row in rows]
+
+
+async def advance_offsets(conn: AsyncConnection, group_id: str, topic: str, moves: list[OffsetMove]) -> set[int]:
+    """Store where each partition resumes, but only for the owner's epoch and only contiguously.
+
+    Returns the partitions whose write was refused. Taking these row locks first also orders
+    this transaction after any concurrent claim of the same partitions.
+    """
+    rows = await conn.execute(
+        text(
+            """
+            UPDATE consumer_offsets AS o SET next_offset = m.next_offset, updated_at = now()
+            FROM unnest(CAST(:partitions AS int[]), CAST(:epochs AS bigint[]),
+                        CAST(:firsts AS bigint[]), CAST(:nexts AS bigint[])) AS m(partition, epoch, first, next_offset)
+            WHERE o.group_id = :group_id AND o.topic = :topic AND o.partition = m.partition
+              AND o.epoch = m.epoch AND (o.next_offset IS NULL OR o.next_offset = m.first)
+            RETURNING o.partition
+            """
+        ),
+        {
+            "group_id": group_id,
+            "topic": topic,
+            "partitions": [m.partition for m in moves],
+            "epochs": [m.epoch for m in moves],
+            "firsts": [m.first_offset for m in moves],
+            "nexts": [m.next_offset for m in moves],
+        },
+    )
+    return {m.partition for m in moves} - {row[0] for row in rows}
+
+
+async def record_activity(
+    conn: AsyncConnection, rows: list[tuple[str, str, str, int, int]], now: datetime
+) -> set[tuple[str, str]]:
+    """Keep each (member, event id, event JSON, partition, offset); return the keys not seen before."""
+    if not rows:
+        return set()
+    members, event_ids, events, partitions, offsets = (list(col) for col in zip(*rows, strict=True))
+    result = await conn.execute(
+        text(
+            """
+            INSERT INTO activity (member_id, event_id, event, source_partition, source_offset, applied_at)
+            SELECT m, e, CAST(v AS jsonb), p, o, :now
+            FROM unnest(CAST(:members AS text[]), CAST(:event_ids AS text[]), CAST(:events AS text[]),
+                        CAST(:partitions AS int[]), CAST(:offsets AS bigint[])) AS r(m, e, v, p, o)
+            ON CONFLICT DO NOTHING
+            RETURNING member_id, event_id
+            """
+        ),
+        {
+            "members": members,
+            "event_ids": event_ids,
+            "events": events,
+            "partitions": partitions,
+            "offsets": offsets,
+            "now": now,
+        },
+    )
+    return {(row[0], row[1]) for row in result}
+
+
+async def lock_states(conn: AsyncConnection, member_ids: list[str]) -> dict[str, MemberState]:
+    """Load and lock members' states (in id order, so concurrent writers cannot deadlock)."""
+    rows = await conn.execute(
+        text("SELECT state FROM members WHERE member_id = ANY(CAST(:ids AS text[])) ORDER BY member_id FOR UPDATE"),
+        {"ids": member_ids},
+    )
+    return {state.member_id: state for state in (_state(row[0]) for row in rows)}
+
+
+async def lock_tenure_due(conn: AsyncConnection, now: datetime, limit: int) -> dict[str, MemberState]:
+    """Members whose tenure may now raise their level; rows another writer holds are left for later."""
+    rows = await conn.execute(
+        text(
+            "SELECT state FROM members WHERE tenure_due_at <= :now"
+            " ORDER BY member_id LIMIT :limit FOR UPDATE SKIP LOCKED"
+        ),
+        {"now": now, "limit": limit},
+    )
+    return {state.member_id: state for state in (_state(row[0]) for row in rows)}
+
+
+def _state(raw: Any) -> MemberState:
+    return MemberState.from_dict(json.loads(raw) if isinstance(raw, str) else raw)
+
+
+async def save_states(conn: AsyncConnection, states: list[MemberState], rules: Rules, now: datetime) -> dict[str, int]:
+    """Write members' states and read figures; returns each member's new version."""
+    if not states:
+        return {}
+    cols: dict[str, list[Any]] = {
+        k: [] for k in ("ids", "ranks", "seqs", "actives", "passives", "points", "joined", "states", "dues")
+    }
+    for s in states:
+        cols["ids"].append(s.member_id)
+        cols["ranks"].append(s.level)
+        cols["seqs"].append(s.seq)
+        cols["actives"].append(s.score(rules, "active"))
+        cols["passives"].append(s.score(rules, "passive"))
+        cols["points"].append(json.dumps(s.points))
+        cols["joined"].append(s.joined_at)
+        cols["states"].append(json.dumps(s.to_dict(), separators=(",", ":")))
+        cols["dues"].append(tenure_due_at(s, rules))
+    rows = await conn.execute(
+        text(
+            """
+            INSERT INTO members AS m (member_id, level_rank, level_seq, active_score, passive_score, points,
+                                      joined_at, state, tenure_due_at, version, updated_at, redis_synced)
+            SELECT i, r, q, a, p, CAST(pt AS jsonb), j, CAST(s AS jsonb), d, 1, :now, false
+            FROM unnest(CAST(:ids AS text[]), CAST(:ranks AS smallint[]), CAST(:seqs AS int[]),
+                        CAST(:actives AS int[]), CAST(:passives AS int[]), CAST(:points AS text[]),
+                        CAST(:joined AS timestamptz[]), CAST(:states AS text[]), CAST(:dues AS timestamptz[]))
+                 AS u(i, r, q, a, p, pt, j, s, d)
+            ON CONFLICT (member_id) DO UPDATE SET
+                level_rank = excluded.level_rank, level_seq = excluded.level_seq,
+                active_score = excluded.active_score, passive_score = excluded.passive_score,
+                points = excluded.points, joined_at = excluded.joined_at, state = excluded.state,
+                tenure_due_at = excluded.tenure_due_at, version = m.version + 1,
+                updated_at = excluded.updated_at, redis_synced = false
+            RETURNING member_id, version
+            """
+        ),
+        {**cols, "now": now},
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+async def record_level_changes(conn: AsyncConnection, changes: list[LevelChange], rules: Rules, now: datetime) -> None:
+    """Add level changes to the members' history, which is also the relay's outbox."""
+    if not changes:
+        return
+    await conn.execute(
+        text(
+            """
+            INSERT INTO level_changes (member_id, seq, payload, occurred_at)
+            SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:seqs AS int[]), CAST(:payloads AS text[]),
+                                 CAST(:occurred AS timestamptz[]))
+            """
+        ),
+        {
+            "ids": [c.member_id for c in changes],
+            "seqs": [c.seq for c in changes],
+            "payloads": [json.dumps(c.payload(rules, now), separators=(",", ":")) for c in changes],
+            "occurred": [c.occurred_at for c in changes],
+        },
+    )
+
+
+async def unsent_level_changes(conn: AsyncConnection, limit: int) -> list[tuple[int, str, str]]:
+    """The oldest level changes not yet published: (id, member_id, payload)."""
+    rows = await conn.execute(
+        text("SELECT id, member_id, payload FROM level_changes WHERE sent_at IS NULL ORDER BY id LIMIT :limit"),
+        {"limit": limit},
+    )
+    return [(row[0], row[1], row[2]) for row in rows]
+
+
+async def mark_sent(conn: AsyncConnection, ids: list[int], now: datetime) -> None:
+    await conn.execute(
+        text("UPDATE level_changes SET sent_at = :now WHERE id = ANY(CAST(:ids AS bigint[]))"),
+        {"ids": ids, "now": now},
+    )
+
+
+async def try_lock_relay(conn: AsyncConnection) -> bool:
+    """One relay publishes at a time, so a member's level changes reach Kafka in seq order."""
+    row = await conn.execute(text("SELECT pg_try_advisory_xact_lock(7361)"))
+    return bool(row.scalar())
+
+
+async def unsynced_views(conn: AsyncConnection, limit: int) -> list[tuple[MemberState, int, datetime]]:
+    """Members whose latest version Redis may not hold: (state, version, updated_at)."""
+    rows = await conn.execute(
+        text("SELECT state, version, updated_at FROM members WHERE NOT redis_synced LIMIT :limit"),
+        {"limit": limit},
+    )
+    return [(_state(row[0]), row[1], row[2]) for row in rows]
+
+
+async def mark_synced(conn: AsyncConnection, versions: dict[str, int]) -> None:
+    """Note that Redis holds these versions (a member written since stays unsynced)."""
+    if not versions:
+        return
+    await conn.execute(
+        text(
+            """
+            UPDATE members AS m SET redis_synced = true
+            FROM unnest(CAST(:ids AS text[]), CAST(:versions AS bigint[])) AS v(id, version)
+            WHERE m.member_id = v.id AND m.version = v.version AND NOT m.redis_synced
+            """
+        ),
+        {"ids": list(versions), "versions": list(versions.values())},
+    )
+
+
+async def mark_all_unsynced(conn: AsyncConnection) -> None:
+    await conn.execute(text("UPDATE members SET redis_synced = false WHERE redis_synced"))

@@ -1,0 +1,88 @@
+"""Fixtures for tests that use the real servers (started by `make test`).
+
+Each test session gets its own database (migrations applied once), its own topics and its
+own Redis key prefix, so runs never see each other's data; tests use unique member ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from alembic import command
+from alembic.config import Config
+
+from services.common.kafka import ensure_topics
+from services.common.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = uuid.uuid4().hex[:8]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def run_env() -> Iterator[dict[str, str]]:
+    """CL_* variables naming this session's database, topics and Redis prefix."""
+    base = Settings()
+    admin_dsn = base.database_url.replace("+asyncpg", "")
+    database = f"cl_test_{RUN}"
+    asyncio.run(_create_database(admin_dsn, database))
+    env = {
+        "CL_DATABASE_URL": base.database_url.rsplit("/", 1)[0] + f"/{database}",
+        "CL_TOPIC_ACTIVITY": f"test-{RUN}-activity",
+        "CL_TOPIC_LEVEL_CHANGES": f"test-{RUN}-level-changes",
+        "CL_TOPIC_DLQ": f"test-{RUN}-activity.dlq",
+        "CL_REDIS_PREFIX": f"test:{RUN}:",
+        "CL_GROUP_ID": f"scorer-{RUN}",
+    }
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["url"] = env["CL_DATABASE_URL"]
+    command.upgrade(config, "head")
+    settings = Settings(**{k.removeprefix("CL_").lower(): v for k, v in env.items() if k != "CL_GROUP_ID"})
+    asyncio.run(ensure_topics(settings))
+    yield env
+    asyncio.run(_drop_database(admin_dsn, database))
+
+
+async def _create_database(dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _drop_database(dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def settings_kwargs(run_env: dict[str, str]) -> dict[str, Any]:
+    """The session's CL_* values as keyword arguments for any service's Settings."""
+    return {k.removeprefix("CL_").lower(): v for k, v in run_env.items()}
+
+
+@pytest.fixture
+async def pg(run_env: dict[str, str]) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to the session's database, for checking what the services wrote."""
+    conn = await asyncpg.connect(run_env["CL_DATABASE_URL"].replace("+asyncpg", ""))
+    yield conn
+    await conn.close()
+
+
+def env_with(run_env: dict[str, str], **extra: str) -> dict[str, str]:
+    """The process environment for a service started as a subprocess in this session."""
+    return {**os.environ, **run_env, **extra}

@@ -1,0 +1,218 @@
+"""The scorer against real Kafka, PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from services.common.kafka import producer as make_producer
+from services.common.members import MemberCache
+from services.scorer import repository as repo
+from services.scorer.service import Scorer
+from services.scorer.settings import ScorerSettings
+from shared.events import ActivityEvent
+from tests.conftest import unique
+from tests.support import eventually, read_topic, values
+
+NOW = datetime.now(UTC)
+
+
+def event(kind: str, member: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "event_id": unique("e"),
+        "type": kind,
+        "member_id": member,
+        "occurred_at": fields.pop("at", NOW - timedelta(hours=1)).isoformat(),
+        **fields,
+    }
+
+
+@pytest.fixture
+def settings(settings_kwargs: dict[str, Any]) -> ScorerSettings:
+    return ScorerSettings(
+        **settings_kwargs,
+        metrics_port=0,
+        tenure_interval=timedelta(milliseconds=300),
+        repair_interval=timedelta(milliseconds=300),
+        relay_interval=timedelta(milliseconds=200),
+    )
+
+
+@asynccontextmanager
+async def running(settings: ScorerSettings) -> AsyncIterator[Scorer]:
+    scorer = Scorer(settings)
+    task = asyncio.create_task(scorer.run())
+    try:
+        yield scorer
+    finally:
+        scorer.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def publish(settings: ScorerSettings, events: list[dict[str, Any]], raw: list[tuple[bytes, bytes]] = ()) -> None:
+    """Publish as ingest does: one record per member the event changes, keyed by that member."""
+    producer = make_producer(settings, "test")
+    await producer.start()
+    try:
+        futures = []
+        for raw_event in events:
+            parsed = ActivityEvent.model_validate(raw_event)
+            for subject in parsed.subjects():
+                futures.append(await producer.send(settings.topic_activity, parsed.to_json(), key=subject.encode()))
+        for key, value in raw:
+            futures.append(await producer.send(settings.topic_activity, value, key=key))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def member_row(pg: asyncpg.Connection, member: str) -> asyncpg.Record | None:
+    return await pg.fetchrow("SELECT * FROM members WHERE member_id = $1", member)
+
+
+async def scores(pg: asyncpg.Connection, member: str) -> tuple[int, int, int] | None:
+    row = await member_row(pg, member)
+    return (row["active_score"], row["passive_score"], row["level_rank"]) if row else None
+
+
+async def test_records_are_applied_once_and_level_changes_are_published(
+    settings: ScorerSettings, pg: asyncpg.Connection
+) -> None:
+    ann, bob = unique("ann"), unique("bob")
+    reply = event("reply", ann, content_id="r1")
+    events = [
+        reply,
+        reply,  # a client retry: the same event id
+        event("post", bob, content_id="p1"),
+        event("like", ann, content_id="p1", target_member_id=bob),
+    ]
+    await publish(settings, events)
+    async with running(settings):
+        await eventually(lambda: _equals(scores(pg, ann), (6, 0, 5)))
+        await eventually(lambda: _equals(scores(pg, bob), (13, 0, 5)))
+        await eventually(lambda: _unsent_is_zero(pg))
+
+    cache = MemberCache(Redis.from_url(settings.redis_url), settings.redis_prefix)
+    try:
+        views = await cache.get_many([ann, bob])
+    finally:
+        await cache.redis.aclose()
+    assert (views[ann]["active_score"], views[bob]["active_score"]) == (6, 13)
+
+    published = values(await read_topic(settings.kafka_bootstrap, settings.topic_level_changes, {ann, bob}))
+    got = sorted((p["member_id"], p["seq"], p["from_level"], p["to_level"]["id"]) for p in published)
+    assert got == sorted([(ann, 1, None, "new_contributor"), (bob, 1, None, "new_contributor")])
+    assert {p["cause"]["type"] for p in published if p["member_id"] == ann} == {"reply"}
+
+
+async def _equals(value: Awaitable[Any], expected: Any) -> bool:
+    return await value == expected
+
+
+async def _unsent_is_zero(pg: asyncpg.Connection) -> bool:
+    return await pg.fetchval("SELECT count(*) FROM level_changes WHERE sent_at IS NULL") == 0
+
+
+async def test_poison_records_go_to_the_dead_letter_topic_and_later_records_apply(
+    settings: ScorerSettings, pg: asyncpg.Connection
+) -> None:
+    cat = unique("cat")
+    await publish(
+        settings,
+        [],
+        raw=[(cat.encode(), b"{not json"), (cat.encode(), b'{"event_id": "x", "type": "teleport"}')],
+    )
+    await publish(settings, [event("article", cat, content_id="a1")])
+    async with running(settings):
+        await eventually(lambda: _equals(scores(pg, cat), (25, 0, 6)))
+    dead = await read_topic(settings.kafka_bootstrap, settings.topic_dlq, {cat})
+    assert [m.value for m in dead] == [b"{not json", b'{"event_id": "x", "type": "teleport"}']
+    headers = dict(dead[0].headers)
+    assert headers["source_topic"].decode() == settings.topic_activity
+    assert int(headers["source_offset"]) >= 0 and b"not JSON" in headers["reason"]
+
+
+async def test_a_restarted_scorer_resumes_without_counting_anything_twice(
+    settings: ScorerSettings, pg: asyncpg.Connection
+) -> None:
+    dan = unique("dan")
+    first = [event("comment", dan, content_id=f"c{i}") for i in range(5)]
+    await publish(settings, first)
+    async with running(settings):
+        await eventually(lambda: _equals(scores(pg, dan), (10, 0, 5)))
+    # Redelivered and new records, consumed by a fresh instance of the group.
+    await publish(settings, first + [event("post", dan, content_id="p1")])
+    async with running(settings):
+        await eventually(lambda: _equals(scores(pg, dan), (20, 0, 5)))
+    count = await pg.fetchval("SELECT count(*) FROM activity WHERE member_id = $1", dan)
+    assert count == 6
+
+
+async def test_a_consumer_that_lost_its_partition_cannot_store_offsets(
+    settings: ScorerSettings, run_env: dict[str, str]
+) -> None:
+    from services.common import db
+
+    engine = db.engine(settings.database_url, "test")
+    group, topic = unique("group"), settings.topic_activity
+    try:
+        async with engine.begin() as conn:
+            (old,) = await repo.claim_partitions(conn, group, topic, [0], "old-owner")
+        async with engine.begin() as conn:
+            (new,) = await repo.claim_partitions(conn, group, topic, [0], "new-owner")
+        async with engine.begin() as conn:
+            refused = await repo.advance_offsets(conn, group, topic, [repo.OffsetMove(0, old.epoch, 0, 10)])
+            accepted = await repo.advance_offsets(conn, group, topic, [repo.OffsetMove(0, new.epoch, 0, 10)])
+            gap = await repo.advance_offsets(conn, group, topic, [repo.OffsetMove(0, new.epoch, 20, 30)])
+        assert (refused, accepted, gap) == ({0}, set(), {0})
+    finally:
+        await engine.dispose()
+
+
+async def test_tenure_alone_promotes_a_member_without_new_activity(
+    settings: ScorerSettings, pg: asyncpg.Connection
+) -> None:
+    eve = unique("eve")
+    joined = datetime.now(UTC) - timedelta(days=7) + timedelta(seconds=3)
+    await publish(
+        settings,
+        [
+            event("member_joined", eve, at=joined),
+            event("group_joined", eve, content_id="g1", at=joined),
+            event("group_joined", eve, content_id="g2", at=joined),
+        ],
+    )
+    async with running(settings):
+        await eventually(lambda: _equals(scores(pg, eve), (0, 10, 1)))
+        await eventually(lambda: _equals(scores(pg, eve), (0, 10, 2)), timeout=20)
+    payload = json.loads(await pg.fetchval("SELECT payload FROM level_changes WHERE member_id = $1 AND seq = 2", eve))
+    assert payload["cause"] == {"kind": "tenure"}
+    assert (payload["from_level"]["id"], payload["to_level"]["id"]) == ("new_member", "community_member")
+
+
+async def test_redis_is_rebuilt_from_postgres_after_a_flush(settings: ScorerSettings, pg: asyncpg.Connection) -> None:
+    fay = unique("fay")
+    await publish(settings, [event("post", fay, content_id="p1")])
+    redis = Redis.from_url(settings.redis_url)
+    cache = MemberCache(redis, settings.redis_prefix)
+    try:
+        async with running(settings):
+            await eventually(lambda: _equals(scores(pg, fay), (10, 0, 5)))
+            keys = [k async for k in redis.scan_iter(f"{settings.redis_prefix}*")]
+            await redis.delete(*keys)
+            await eventually(lambda: _has_view(cache, fay))
+        assert (await cache.get_many([fay]))[fay]["active_score"] == 10
+    finally:
+        await redis.aclose()
+
+
+async def _has_view(cache: MemberCache, member: str) -> bool:
+    return member in await cache.get_many([member])
