@@ -1,0 +1,53 @@
+# Community Levels. `make run` starts everything; `make test` runs every test.
+# Servers (Kafka, PostgreSQL, Redis) run as local processes with data under .local/.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SERVERS := scripts/local/servers.sh
+SERVICES := scripts/local/services.sh
+
+.PHONY: run stop status test test-unit servers migrate lint
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+servers: $(VENV)/.installed
+	$(SERVERS) up
+
+migrate: servers
+	$(VENV)/bin/alembic upgrade head
+
+run: migrate
+	$(SERVICES) start
+	@echo
+	@echo "Community Levels is running:"
+	@echo "  ingest  http://127.0.0.1:$${CL_INGEST_PORT:-8001}  (POST /v1/events)"
+	@echo "  api     http://127.0.0.1:$${CL_API_PORT:-8002}  (GET /v1/members/{id}, /v1/levels)"
+	@echo "  scorer  metrics on http://127.0.0.1:$${CL_METRICS_PORT:-8003}/metrics"
+	@echo "  kafka localhost:19092, postgres localhost:15432, redis localhost:16379"
+	@echo "  API key for local use: $${CL_INGEST_API_KEYS:-local-dev-key}"
+	@echo "Logs in .local/logs/; 'make stop' stops everything."
+
+stop:
+	-$(SERVICES) stop
+	$(SERVERS) down
+
+status:
+	-$(SERVICES) status
+	-$(SERVERS) status
+
+test: servers
+	$(PY) -m pytest tests/unit tests/integration tests/e2e
+
+test-unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy shared services

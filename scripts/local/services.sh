@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The three services as background processes, for `make run`.
+# Usage: services.sh start|stop|status
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+SERVICES=(scorer ingest api)
+PY=$ROOT/.venv/bin/python
+
+health_url() {
+  case $1 in
+    ingest) echo "http://127.0.0.1:${CL_INGEST_PORT:-8001}/healthz" ;;
+    api) echo "http://127.0.0.1:${CL_API_PORT:-8002}/healthz" ;;
+    scorer) echo "http://127.0.0.1:${CL_METRICS_PORT:-8003}/metrics" ;;
+  esac
+}
+
+case ${1:-} in
+  start)
+    for s in "${SERVICES[@]}"; do
+      pidfile=$RUN/$s.pid
+      pid_alive "$pidfile" && continue
+      (cd "$ROOT" && nohup "$PY" -m "services.$s" >>"$LOGS/$s.log" 2>&1 & echo $! >"$pidfile")
+    done
+    for s in "${SERVICES[@]}"; do
+      wait_for 60 "$RUN/$s.pid" curl -fsS -o /dev/null "$(health_url "$s")" ||
+        die_log "$s did not become healthy" "$LOGS/$s.log"
+    done ;;
+  stop)
+    for s in "${SERVICES[@]}"; do stop_pidfile "$RUN/$s.pid"; done ;;
+  status)
+    for s in "${SERVICES[@]}"; do
+      if pid_alive "$RUN/$s.pid"; then echo "$s: running (pid $(cat "$RUN/$s.pid")), $(health_url "$s")"
+      else echo "$s: not running"; fi
+    done ;;
+  *) usage "start|stop|status" ;;
+esac

@@ -1,0 +1,119 @@
+"""The whole system as separate processes (ingest, scorer, api) on the real servers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, env_with
+
+API_KEY = "e2e-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class System:
+    env: dict[str, str]
+    logs: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def ingest_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['CL_INGEST_PORT']}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['CL_API_PORT']}"
+
+    def start(self, name: str) -> None:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child process owns it
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=self.env, stdout=log, stderr=log
+        )
+        log.close()
+        url = {
+            "ingest": f"{self.ingest_url}/healthz",
+            "api": f"{self.api_url}/healthz",
+            "scorer": f"http://127.0.0.1:{self.env['CL_METRICS_PORT']}/metrics",
+        }[name]
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.procs[name].poll() is None, f"{name} exited; see {self.logs / name}.log"
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"{name} not healthy in 60 s"
+            time.sleep(0.2)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.kill(name, signal.SIGTERM)
+
+
+@pytest.fixture(scope="session")
+def system(run_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    env = env_with(
+        run_env,
+        CL_INGEST_PORT=str(free_port()),
+        CL_API_PORT=str(free_port()),
+        CL_METRICS_PORT=str(free_port()),
+        CL_INGEST_API_KEYS=API_KEY,
+        CL_TENURE_INTERVAL="PT1S",
+    )
+    logs = Path(os.environ.get("CL_E2E_LOGS", tmp_path_factory.mktemp("logs")))
+    sut = System(env, logs)
+    try:
+        for name in ("scorer", "ingest", "api"):
+            sut.start(name)
+        yield sut
+    finally:
+        sut.stop_all()
+
+
+@pytest.fixture
+async def ingest(system: System) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=system.ingest_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def api(system: System) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=system.api_url, timeout=30) as client:
+        yield client
+
+
+async def post_events(client: httpx.AsyncClient, events: list[dict[str, Any]], batch: int = 500) -> None:
+    """Post in order, batch after batch, retrying a batch that ingest could not publish."""
+    for start in range(0, len(events), batch):
+        body = {"events": events[start : start + batch]}
+        for _ in range(20):
+            response = await client.post("/v1/events", json=body)
+            if response.status_code != 503:
+                break
+        assert response.status_code == 202, response.text
+        assert response.json() == {"accepted": len(body["events"])}

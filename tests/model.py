@@ -1,0 +1,168 @@
+"""An independent reading of SPEC §4–§5, written for the tests, to check the system against.
+
+It shares no code with `shared/`: the numbers are copied from the spec's tables, and the
+bookkeeping is done differently (a ledger of what each event earned), so a mistake in the
+project's scoring does not repeat here unnoticed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+POINTS = {
+    "visit_day": 2,
+    "view": 1,
+    "group_joined": 5,
+    "event_attended": 10,
+    "post": 10,
+    "reply": 5,
+    "comment": 2,
+    "article": 25,
+    "like_given": 1,
+    "like_received": 3,
+    "solution_accepted": 15,
+}
+CAPS = {"browse_time": 12, "view": 25, "comment": 20, "like_given": 20, "like_received": 60}
+PASSIVE = {"visit_day", "browse_time", "view", "group_joined", "event_attended"}
+# (rank, id, active needed, passive needed, tenure days needed)
+LADDER = [
+    (1, "new_member", 0, 0, 0),
+    (2, "community_member", 0, 10, 7),
+    (3, "established_member", 0, 50, 30),
+    (4, "senior_member", 0, 200, 90),
+    (5, "new_contributor", 1, 0, 0),
+    (6, "general_contributor", 25, 0, 0),
+    (7, "reliable_contributor", 100, 0, 0),
+    (8, "respected_contributor", 250, 0, 0),
+    (9, "trusted_contributor", 500, 0, 0),
+    (10, "community_boss", 1000, 0, 0),
+    (11, "certified_boss", 2500, 0, 0),
+    (12, "insightful_boss", 5000, 0, 0),
+    (13, "exceptional_boss", 10000, 0, 0),
+    (14, "hyper_boss", 25000, 0, 0),
+]
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass
+class Member:
+    ledger: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))  # (metric, day) -> pts
+    seen_ids: set[str] = field(default_factory=set)
+    facts: set[tuple[Any, ...]] = field(default_factory=set)  # things that happen once
+    reversible: dict[tuple[Any, ...], tuple[str, str, int]] = field(default_factory=dict)  # -> (metric, day, pts)
+    browse_seconds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    declared: datetime | None = None
+    earliest: datetime | None = None
+    rank: int | None = None
+    chain: list[tuple[int | None, int]] = field(default_factory=list)
+
+    def total(self, metric: str) -> int:
+        return sum(pts for (m, _), pts in self.ledger.items() if m == metric)
+
+    def points(self) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for (metric, _), pts in self.ledger.items():
+            out[metric] += pts
+        return {m: n for m, n in out.items() if n}
+
+    def scores(self) -> tuple[int, int]:
+        pts = self.points()
+        return sum(n for m, n in pts.items() if m not in PASSIVE), sum(n for m, n in pts.items() if m in PASSIVE)
+
+    def grant(self, metric: str, day: str, pts: int) -> int:
+        if metric in CAPS:
+            pts = max(0, min(pts, CAPS[metric] - self.ledger[(metric, day)]))
+        self.ledger[(metric, day)] += pts
+        return pts
+
+    def level(self, now: datetime) -> int:
+        joined = self.declared or self.earliest
+        tenure = max(0, (now - joined).days) if joined else 0
+        active, passive = self.scores()
+        return max(rank for rank, _, a, p, t in LADDER if active >= a and passive >= p and tenure >= t)
+
+
+class Model:
+    """Members' expected state after the events, applied in the order given."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.members: dict[str, Member] = defaultdict(Member)
+
+    def apply(self, event: dict[str, Any]) -> None:
+        actor, target = event["member_id"], event.get("target_member_id")
+        for who in dict.fromkeys([actor] + ([target] if target else [])):
+            member = self.members[who]
+            if event["event_id"] in member.seen_ids:
+                continue
+            member.seen_ids.add(event["event_id"])
+            self._apply(member, who, event)
+            rank = member.level(self.now)
+            if rank != member.rank:
+                member.chain.append((member.rank, rank))
+                member.rank = rank
+
+    def _apply(self, m: Member, who: str, e: dict[str, Any]) -> None:
+        at = _ts(e["occurred_at"])
+        day = at.date().isoformat()
+        m.earliest = at if m.earliest is None else min(m.earliest, at)
+        kind, content = e["type"], e.get("content_id")
+        self_directed = e.get("target_member_id") == e["member_id"]
+        is_actor = who == e["member_id"]
+        if kind == "member_joined":
+            m.declared = at if m.declared is None else min(m.declared, at)
+        elif kind == "visit":
+            if ("visit", day) not in m.facts:
+                m.facts.add(("visit", day))
+                m.grant("visit_day", day, 2)
+            before = m.browse_seconds[day] // 600
+            m.browse_seconds[day] += e["duration_s"]
+            m.grant("browse_time", day, m.browse_seconds[day] // 600 - before)
+        elif kind in ("view", "group_joined", "event_attended"):
+            fact = (kind, content, day if kind == "view" else None)
+            if fact not in m.facts:
+                m.facts.add(fact)
+                m.grant(kind, day, POINTS[kind])
+        elif kind in ("post", "reply", "comment", "article"):
+            if ("created", content) not in m.facts:
+                m.facts.add(("created", content))
+                m.reversible[("created", content)] = (kind, day, m.grant(kind, day, POINTS[kind]))
+        elif kind == "content_removed":
+            self._take_back(m, ("created", content))
+        elif kind == "like" and not self_directed:
+            key = ("like", content) if is_actor else ("liked", e["member_id"], content)
+            metric = "like_given" if is_actor else "like_received"
+            if key not in m.reversible:
+                m.reversible[key] = (metric, day, m.grant(metric, day, POINTS[metric]))
+        elif kind == "unlike" and not self_directed:
+            key = ("like", content) if is_actor else ("liked", e["member_id"], content)
+            self._take_back(m, key)
+        elif kind == "solution_accepted" and not is_actor and not self_directed:
+            if ("solution", content) not in m.facts:
+                m.facts.add(("solution", content))
+                m.grant("solution_accepted", day, 15)
+
+    @staticmethod
+    def _take_back(m: Member, key: tuple[Any, ...]) -> None:
+        if key in m.reversible:
+            metric, day, pts = m.reversible.pop(key)
+            m.ledger[(metric, day)] -= pts
+
+    def expected(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for who, m in self.members.items():
+            active, passive = m.scores()
+            out[who] = {
+                "active_score": active,
+                "passive_score": passive,
+                "level": LADDER[m.rank - 1][1] if m.rank else None,
+                "points": m.points(),
+                "level_changes": [list(c) for c in m.chain],
+            }
+        return out
