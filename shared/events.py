@@ -8,8 +8,10 @@ that member, so all of a member's records land on one partition, in order.
 from __future__ import annotations
 
 import json
+import math
 import re
 import unicodedata
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -58,19 +60,20 @@ MAX_FUTURE = timedelta(minutes=5)
 MAX_ATTRIBUTES_BYTES = 4096
 MAX_BATCH = 1000
 
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})", re.ASCII)
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
+MAX_ATTRIBUTES_DEPTH = 32
 
 
 def _timestamp(value: object) -> datetime:
     if not isinstance(value, str) or not _RFC3339.fullmatch(value):
         raise ValueError("must be an RFC 3339 timestamp with an offset, like 2026-11-20T09:00:00Z")
-    head, dot, tail = value.partition(".")
+    head, dot, tail = value.upper().partition(".")
     if dot:  # Python keeps microseconds: drop digits past the sixth.
         digits = re.match(r"\d+", tail)
         assert digits is not None
         value = f"{head}.{digits.group()[:6]}{tail[digits.end() :]}"
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError as exc:
         raise ValueError(f"is not a valid date and time: {exc}") from None
     parsed = parsed.astimezone(UTC)
@@ -113,6 +116,8 @@ class ActivityEvent(BaseModel):
     @classmethod
     def _small_attributes(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None:
+            if _depth(value) > MAX_ATTRIBUTES_DEPTH:
+                raise ValueError(f"is nested more than {MAX_ATTRIBUTES_DEPTH} levels deep")
             size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
             if size > MAX_ATTRIBUTES_BYTES:
                 raise ValueError(f"is {size} bytes serialized; at most {MAX_ATTRIBUTES_BYTES} are allowed")
@@ -133,6 +138,14 @@ class ActivityEvent(BaseModel):
         return self.model_dump_json(exclude_none=True).encode()
 
 
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
 class ActivityRecord(NamedTuple):
     """An event as applied to one member (the subject): the unit the scorer consumes."""
 
@@ -140,8 +153,11 @@ class ActivityRecord(NamedTuple):
     event: ActivityEvent
 
 
-class EventError(NamedTuple):
-    index: int
+@dataclass(frozen=True)
+class EventError:
+    """Why an event is invalid; `index` is its place in the batch (None: the request as a whole)."""
+
+    index: int | None
     field: str
     reason: str
 
@@ -203,6 +219,13 @@ def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is out of range for a number")
+    return number
+
+
 def parse_json(body: bytes) -> Any:
-    """Strict JSON: NaN and Infinity are refused, as RFC 8259 says."""
-    return json.loads(body, parse_constant=_refuse_constant)
+    """Strict JSON: NaN, Infinity and numbers too large for a double are refused (RFC 8259)."""
+    return json.loads(body, parse_constant=_refuse_constant, parse_float=_finite)

@@ -6,12 +6,12 @@ import logging
 from prometheus_client import start_http_server
 
 from services.common.kafka import ensure_topics
+from services.common.settings import load_settings
 from services.scorer.service import main
 from services.scorer.settings import ScorerSettings
 
-settings = ScorerSettings()
+settings = load_settings(ScorerSettings, "scorer")
 logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-_ = settings.rules  # an invalid rules file stops the scorer here, with a message naming it
 if settings.metrics_port:
     start_http_server(settings.metrics_port)
 asyncio.run(ensure_topics(settings))

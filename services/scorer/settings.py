@@ -6,19 +6,19 @@ from datetime import timedelta
 
 from pydantic import Field
 
-from services.common.settings import Settings
+from services.common.settings import Seconds, Settings
 
 
 class ScorerSettings(Settings):
     group_id: str = Field(default="scorer", description="the Kafka consumer group (CL_GROUP_ID)")
     instance: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     batch_max_records: int = Field(default=2000, ge=1)
-    fetch_wait: timedelta = timedelta(milliseconds=200)
-    tenure_interval: timedelta = Field(
+    fetch_wait: Seconds = timedelta(milliseconds=200)
+    tenure_interval: Seconds = Field(
         default=timedelta(minutes=5), description="how often tenure promotions are looked for"
     )
-    repair_interval: timedelta = Field(default=timedelta(seconds=5), description="how often Redis is repaired")
-    relay_interval: timedelta = Field(default=timedelta(seconds=1), description="outbox poll when idle")
-    retry_max: timedelta = Field(default=timedelta(seconds=5), description="longest wait between retries")
-    session_timeout: timedelta = timedelta(seconds=10)
+    repair_interval: Seconds = Field(default=timedelta(seconds=5), description="how often Redis is repaired")
+    relay_interval: Seconds = Field(default=timedelta(seconds=1), description="outbox poll when idle")
+    retry_max: Seconds = Field(default=timedelta(seconds=5), description="longest wait between retries")
+    session_timeout: Seconds = timedelta(seconds=10)
     metrics_port: int = Field(default=8003, description="Prometheus /metrics; 0 turns it off")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from services.common.settings import Settings
 from tests.conftest import ROOT, env_with
 
 API_KEY = "e2e-key"
@@ -34,6 +36,10 @@ class System:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
+    def bootstrap(self) -> str:
+        return self.env.get("CL_KAFKA_BOOTSTRAP", Settings().kafka_bootstrap)
+
+    @property
     def ingest_url(self) -> str:
         return f"http://127.0.0.1:{self.env['CL_INGEST_PORT']}"
 
@@ -48,7 +54,7 @@ class System:
         )
         log.close()
         url = {
-            "ingest": f"{self.ingest_url}/healthz",
+            "ingest": f"{self.ingest_url}/readyz",  # ready: its producer reaches Kafka
             "api": f"{self.api_url}/healthz",
             "scorer": f"http://127.0.0.1:{self.env['CL_METRICS_PORT']}/metrics",
         }[name]
@@ -81,7 +87,7 @@ def system(run_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) ->
         CL_API_PORT=str(free_port()),
         CL_METRICS_PORT=str(free_port()),
         CL_INGEST_API_KEYS=API_KEY,
-        CL_TENURE_INTERVAL="PT1S",
+        CL_TENURE_INTERVAL="1",
     )
     logs = Path(os.environ.get("CL_E2E_LOGS", tmp_path_factory.mktemp("logs")))
     sut = System(env, logs)
@@ -111,9 +117,10 @@ async def post_events(client: httpx.AsyncClient, events: list[dict[str, Any]], b
     """Post in order, batch after batch, retrying a batch that ingest could not publish."""
     for start in range(0, len(events), batch):
         body = {"events": events[start : start + batch]}
-        for _ in range(20):
+        for _ in range(30):
             response = await client.post("/v1/events", json=body)
             if response.status_code != 503:
                 break
+            await asyncio.sleep(float(response.headers.get("retry-after", "1")))
         assert response.status_code == 202, response.text
         assert response.json() == {"accepted": len(body["events"])}

@@ -62,13 +62,7 @@ async def test_scenario_through_the_whole_system(
 
     await eventually(matches, timeout=30, what=f"API state for {scenario['name']}")
 
-    published = values(
-        await read_topic(
-            system.env["CL_KAFKA_BOOTSTRAP"] if "CL_KAFKA_BOOTSTRAP" in system.env else "localhost:19092",
-            system.env["CL_TOPIC_LEVEL_CHANGES"],
-            set(expected),
-        )
-    )
+    published = values(await read_topic(system.bootstrap, system.env["CL_TOPIC_LEVEL_CHANGES"], set(expected)))
     by_member: dict[str, list[list[int | None]]] = {}
     for change in sorted(published, key=lambda c: (c["member_id"], c["seq"])):
         by_member.setdefault(change["member_id"], []).append(

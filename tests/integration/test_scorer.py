@@ -181,7 +181,7 @@ async def test_tenure_alone_promotes_a_member_without_new_activity(
     settings: ScorerSettings, pg: asyncpg.Connection
 ) -> None:
     eve = unique("eve")
-    joined = datetime.now(UTC) - timedelta(days=7) + timedelta(seconds=3)
+    joined = datetime.now(UTC) - timedelta(days=7) + timedelta(seconds=10)  # due in 10 s
     await publish(
         settings,
         [
@@ -191,11 +191,12 @@ async def test_tenure_alone_promotes_a_member_without_new_activity(
         ],
     )
     async with running(settings):
-        await eventually(lambda: _equals(scores(pg, eve), (0, 10, 1)))
-        await eventually(lambda: _equals(scores(pg, eve), (0, 10, 2)), timeout=20)
-    payload = json.loads(await pg.fetchval("SELECT payload FROM level_changes WHERE member_id = $1 AND seq = 2", eve))
-    assert payload["cause"] == {"kind": "tenure"}
-    assert (payload["from_level"]["id"], payload["to_level"]["id"]) == ("new_member", "community_member")
+        await eventually(lambda: _equals(scores(pg, eve), (0, 10, 2)), timeout=30)
+    rows = await pg.fetch("SELECT payload FROM level_changes WHERE member_id = $1 ORDER BY seq", eve)
+    first, second = (json.loads(row["payload"]) for row in rows)
+    assert (first["to_level"]["id"], first["cause"]["kind"]) == ("new_member", "activity")
+    assert second["cause"] == {"kind": "tenure"}
+    assert (second["from_level"]["id"], second["to_level"]["id"]) == ("new_member", "community_member")
 
 
 async def test_redis_is_rebuilt_from_postgres_after_a_flush(settings: ScorerSettings, pg: asyncpg.Connection) -> None:

@@ -1,0 +1,179 @@
+"""The ingest service (SPEC §3): authenticates, validates and publishes activity events.
+
+POST /v1/events answers 202 only once Kafka has acknowledged every record of the request;
+an invalid event refuses the whole request, so a request is published entirely or not at all
+(a 503 may leave part of it on the topic: the client retries, and event ids make that safe).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from services.ingest.access import ApiKeys, RateLimiter
+from services.ingest.errors import IngestError
+from services.ingest.payload import MAX_BODY_BYTES, events_of, parse_body, read_body
+from services.ingest.publisher import Publisher
+from services.ingest.settings import IngestSettings
+from shared.events import MAX_BATCH, ActivityEvent
+
+log = logging.getLogger(__name__)
+
+# auto_error off: a missing or malformed header is ours to answer (401), and the scheme
+# still documents the bearer key in the OpenAPI document.
+bearer = HTTPBearer(auto_error=False, description="an API key of the forum platform (CL_INGEST_API_KEYS)")
+
+
+class Accepted(BaseModel):
+    accepted: int
+
+
+class Problem(BaseModel):
+    index: int | None
+    field: str
+    reason: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+    errors: list[Problem] | None = None
+
+
+def _request_body_doc() -> dict[str, Any]:
+    event = ActivityEvent.model_json_schema()
+    batch = {
+        "title": "Batch",
+        "type": "object",
+        "properties": {"events": {"type": "array", "items": event, "minItems": 1, "maxItems": MAX_BATCH}},
+        "required": ["events"],
+        "additionalProperties": False,
+    }
+    return {
+        "required": True,
+        "description": f"one event, or a batch of 1 to {MAX_BATCH}; at most {MAX_BODY_BYTES} bytes",
+        "content": {"application/json": {"schema": {"oneOf": [event, batch]}}},
+    }
+
+
+def _error_doc(description: str, **headers: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {"model": ErrorBody, "description": description}
+    if headers:
+        doc["headers"] = {name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()}
+    return doc
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error_doc("the body is not JSON"),
+    401: _error_doc("the API key is missing or wrong", **{"WWW-Authenticate": "Bearer"}),
+    413: _error_doc(f"the body is over {MAX_BODY_BYTES} bytes or the batch over {MAX_BATCH} events"),
+    422: _error_doc("one or more events are invalid (each named by index, field and reason); none was published"),
+    429: _error_doc("the API key is over its rate", **{"Retry-After": "seconds to wait"}),
+    503: _error_doc("Kafka cannot take the events now; nothing was acknowledged", **{"Retry-After": "seconds to wait"}),
+}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        # One registry per app, so several apps (tests) never register a metric twice.
+        self.registry = CollectorRegistry()
+        self.events_accepted = Counter(
+            "cl_ingest_events_accepted", "events acknowledged by Kafka", registry=self.registry
+        )
+        self.records_published = Counter(
+            "cl_ingest_records_published", "activity records acknowledged by Kafka", registry=self.registry
+        )
+        self.requests = Counter(
+            "cl_ingest_event_requests", "POST /v1/events answers", ["status"], registry=self.registry
+        )
+
+
+def create_app(settings: IngestSettings | None = None) -> FastAPI:
+    settings = settings or IngestSettings()
+    keys = ApiKeys(settings.api_keys)
+    limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
+    metrics = Metrics()
+    publisher = Publisher(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with publisher:
+            yield
+
+    app = FastAPI(title="Community Levels ingest", version="1", lifespan=lifespan)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        # Unknown paths and methods answer in the same shape as every other error.
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": code, "message": str(exc.detail)}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # A bug, never a client's doing: log it, answer in the usual shape.
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        if request.url.path == "/v1/events":
+            metrics.requests.labels("500").inc()
+        return JSONResponse({"error": "internal", "message": "an unexpected error; it has been logged"}, 500)
+
+    async def accept(request: Request, credentials: HTTPAuthorizationCredentials | None) -> int:
+        caller = keys.check(credentials.credentials if credentials else None)
+        limiter.take(caller)
+        accepted = events_of(parse_body(await read_body(request)), now=datetime.now(UTC))
+        records = [(subject.encode(), value) for event, value in accepted for subject in event.subjects()]
+        await publisher.publish(settings.topic_activity, records)
+        metrics.records_published.inc(len(records))
+        return len(accepted)
+
+    @app.post(
+        "/v1/events",
+        status_code=202,
+        response_model=Accepted,
+        response_description="every event of the request is acknowledged by Kafka",
+        responses=RESPONSES,
+        openapi_extra={"requestBody": _request_body_doc()},
+        summary="Post one activity event or a batch",
+    )
+    async def post_events(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> Response:
+        # The body is read raw (no FastAPI body parameter), so FastAPI's own validation never
+        # answers: every refusal is one of ours, in our shape.
+        try:
+            count = await accept(request, credentials)
+        except IngestError as exc:
+            response = exc.response()
+        else:
+            metrics.events_accepted.inc(count)
+            response = JSONResponse({"accepted": count}, status_code=202)
+        metrics.requests.labels(str(response.status_code)).inc()
+        return response
+
+    @app.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Kafka answers", responses={503: _error_doc("Kafka does not answer")})
+    async def readyz() -> Response:
+        problem = await publisher.kafka_answers()
+        if problem is not None:
+            return JSONResponse(
+                {"error": "not_ready", "message": f"kafka: {problem}", "checks": {"kafka": problem}}, 503
+            )
+        return JSONResponse({"status": "ready", "checks": {"kafka": "ok"}})
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

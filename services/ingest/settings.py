@@ -1,0 +1,63 @@
+"""Settings of the ingest service: the shared CL_* ones, and its own under CL_INGEST_*."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from typing import Annotated, Literal, Self
+
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from services.common.settings import Seconds, Settings
+
+LOCAL_DEV_KEY = "local-dev-key"  # the key the README documents for local runs
+
+
+def digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def _key_digests(value: object) -> object:
+    # Keys arrive comma-separated; only their SHA-256 digests are kept, so the keys themselves
+    # never sit in memory (or in a repr of the settings) after start.
+    if isinstance(value, str):
+        return frozenset(digest(key.strip()) for key in value.split(",") if key.strip())
+    return value
+
+
+KeyDigests = Annotated[frozenset[bytes], NoDecode, BeforeValidator(_key_digests)]
+
+
+class IngestSettings(Settings):
+    # Fields take their names in code (IngestSettings(api_keys=...)) and CL_INGEST_* in the
+    # environment, so they do not collide with other services' CL_HOST or CL_PORT.
+    model_config = SettingsConfigDict(validate_by_name=True, validate_by_alias=True)
+
+    env: Literal["local", "test", "staging", "production"] = Field(default="local", validation_alias="CL_ENV")
+    api_keys: KeyDigests = Field(
+        default=LOCAL_DEV_KEY,
+        validate_default=True,
+        validation_alias="CL_INGEST_API_KEYS",
+        description="comma-separated API keys the forum platform may use",
+    )
+    host: str = Field(default="127.0.0.1", validation_alias="CL_INGEST_HOST")
+    port: int = Field(default=8001, ge=0, le=65535, validation_alias="CL_INGEST_PORT")
+    publish_timeout: Seconds = Field(
+        default=timedelta(seconds=10),
+        validation_alias="CL_INGEST_PUBLISH_TIMEOUT",
+        description="how long a request waits for Kafka's acknowledgement before it answers 503",
+    )
+    retry_after_s: int = Field(default=1, ge=0, validation_alias="CL_INGEST_RETRY_AFTER_S")
+    rate_per_s: float = Field(
+        default=50.0, gt=0, validation_alias="CL_INGEST_RATE_PER_S", description="requests a second per API key"
+    )
+    rate_burst: int = Field(default=100, ge=1, validation_alias="CL_INGEST_RATE_BURST")
+
+    @model_validator(mode="after")
+    def _real_keys(self) -> Self:
+        if not self.api_keys:
+            raise ValueError("CL_INGEST_API_KEYS holds no key")
+        if self.env == "production" and digest(LOCAL_DEV_KEY) in self.api_keys:
+            raise ValueError(f"CL_INGEST_API_KEYS must not hold the local key {LOCAL_DEV_KEY!r} in production")
+        return self

@@ -1,0 +1,176 @@
+"""The read API against real PostgreSQL and Redis, with members written as the scorer writes them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from services.api.app import create_app
+from services.api.settings import ApiSettings
+from services.common import db
+from services.common.members import MemberCache, view_of
+from services.scorer import repository as repo
+from shared.events import ActivityEvent, ActivityRecord
+from shared.rules import default_rules
+from shared.scoring import apply_batch
+from tests.conftest import unique
+
+RULES = default_rules()
+NOW = datetime.now(UTC)
+
+
+async def score(settings: ApiSettings, events: list[dict[str, Any]], *, cache: bool) -> None:
+    """Apply events and store the result the way the scorer does (PostgreSQL, and Redis if asked)."""
+    records = []
+    for raw in events:
+        event = ActivityEvent.model_validate(raw)
+        records += [ActivityRecord(s, event) for s in event.subjects()]
+    engine = db.engine(settings.database_url, "test")
+    try:
+        async with engine.begin() as conn:
+            states = await repo.lock_states(conn, sorted({r.subject for r in records}))
+            changes = apply_batch(states, records, NOW, RULES)
+            versions = await repo.save_states(conn, list(states.values()), RULES, NOW)
+            await repo.record_level_changes(conn, changes, RULES, NOW)
+    finally:
+        await engine.dispose()
+    if cache:
+        redis = Redis.from_url(settings.redis_url)
+        try:
+            await MemberCache(redis, settings.redis_prefix).put(
+                [view_of(states[m], RULES, v, NOW) for m, v in versions.items()]
+            )
+        finally:
+            await redis.aclose()
+
+
+def ev(kind: str, member: str, days_ago: float = 0, **fields: Any) -> dict[str, Any]:
+    at = (NOW - timedelta(days=days_ago, minutes=1)).isoformat()
+    return {"event_id": unique("e"), "type": kind, "member_id": member, "occurred_at": at, **fields}
+
+
+@pytest.fixture
+def settings(settings_kwargs: dict[str, Any]) -> ApiSettings:
+    return ApiSettings(**settings_kwargs)
+
+
+async def client_for(settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api") as client:
+            yield client
+
+
+@pytest.fixture
+async def client(settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in client_for(settings):
+        yield c
+
+
+async def test_a_member_never_seen_is_404_with_a_message(client: httpx.AsyncClient) -> None:
+    response = await client.get(f"/v1/members/{unique('nobody')}")
+    assert response.status_code == 404
+    assert "has been seen" in response.json()["message"]
+
+
+async def test_member_shows_level_scores_and_what_the_next_level_needs(
+    client: httpx.AsyncClient, settings: ApiSettings
+) -> None:
+    ann = unique("ann")
+    await score(settings, [ev("member_joined", ann, days_ago=3), ev("reply", ann, content_id="r1")], cache=True)
+    body = (await client.get(f"/v1/members/{ann}")).json()
+    assert body["level"] == {"id": "new_contributor", "name": "New Contributor", "tier": "active", "rank": 5}
+    assert (body["active_score"], body["passive_score"], body["tenure_days"]) == (5, 0, 3)
+    assert body["points"]["reply"] == 5 and body["points"]["view"] == 0
+    assert body["next_level"]["id"] == "general_contributor"
+    assert body["next_level"]["unmet"] == [
+        {"requirement": "active_score", "required": 25, "current": 5, "remaining": 20}
+    ]
+
+
+async def test_member_read_answers_304_to_a_matching_etag(client: httpx.AsyncClient, settings: ApiSettings) -> None:
+    bob = unique("bob")
+    await score(settings, [ev("post", bob, content_id="p1")], cache=True)
+    first = await client.get(f"/v1/members/{bob}")
+    etag = first.headers["etag"]
+    again = await client.get(f"/v1/members/{bob}", headers={"If-None-Match": etag})
+    assert (again.status_code, again.content) == (304, b"")
+    await score(settings, [ev("post", bob, content_id="p2")], cache=False)  # a newer version in PostgreSQL
+    redis = Redis.from_url(settings.redis_url)
+    await redis.delete(f"{settings.redis_prefix}member:{bob}")
+    await redis.aclose()
+    changed = await client.get(f"/v1/members/{bob}", headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+
+
+async def test_many_members_at_once_with_the_missing_named(client: httpx.AsyncClient, settings: ApiSettings) -> None:
+    cat, dan, ghost = unique("cat"), unique("dan"), unique("ghost")
+    await score(settings, [ev("article", cat, content_id="a1"), ev("view", dan, content_id="c")], cache=False)
+    body = (await client.get("/v1/members", params={"ids": f"{cat},{ghost},{dan}"})).json()
+    assert [m["member_id"] for m in body["members"]] == [cat, dan]
+    assert body["missing"] == [ghost]
+    too_many = await client.get("/v1/members", params={"ids": ",".join(f"m{i}" for i in range(101))})
+    assert too_many.status_code == 422
+    bad = await client.get("/v1/members", params={"ids": "ok,not ok"})
+    assert bad.status_code == 422 and "not ok" in bad.json()["message"]
+
+
+async def test_level_history_is_newest_first_and_paged(client: httpx.AsyncClient, settings: ApiSettings) -> None:
+    eve = unique("eve")
+    await score(
+        settings,
+        [
+            ev("post", eve, content_id="p1"),
+            ev("content_removed", eve, content_id="p1"),
+            ev("post", eve, content_id="p2"),
+        ],
+        cache=False,
+    )
+    page = (await client.get(f"/v1/members/{eve}/level-changes", params={"limit": 2})).json()
+    assert [c["seq"] for c in page["level_changes"]] == [3, 2]
+    assert page["level_changes"][1]["direction"] == "demoted"
+    rest = (await client.get(f"/v1/members/{eve}/level-changes", params={"before": page["next_before"]})).json()
+    assert [c["seq"] for c in rest["level_changes"]] == [1] and rest["next_before"] is None
+    assert (await client.get(f"/v1/members/{unique('x')}/level-changes")).status_code == 404
+
+
+async def test_ladder_lists_every_level_and_how_points_are_earned(client: httpx.AsyncClient) -> None:
+    body = (await client.get("/v1/levels")).json()
+    assert [lv["rank"] for lv in body["levels"]] == list(range(1, 15))
+    trusted = next(lv for lv in body["levels"] if lv["id"] == "trusted_contributor")
+    assert trusted["requires"] == {"active_score": 500}
+    senior = next(lv for lv in body["levels"] if lv["id"] == "senior_member")
+    assert senior["requires"] == {"passive_score": 200, "tenure_days": 90}
+    comment = next(p for p in body["points"] if p["metric"] == "comment")
+    assert (comment["daily_cap"], comment["tier"]) == (20, "active")
+
+
+async def test_without_redis_members_are_read_from_postgres(settings: ApiSettings, settings_kwargs: dict) -> None:
+    fay = unique("fay")
+    await score(settings, [ev("reply", fay, content_id="r")], cache=False)
+    async for client in client_for(ApiSettings(**{**settings_kwargs, "redis_url": "redis://127.0.0.1:1/0"})):
+        assert (await client.get(f"/v1/members/{fay}")).json()["active_score"] == 5
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("down")
+
+
+async def test_without_postgres_members_in_redis_are_still_served(settings: ApiSettings, settings_kwargs: dict) -> None:
+    gus = unique("gus")
+    await score(settings, [ev("reply", gus, content_id="r")], cache=True)
+    broken = "postgresql+asyncpg://cl:cl@127.0.0.1:1/none"
+    async for client in client_for(ApiSettings(**{**settings_kwargs, "database_url": broken})):
+        assert (await client.get(f"/v1/members/{gus}")).json()["active_score"] == 5
+        unknown = await client.get(f"/v1/members/{unique('x')}")
+        assert unknown.status_code == 503 and unknown.headers["retry-after"]
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["postgres"].startswith("down")
+
+
+async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).status_code == 200
+    assert (await client.get("/readyz")).json() == {"ready": True, "checks": {"postgres": "ok", "redis": "ok"}}

@@ -1,0 +1,307 @@
+"""The activity event contract (SPEC §3), one test per rule of shared.events."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared.events import ActivityEvent, EventError, parse_json, validate_event
+
+NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+# One valid event of each shape; tests change one field at a time.
+BASE: dict[str, Any] = {
+    "event_id": "e-1",
+    "type": "member_joined",
+    "member_id": "m-1",
+    "occurred_at": "2026-11-20T08:00:00Z",
+}
+LIKE: dict[str, Any] = {**BASE, "type": "like", "content_id": "post-9", "target_member_id": "m-2"}
+VISIT: dict[str, Any] = {**BASE, "type": "visit", "duration_s": 600}
+
+
+def event(raw: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return {**raw, **changes}
+
+
+def valid(raw: object) -> ActivityEvent:
+    result = validate_event(raw, 0, NOW)
+    assert isinstance(result, ActivityEvent), result
+    return result
+
+
+def problems(raw: object, index: int = 0) -> dict[str, str]:
+    """field -> reason, for an event that must be invalid."""
+    result = validate_event(raw, index, NOW)
+    assert isinstance(result, list), f"accepted: {raw!r}"
+    assert all(isinstance(e, EventError) and e.index == index for e in result)
+    return {e.field: e.reason for e in result}
+
+
+def test_an_event_must_be_a_json_object() -> None:
+    assert problems([BASE]) == {"event": "must be a JSON object"}
+
+
+# --- ids ---
+
+
+@pytest.mark.parametrize("event_id", ["a", "A-z_0.9:x", "x" * 128])
+def test_event_id_takes_1_to_128_of_its_charset(event_id: str) -> None:
+    valid(event(BASE, event_id=event_id))
+
+
+@pytest.mark.parametrize(
+    "event_id",
+    ["", "x" * 129, "e 1", "e/1", "e@1", "é", "e1\n", "\ne1", "e\x001", "e\u200b1", "e\ud8001", "e\t1", "٣"],
+)
+def test_event_id_outside_its_charset_or_length_is_refused(event_id: str) -> None:
+    assert "event_id" in problems(event(BASE, event_id=event_id))
+
+
+@pytest.mark.parametrize("member_id", ["m@example.org", "a", "x" * 128])
+def test_member_id_takes_1_to_128_of_its_charset_with_at(member_id: str) -> None:
+    valid(event(BASE, member_id=member_id))
+
+
+@pytest.mark.parametrize("field", ["member_id", "target_member_id"], ids=["member_id", "target_member_id"])
+@pytest.mark.parametrize(
+    "member_id", ["", "x" * 129, "m 1", "m1\n", "m\x001", "m\u200b1", "m\ud8001", "m\u03011", "m+1"]
+)
+def test_member_ids_outside_their_charset_or_length_are_refused(field: str, member_id: str) -> None:
+    assert field in problems(event(LIKE, **{field: member_id}))
+
+
+@pytest.mark.parametrize("field", ["event_id", "member_id", "content_id", "target_member_id"])
+def test_ids_must_be_strings(field: str) -> None:
+    assert field in problems(event(LIKE, **{field: 12}))
+
+
+# --- content_id ---
+
+
+@pytest.mark.parametrize("content_id", ["p", "x" * 256, "forum/thread 12#post-3", "café ☕", "Ünïcödé"])
+def test_content_id_takes_1_to_256_printable_characters(content_id: str) -> None:
+    assert valid(event(LIKE, content_id=content_id)).content_id == content_id
+
+
+@pytest.mark.parametrize(
+    "content_id",
+    ["", "x" * 257, "a\x00b", "a\nb", "a\x7fb", "a\u200bb", "a\u202eb", "a\ufeffb", "a\ud800b", "\udfff", "a\ue000b"],
+    ids=["empty", "257", "nul", "newline", "del", "zero-width", "bidi", "bom", "lone-high", "lone-low", "private"],
+)
+def test_content_id_refuses_empty_long_and_invisible_characters(content_id: str) -> None:
+    assert "content_id" in problems(event(LIKE, content_id=content_id))
+
+
+# --- occurred_at ---
+
+
+@pytest.mark.parametrize(
+    ("given", "utc"),
+    [
+        ("2026-11-20T08:00:00Z", "2026-11-20T08:00:00+00:00"),
+        ("2026-11-20T10:00:00+02:00", "2026-11-20T08:00:00+00:00"),
+        ("2026-11-20T03:30:00-04:30", "2026-11-20T08:00:00+00:00"),
+        ("2026-11-20T08:00:00.123456789Z", "2026-11-20T08:00:00.123456+00:00"),
+        ("2000-01-01T00:00:00Z", "2000-01-01T00:00:00+00:00"),
+    ],
+)
+def test_occurred_at_is_rfc3339_with_an_offset_kept_in_utc(given: str, utc: str) -> None:
+    assert valid(event(BASE, occurred_at=given)).occurred_at.isoformat() == utc
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        "2026-11-20T08:00:00",  # no offset
+        "2026-11-20",
+        "2026-11-20 08:00:00Z",
+        "2026-11-20T08:00Z",
+        "2026-11-20T08:00:00+0200",
+        "20261120T080000Z",
+        "2026-02-30T08:00:00Z",
+        "2026-11-20T24:00:00Z",
+        "2026-11-20T08:00:00Z\n",
+        1763625600,
+        None,
+    ],
+)
+def test_occurred_at_without_an_offset_or_malformed_is_refused(occurred_at: object) -> None:
+    assert "occurred_at" in problems(event(BASE, occurred_at=occurred_at))
+
+
+@pytest.mark.parametrize("occurred_at", ["1999-12-31T23:59:59Z", "2000-01-01T00:30:00+01:00", "0001-01-01T00:00:00Z"])
+def test_occurred_at_before_2000_is_refused(occurred_at: str) -> None:
+    assert problems(event(BASE, occurred_at=occurred_at)) == {"occurred_at": "must not be before 2000-01-01T00:00:00Z"}
+
+
+def test_occurred_at_up_to_5_minutes_ahead_of_the_server_clock_is_accepted() -> None:
+    valid(event(BASE, occurred_at=(NOW + timedelta(minutes=5)).isoformat()))
+
+
+@pytest.mark.parametrize("ahead", [timedelta(minutes=5, microseconds=1), timedelta(days=365)])
+def test_occurred_at_more_than_5_minutes_ahead_of_the_server_clock_is_refused(ahead: timedelta) -> None:
+    assert "occurred_at" in problems(event(BASE, occurred_at=(NOW + ahead).isoformat()))
+
+
+def test_occurred_at_ahead_is_checked_only_against_a_given_clock() -> None:
+    # The scorer decodes records later, without a clock: what ingest accepted stays valid.
+    assert isinstance(validate_event(event(BASE, occurred_at="2999-01-01T00:00:00Z")), ActivityEvent)
+
+
+def test_occurred_at_accepts_lower_case_t_and_z_as_rfc3339_does() -> None:
+    valid(event(BASE, occurred_at="2026-11-20t08:00:00z"))
+
+
+# --- duration_s ---
+
+
+@pytest.mark.parametrize("duration_s", [0, 1, 86_400])
+def test_duration_s_takes_integers_0_to_86400(duration_s: int) -> None:
+    assert valid(event(VISIT, duration_s=duration_s)).duration_s == duration_s
+
+
+@pytest.mark.parametrize(
+    "duration_s",
+    [True, False, 600.0, 600.5, "600", -1, 86_401, 10**30, -(10**30), None, [600]],
+    ids=["true", "false", "float", "fraction", "string", "negative", "86401", "huge", "huge-negative", "null", "list"],
+)
+def test_duration_s_refuses_bools_floats_strings_and_out_of_range(duration_s: object) -> None:
+    assert "duration_s" in problems(event(VISIT, duration_s=duration_s))
+
+
+def test_duration_s_refuses_a_huge_integer_from_json() -> None:
+    assert "duration_s" in problems(event(VISIT, duration_s=parse_json(b"1" + b"0" * 400)))
+
+
+# --- attributes ---
+
+
+def test_attributes_up_to_4_kib_serialized_are_carried_along() -> None:
+    overhead = len(json.dumps({"k": ""}, separators=(",", ":")))
+    attributes = {"k": "x" * (4096 - overhead)}
+    assert valid(event(BASE, attributes=attributes)).attributes == attributes
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [{"k": "x" * 4096}, {"k": "é" * 2047}, {str(i): i for i in range(600)}],
+    ids=["ascii", "utf-8-bytes-not-chars", "many-keys"],
+)
+def test_attributes_over_4_kib_serialized_are_refused(attributes: dict[str, Any]) -> None:
+    assert "attributes" in problems(event(BASE, attributes=attributes))
+
+
+@pytest.mark.parametrize("attributes", [[1], "x", 1])
+def test_attributes_must_be_an_object(attributes: object) -> None:
+    assert "attributes" in problems(event(BASE, attributes=attributes))
+
+
+def test_attributes_with_a_lone_surrogate_are_refused() -> None:
+    assert "attributes" in problems(event(BASE, attributes={"k": "\ud800"}))
+
+
+def test_attributes_nested_too_deeply_are_refused() -> None:
+    deep = parse_json(b"[" * 300 + b"]" * 300)
+    assert problems(event(BASE, attributes={"k": deep})) == {"attributes": "is nested more than 32 levels deep"}
+
+
+# --- fields ---
+
+
+def test_an_unknown_field_is_refused() -> None:
+    assert problems(event(BASE, duration=5)) == {"duration": "unknown field"}
+
+
+@pytest.mark.parametrize("field", ["event_id", "type", "member_id", "occurred_at"])
+def test_a_missing_required_field_is_refused(field: str) -> None:
+    raw = {k: v for k, v in BASE.items() if k != field}
+    assert problems(raw) == {field: "required"}
+
+
+def test_an_unknown_type_is_refused() -> None:
+    assert "type" in problems(event(BASE, type="upvote"))
+
+
+# What each type uses beside the common fields, as the table of SPEC §3/§4 says.
+USES: dict[str, set[str]] = {
+    "member_joined": set(),
+    "visit": {"duration_s"},
+    **{k: {"content_id"} for k in ("view", "group_joined", "event_attended", "post", "reply", "comment", "article")},
+    "content_removed": {"content_id"},
+    **{k: {"content_id", "target_member_id"} for k in ("like", "unlike", "solution_accepted")},
+}
+SAMPLE: dict[str, Any] = {"content_id": "post-9", "target_member_id": "m-2", "duration_s": 600}
+
+
+def of_type(kind: str) -> dict[str, Any]:
+    return {**BASE, "type": kind, **{field: SAMPLE[field] for field in USES[kind]}}
+
+
+@pytest.mark.parametrize("kind", USES)
+def test_each_type_is_accepted_with_the_fields_it_uses(kind: str) -> None:
+    assert valid(of_type(kind)).type == kind
+
+
+@pytest.mark.parametrize(("kind", "field"), [(k, f) for k, fields in USES.items() for f in sorted(fields)])
+def test_a_field_the_type_requires_must_be_given(kind: str, field: str) -> None:
+    raw = of_type(kind)
+    del raw[field]
+    assert problems(raw) == {field: f"required for type {kind}"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "field"), [(k, f) for k, fields in USES.items() for f in sorted(set(SAMPLE) - fields)]
+)
+def test_a_field_the_type_does_not_use_is_refused(kind: str, field: str) -> None:
+    raw = {**of_type(kind), field: SAMPLE[field]}
+    assert problems(raw) == {field: f"not used by type {kind}"}
+
+
+def test_every_problem_of_an_event_is_named() -> None:
+    raw = {"event_id": "bad id", "type": "like", "member_id": "m-1", "occurred_at": "yesterday", "extra": 1}
+    assert set(problems(raw, index=7)) == {"event_id", "occurred_at", "extra"}
+
+
+# --- records ---
+
+
+def test_a_like_is_published_for_the_member_and_the_author() -> None:
+    assert valid(LIKE).subjects() == ["m-1", "m-2"]
+
+
+def test_a_self_like_is_published_once() -> None:
+    assert valid(event(LIKE, target_member_id="m-1")).subjects() == ["m-1"]
+
+
+def test_an_accepted_solution_is_published_for_the_acceptor_and_the_target() -> None:
+    raw = event(LIKE, type="solution_accepted", target_member_id="m-3")
+    assert valid(raw).subjects() == ["m-1", "m-3"]
+
+
+@pytest.mark.parametrize("raw", [BASE, VISIT, event(BASE, type="post", content_id="p")])
+def test_an_event_without_a_target_is_published_for_its_member(raw: dict[str, Any]) -> None:
+    assert valid(raw).subjects() == ["m-1"]
+
+
+def test_a_record_value_round_trips_through_validation() -> None:
+    original = valid(event(LIKE, occurred_at="2026-11-20T10:00:00+02:00", attributes={"n": [1, None]}))
+    assert valid(json.loads(original.to_json())) == original
+    assert json.loads(original.to_json())["occurred_at"] == "2026-11-20T08:00:00Z"
+
+
+# --- JSON ---
+
+
+@pytest.mark.parametrize("body", [b"NaN", b'{"a": Infinity}', b"[-Infinity]"])
+def test_parse_json_refuses_nan_and_infinity(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_json(body)
+
+
+def test_parse_json_refuses_numbers_that_overflow_to_infinity() -> None:
+    with pytest.raises(ValueError):
+        parse_json(b'{"a": 1e400}')
