@@ -61,9 +61,11 @@ def settings(settings_kwargs: dict[str, Any]) -> ApiSettings:
 
 async def client_for(settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api") as client:
-            yield client
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api") as client,
+    ):
+        yield client
 
 
 @pytest.fixture
