@@ -1,0 +1,9 @@
+# The services' image for docker-compose.yml; the command picks the service.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml alembic.ini ./
+COPY shared shared
+COPY services services
+COPY migrations migrations
+RUN pip install --no-cache-dir .
+CMD ["python", "-m", "services.api"]
