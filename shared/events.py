@@ -82,6 +82,11 @@ def _timestamp(value: object) -> datetime:
     return parsed
 
 
+def iso_utc(at: datetime) -> str:
+    """A UTC timestamp as the project writes it: RFC 3339 with a Z."""
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _printable(value: str) -> str:
     # Control, format (zero-width), surrogate, private-use and unassigned characters make ids
     # that look equal and are not; refuse them.

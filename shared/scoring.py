@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from shared.events import ActivityRecord
+from shared.events import ActivityRecord, iso_utc
 from shared.rules import Rules
 
 CauseKind = Literal["activity", "tenure", "rescore"]
@@ -100,13 +100,9 @@ class LevelChange:
             "passive_score": self.passive_score,
             "cause": cause,
             "rules_version": rules.version,
-            "occurred_at": _iso(self.occurred_at),
-            "emitted_at": _iso(emitted_at),
+            "occurred_at": iso_utc(self.occurred_at),
+            "emitted_at": iso_utc(emitted_at),
         }
-
-
-def _iso(at: datetime) -> str:
-    return at.isoformat().replace("+00:00", "Z")
 
 
 def _earn(state: MemberState, rules: Rules, metric: str, day: str, points: int) -> int:

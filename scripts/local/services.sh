@@ -19,10 +19,11 @@ case ${1:-} in
     for s in "${SERVICES[@]}"; do
       pidfile=$RUN/$s.pid
       pid_alive "$pidfile" && continue
-      (cd "$ROOT" && nohup "$PY" -m "services.$s" >>"$LOGS/$s.log" 2>&1 & echo $! >"$pidfile")
+      (cd "$ROOT" && exec nohup "$PY" -m "services.$s" >>"$LOGS/$s.log" 2>&1 </dev/null) &
+      echo $! >"$pidfile"
     done
     for s in "${SERVICES[@]}"; do
-      wait_for 60 "$RUN/$s.pid" curl -fsS -o /dev/null "$(health_url "$s")" ||
+      wait_for 60 "$RUN/$s.pid" curl -fs -o /dev/null "$(health_url "$s")" ||
         die_log "$s did not become healthy" "$LOGS/$s.log"
     done ;;
   stop)

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.events import iso_utc
+
 
 async def member_views(conn: AsyncConnection, member_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Members' stored views, in the shape Redis holds them (`services.common.members.view_of`)."""
@@ -25,8 +27,8 @@ async def member_views(conn: AsyncConnection, member_ids: list[str]) -> dict[str
             "active_score": row.active_score,
             "passive_score": row.passive_score,
             "points": json.loads(row.points) if isinstance(row.points, str) else row.points,
-            "joined_at": row.joined_at.isoformat(),
-            "updated_at": row.updated_at.isoformat(),
+            "joined_at": iso_utc(row.joined_at),
+            "updated_at": iso_utc(row.updated_at),
             "version": row.version,
         }
         for row in rows

@@ -12,6 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from shared.events import iso_utc
 from shared.rules import Rules
 from shared.scoring import MemberState
 
@@ -36,8 +37,8 @@ def view_of(state: MemberState, rules: Rules, version: int, updated_at: datetime
         "active_score": state.score(rules, "active"),
         "passive_score": state.score(rules, "passive"),
         "points": dict(state.points),
-        "joined_at": state.joined_at.isoformat(),
-        "updated_at": updated_at.isoformat(),
+        "joined_at": iso_utc(state.joined_at),
+        "updated_at": iso_utc(updated_at),
         "version": version,
     }
 
