@@ -1,0 +1,330 @@
+"""The scoring rules of SPEC §4 and the ladder of §5, row by row, on the pure domain core."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.events import ActivityEvent, ActivityRecord
+from shared.rules import RulesError, default_rules, load_rules
+from shared.scoring import LevelChange, MemberState, apply_batch, reevaluate_tenure, tenure_due_at
+
+RULES = default_rules()
+NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
+DAY1, DAY2 = "2026-11-20T09:00:00Z", "2026-11-21T09:00:00Z"
+_ids = count()
+
+
+def ev(kind: str, member: str = "ann", at: str = DAY1, **fields: Any) -> ActivityEvent:
+    return ActivityEvent.model_validate(
+        {"event_id": f"e{next(_ids)}", "type": kind, "member_id": member, "occurred_at": at, **fields}
+    )
+
+
+def play(*events: ActivityEvent, now: datetime = NOW) -> tuple[dict[str, MemberState], list[LevelChange]]:
+    states: dict[str, MemberState] = {}
+    records = [ActivityRecord(s, e) for e in events for s in e.subjects()]
+    return states, apply_batch(states, records, now, RULES)
+
+
+def points(*events: ActivityEvent, member: str = "ann") -> dict[str, int]:
+    return play(*events)[0][member].points
+
+
+# -- passive activity --
+
+
+def test_visit_earns_visit_day_once_a_day_and_browse_time_per_full_600_seconds() -> None:
+    got = points(ev("visit", duration_s=599), ev("visit", duration_s=1), ev("visit", at=DAY2, duration_s=1199))
+    assert got == {"visit_day": 4, "browse_time": 2}
+
+
+def test_browse_time_is_capped_at_12_a_day() -> None:
+    assert points(ev("visit", duration_s=86_400), ev("visit", duration_s=600))["browse_time"] == 12
+
+
+def test_a_view_counts_once_per_content_and_day() -> None:
+    assert points(ev("view", content_id="a"), ev("view", content_id="a"), ev("view", at=DAY2, content_id="a")) == {
+        "view": 2
+    }
+
+
+def test_views_are_capped_at_25_a_day() -> None:
+    assert points(*(ev("view", content_id=f"a{i}") for i in range(30))) == {"view": 25}
+
+
+def test_groups_and_events_count_once_each() -> None:
+    got = points(
+        ev("group_joined", content_id="g"),
+        ev("group_joined", at=DAY2, content_id="g"),
+        ev("event_attended", content_id="x"),
+        ev("event_attended", content_id="x"),
+    )
+    assert got == {"group_joined": 5, "event_attended": 10}
+
+
+# -- contributions --
+
+
+@pytest.mark.parametrize(("kind", "earned"), [("post", 10), ("reply", 5), ("comment", 2), ("article", 25)])
+def test_each_contribution_earns_its_points(kind: str, earned: int) -> None:
+    assert points(ev(kind, content_id="c")) == {kind: earned}
+
+
+def test_a_content_id_is_created_once_even_after_removal() -> None:
+    got = points(
+        ev("post", content_id="c"),
+        ev("reply", content_id="c"),
+        ev("content_removed", content_id="c"),
+        ev("article", content_id="c"),
+    )
+    assert got == {}
+
+
+def test_comments_are_capped_at_20_points_a_day() -> None:
+    assert points(*(ev("comment", content_id=f"c{i}") for i in range(11))) == {"comment": 20}
+
+
+def test_removal_frees_room_under_the_cap_of_the_creation_day() -> None:
+    got = points(
+        *(ev("comment", content_id=f"c{i}") for i in range(10)),
+        ev("content_removed", at=DAY2, content_id="c0"),
+        ev("comment", content_id="late"),
+    )
+    assert got == {"comment": 20}
+
+
+def test_removal_counts_once_and_only_for_created_content() -> None:
+    got = points(
+        ev("post", content_id="p"),
+        ev("content_removed", content_id="p"),
+        ev("content_removed", content_id="p"),
+        ev("content_removed", content_id="never"),
+        ev("post", content_id="q"),
+    )
+    assert got == {"post": 10}
+
+
+# -- likes --
+
+
+def like(kind: str = "like", member: str = "ann", content: str = "p", target: str = "bob", at: str = DAY1) -> Any:
+    return ev(kind, member, at=at, content_id=content, target_member_id=target)
+
+
+def test_a_like_earns_both_sides() -> None:
+    states, _ = play(like())
+    assert (states["ann"].points, states["bob"].points) == ({"like_given": 1}, {"like_received": 3})
+
+
+def test_a_self_like_earns_nothing_and_its_unlike_takes_nothing() -> None:
+    states, _ = play(ev("post", "bob", content_id="p"), like(member="bob"), like("unlike", member="bob"))
+    assert states["bob"].points == {"post": 10}
+
+
+def test_one_like_per_member_and_content_counts_until_unliked() -> None:
+    states, _ = play(like(), like(), like("unlike"), like())
+    assert (states["ann"].points, states["bob"].points) == ({"like_given": 1}, {"like_received": 3})
+
+
+def test_an_unlike_without_a_counted_like_has_no_effect() -> None:
+    states, _ = play(like("unlike"))
+    assert states["ann"].points == states["bob"].points == {}
+
+
+def test_likes_given_are_capped_at_20_a_day() -> None:
+    assert points(*(like(content=f"p{i}") for i in range(25))) == {"like_given": 20}
+
+
+def test_likes_received_are_capped_at_60_a_day() -> None:
+    assert points(*(like(member=f"fan{i}") for i in range(25)), member="bob") == {"like_received": 60}
+
+
+def test_a_like_over_the_cap_still_counts_and_its_unlike_frees_nothing() -> None:
+    likes = [like(content=f"p{i}") for i in range(21)]  # p20 counts with 0 points
+    got = points(*likes, like(content="p20"), like("unlike", content="p20"), like(content="p99"))
+    assert got == {"like_given": 20}
+
+
+def test_an_unlike_frees_room_under_the_cap_of_the_liked_day() -> None:
+    got = points(
+        *(like(content=f"p{i}") for i in range(20)),
+        like("unlike", content="p0", at=DAY2),
+        like(content="again"),  # the first day has room again
+        like(content="more", at=DAY2),  # the second day's cap was never touched
+    )
+    assert got == {"like_given": 21}
+
+
+def test_likes_and_accepted_solutions_stay_when_content_is_removed() -> None:
+    states, _ = play(
+        ev("reply", "bob", content_id="r"),
+        like(content="r"),
+        ev("solution_accepted", "ann", content_id="r", target_member_id="bob"),
+        ev("content_removed", "bob", content_id="r"),
+    )
+    assert states["bob"].points == {"like_received": 3, "solution_accepted": 15}
+
+
+# -- accepted solutions --
+
+
+def test_a_solution_earns_the_author_once_per_content_and_never_the_accepter() -> None:
+    states, _ = play(
+        ev("solution_accepted", "ann", content_id="r", target_member_id="bob"),
+        ev("solution_accepted", "cat", content_id="r", target_member_id="bob"),
+        ev("solution_accepted", "bob", content_id="r2", target_member_id="bob"),
+    )
+    assert states["bob"].points == {"solution_accepted": 15}
+    assert states["ann"].points == states["cat"].points == {}
+
+
+# -- joining and tenure --
+
+
+def test_joined_at_is_the_earliest_member_joined_else_the_earliest_event() -> None:
+    states, _ = play(ev("view", content_id="a", at=DAY2), ev("view", content_id="b", at=DAY1))
+    assert states["ann"].joined_at == datetime(2026, 11, 20, 9, tzinfo=UTC)
+    states, _ = play(ev("view", content_id="a", at=DAY1), ev("member_joined", at="2026-11-25T00:00:00Z"))
+    assert states["ann"].joined_at == datetime(2026, 11, 25, tzinfo=UTC)
+
+
+def test_a_target_exists_and_has_joined_from_the_event_that_names_it() -> None:
+    states, changes = play(like("unlike"))
+    assert states["bob"].joined_at == datetime(2026, 11, 20, 9, tzinfo=UTC)
+    assert [(c.member_id, c.to_rank) for c in changes] == [("ann", 1), ("bob", 1)]
+
+
+@pytest.mark.parametrize(
+    ("passive_events", "tenure", "rank"),
+    [
+        (2, timedelta(days=7), 2),  # 10 passive, exactly 7 days
+        (2, timedelta(days=7) - timedelta(seconds=1), 1),  # a second short of 7 whole days
+        (10, timedelta(days=30), 3),
+        (10, timedelta(days=29, hours=23), 2),
+        (40, timedelta(days=90), 4),
+        (40, timedelta(days=89), 3),
+        (1, timedelta(days=400), 1),  # tenure alone is not enough
+    ],
+)
+def test_passive_levels_need_both_points_and_tenure(passive_events: int, tenure: timedelta, rank: int) -> None:
+    joined = NOW - tenure
+    events = [ev("member_joined", at=joined.isoformat())]
+    events += [ev("group_joined", content_id=f"g{i}") for i in range(passive_events)]  # 5 points each
+    states, _ = play(*events)
+    assert states["ann"].level == rank
+
+
+def test_any_active_point_outranks_every_passive_level() -> None:
+    events = [ev("member_joined", at="2020-01-01T00:00:00Z")]
+    events += [ev("event_attended", content_id=f"x{i}") for i in range(30)]
+    states, changes = play(*events, ev("comment", content_id="c"))
+    assert states["ann"].level == 5
+    assert [(c.from_rank, c.to_rank) for c in changes] == [(None, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+
+
+def test_a_reversal_can_demote_a_member() -> None:
+    _, changes = play(ev("article", content_id="a"), ev("content_removed", content_id="a"))
+    assert [(c.from_rank, c.to_rank) for c in changes] == [(None, 6), (6, 1)]
+    assert changes[1].payload(RULES, NOW)["direction"] == "demoted"
+
+
+def test_tenure_alone_promotes_when_due_and_not_before() -> None:
+    joined = NOW - timedelta(days=6)
+    states, _ = play(
+        ev("member_joined", at=joined.isoformat()),
+        ev("group_joined", content_id="g1"),
+        ev("group_joined", content_id="g2"),
+    )
+    ann = states["ann"]
+    due = tenure_due_at(ann, RULES)
+    assert due == joined + timedelta(days=7)
+    assert reevaluate_tenure(ann, due - timedelta(seconds=1), RULES) is None
+    change = reevaluate_tenure(ann, due, RULES)
+    assert change is not None and (change.from_rank, change.to_rank, change.cause_kind) == (1, 2, "tenure")
+    assert change.occurred_at == due
+    assert tenure_due_at(ann, RULES) is None  # 10 passive points: no higher level is in reach
+
+
+def test_tenure_never_promotes_an_active_member() -> None:
+    states, _ = play(ev("member_joined", at=NOW.isoformat()), ev("reply", content_id="r"))
+    assert tenure_due_at(states["ann"], RULES) is None
+
+
+# -- level-change events --
+
+
+def test_a_level_change_event_has_the_spec_shape() -> None:
+    _, changes = play(ev("reply", content_id="r"))
+    payload = changes[0].payload(RULES, NOW)
+    assert payload["seq"] == 1 and payload["from_level"] is None and payload["direction"] == "promoted"
+    assert payload["to_level"] == {"id": "new_contributor", "name": "New Contributor", "tier": "active", "rank": 5}
+    assert payload["cause"]["kind"] == "activity" and payload["cause"]["type"] == "reply"
+    assert payload["event_id"] == play(ev("reply", content_id="other"))[1][0].event_id  # from member and seq
+    assert payload["rules_version"] == RULES.version
+
+
+# -- rules file --
+
+
+def test_an_invalid_rules_file_is_refused_naming_the_problem(tmp_path: Path) -> None:
+    raw = json.loads(Path("shared/rules/default.json").read_text())
+    del raw["metrics"]["comment"]
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(RulesError, match="missing \\['comment'\\]"):
+        load_rules(path)
+
+
+# -- batching --
+
+_members = st.sampled_from(["ann", "bob", "cat"])
+_days = st.sampled_from(["2026-11-20T09:00:00Z", "2026-11-21T10:00:00Z", "2026-09-01T00:00:00Z"])
+_content = st.sampled_from(["c1", "c2", "c3"])
+
+
+@st.composite
+def _events(draw: st.DrawFn) -> ActivityEvent:
+    kind = draw(
+        st.sampled_from(
+            ["member_joined", "visit", "view", "group_joined", "post", "reply", "comment", "article"]
+            + ["like", "unlike", "solution_accepted", "content_removed"]
+        )
+    )
+    fields: dict[str, Any] = {}
+    if kind == "visit":
+        fields["duration_s"] = draw(st.integers(0, 9000))
+    elif kind != "member_joined":
+        fields["content_id"] = draw(_content)
+    if kind in ("like", "unlike", "solution_accepted"):
+        fields["target_member_id"] = draw(_members)
+    return ev(kind, draw(_members), at=draw(_days), **fields)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_events(), max_size=60), st.lists(st.integers(1, 7), min_size=1, max_size=20))
+def test_splitting_a_stream_into_batches_changes_nothing(events: list[ActivityEvent], sizes: list[int]) -> None:
+    records = [ActivityRecord(s, e) for e in events for s in e.subjects()]
+    whole: dict[str, MemberState] = {}
+    whole_changes = apply_batch(whole, records, NOW, RULES)
+
+    # As the scorer does: each batch starts from the states stored (serialized) after the last.
+    stored: dict[str, dict[str, Any]] = {}
+    split_changes: list[LevelChange] = []
+    start, i = 0, 0
+    while start < len(records):
+        size = sizes[i % len(sizes)]
+        states = {m: MemberState.from_dict(json.loads(json.dumps(d))) for m, d in stored.items()}
+        split_changes += apply_batch(states, records[start : start + size], NOW, RULES)
+        stored |= {m: s.to_dict() for m, s in states.items()}
+        start, i = start + size, i + 1
+
+    assert split_changes == whole_changes
+    assert stored == {m: s.to_dict() for m, s in whole.items()}
