@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 SERVERS := scripts/local/servers.sh
 SERVICES := scripts/local/services.sh
 
-.PHONY: run stop status test test-unit servers migrate lint
+.PHONY: run stop status test test-unit faults servers migrate lint
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +42,11 @@ status:
 	-$(SERVERS) status
 
 test: servers
-	$(PY) -m pytest tests/unit tests/integration tests/e2e
+	$(PY) -m pytest -m "not long" tests/unit tests/integration tests/e2e
+
+# Every fault of docs/RELIABILITY.md, long version; figures land in .local/faults/.
+faults: servers
+	CL_FAULT_KILLS=20 $(PY) -m pytest tests/e2e/test_faults.py
 
 test-unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit

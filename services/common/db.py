@@ -97,11 +97,16 @@ consumer_offsets = Table(
 )
 
 
-def engine(database_url: str, application_name: str, pool_size: int = 5) -> AsyncEngine:
+def engine(
+    database_url: str, application_name: str, pool_size: int = 5, idle_in_transaction_ms: int = 0
+) -> AsyncEngine:
+    server_settings = {"application_name": application_name}
+    if idle_in_transaction_ms:
+        server_settings["idle_in_transaction_session_timeout"] = str(idle_in_transaction_ms)
     return create_async_engine(
         database_url,
         pool_size=pool_size,
         pool_pre_ping=True,
         # A bounded connect, so a request or batch fails fast while PostgreSQL is away.
-        connect_args={"server_settings": {"application_name": application_name}, "timeout": 5},
+        connect_args={"server_settings": server_settings, "timeout": 5},
     )

@@ -33,6 +33,7 @@ from services.common import db
 from services.common.kafka import producer as make_producer
 from services.common.members import MemberCache, view_of
 from services.scorer import repository as repo
+from services.scorer.failpoints import Failpoints
 from services.scorer.settings import ScorerSettings
 from shared.events import ActivityRecord, RecordError, decode_record
 from shared.scoring import MemberState, apply_batch, reevaluate_tenure
@@ -41,6 +42,7 @@ log = logging.getLogger("scorer")
 
 RECORDS = Counter("scorer_records_total", "Activity records consumed", ["outcome"])
 LEVEL_CHANGES = Counter("scorer_level_changes_total", "Level changes recorded", ["cause"])
+FENCED = Counter("scorer_fenced_batches_total", "Batches whose offset write was refused")
 PUBLISHED = Counter("scorer_level_changes_published_total", "Level changes published to Kafka")
 
 # Failures worth waiting out: the database, Redis or Kafka is away for a while.
@@ -63,7 +65,12 @@ class Scorer:
     def __init__(self, settings: ScorerSettings) -> None:
         self.settings = settings
         self.rules = settings.rules
-        self.engine: AsyncEngine = db.engine(settings.database_url, f"scorer:{settings.instance}")
+        self.engine: AsyncEngine = db.engine(
+            settings.database_url,
+            f"scorer:{settings.instance}",
+            idle_in_transaction_ms=int(settings.idle_in_transaction_timeout.total_seconds() * 1000),
+        )
+        self.failpoints = Failpoints(settings.failpoints)
         self.redis = Redis.from_url(settings.redis_url, client_name=f"scorer:{settings.instance}")
         self.cache = MemberCache(self.redis, settings.redis_prefix)
         self.producer = make_producer(settings, f"scorer-{settings.instance}")
@@ -158,6 +165,7 @@ class Scorer:
                     poison.append((msg, str(exc)))
         if poison:
             await self._retry("write to the dead-letter topic", lambda: self._dead_letter(poison))
+        self.failpoints.hit("before_commit")
         while True:
             if not batch:
                 return
@@ -165,6 +173,8 @@ class Scorer:
                 versions, states, changes = await self._commit(batch, decoded, now)
                 break
             except Fenced as fenced:
+                FENCED.inc()
+                log.warning("%s; this batch's records of them are dropped", fenced)
                 await self._retry("read stored offsets", lambda f=fenced: self._after_fence(f.partitions))  # type: ignore[misc]
                 batch = {tp: msgs for tp, msgs in batch.items() if tp.partition not in fenced.partitions}
                 decoded = [(m, r) for m, r in decoded if m.partition not in fenced.partitions]
@@ -174,6 +184,7 @@ class Scorer:
                 batch = {tp: msgs for tp, msgs in batch.items() if tp.partition in self.epochs}
                 decoded = [(m, r) for m, r in decoded if m.partition in self.epochs]
         RECORDS.labels("dead_lettered").inc(len(poison))
+        self.failpoints.hit("after_commit")
         await self._publish_views(states, versions, now)
         if changes:
             self.relay_wake.set()
@@ -264,6 +275,7 @@ class Scorer:
                 await self.producer.send(topic, payload.encode(), key=member.encode()) for _, member, payload in rows
             ]
             await asyncio.gather(*sent)
+            self.failpoints.hit("relay_after_send")
             await repo.mark_sent(conn, [row_id for row_id, _, _ in rows], utcnow())
         PUBLISHED.inc(len(rows))
         return len(rows)
@@ -319,6 +331,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
                     s.settings.instance,
                 )
 
+        s.consumer.resume(*assigned)  # a partition paused after a refused write is ours again
         for c in await s._retry("claim partitions", claim):
             tp = TopicPartition(s.settings.topic_activity, c.partition)
             s.epochs[c.partition] = c.epoch

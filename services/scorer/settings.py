@@ -4,9 +4,10 @@ import os
 import socket
 from datetime import timedelta
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from services.common.settings import Seconds, Settings
+from services.scorer.failpoints import parse
 
 
 class ScorerSettings(Settings):
@@ -21,4 +22,15 @@ class ScorerSettings(Settings):
     relay_interval: Seconds = Field(default=timedelta(seconds=1), description="outbox poll when idle")
     retry_max: Seconds = Field(default=timedelta(seconds=5), description="longest wait between retries")
     session_timeout: Seconds = timedelta(seconds=10)
+    idle_in_transaction_timeout: Seconds = Field(
+        default=timedelta(seconds=20),
+        description="PostgreSQL ends a scorer transaction left idle this long (a stalled scorer frees its locks)",
+    )
+    failpoints: str = Field(default="", description="crash points for the fault suite; see failpoints.py")
     metrics_port: int = Field(default=8003, description="Prometheus /metrics; 0 turns it off")
+
+    @field_validator("failpoints")
+    @classmethod
+    def _failpoints(cls, value: str) -> str:
+        parse(value)
+        return value

@@ -31,9 +31,12 @@ def free_port() -> int:
 
 @dataclass
 class System:
+    """The services as processes; scorers may be several, named scorer, scorer-2, ..."""
+
     env: dict[str, str]
     logs: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    health: dict[str, str] = field(default_factory=dict)
 
     @property
     def bootstrap(self) -> str:
@@ -47,31 +50,48 @@ class System:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.env['CL_API_PORT']}"
 
-    def start(self, name: str) -> None:
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child process owns it
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=self.env, stdout=log, stderr=log
-        )
-        log.close()
-        url = {
+    def spawn(self, name: str, **env: str) -> None:
+        """Start a process without waiting for it; `ready(name)` tells when it answers."""
+        service = name.split("-")[0]
+        env = {**self.env, **env}
+        if name != service:  # another scorer: its own metrics port
+            env.setdefault("CL_METRICS_PORT", str(free_port()))
+        self.health[name] = {
             "ingest": f"{self.ingest_url}/readyz",  # ready: its producer reaches Kafka
             "api": f"{self.api_url}/healthz",
-            "scorer": f"http://127.0.0.1:{self.env['CL_METRICS_PORT']}/metrics",
-        }[name]
+            "scorer": f"http://127.0.0.1:{env['CL_METRICS_PORT']}/metrics",
+        }[service]
+        with open(self.logs / f"{name}.log", "ab") as log:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{service}"], cwd=ROOT, env=env, stdout=log, stderr=log
+            )
+
+    def ready(self, name: str) -> bool:
+        assert self.procs[name].poll() is None, f"{name} exited; see {self.logs / name}.log"
+        try:
+            return httpx.get(self.health[name], timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start(self, name: str, **env: str) -> None:
+        self.spawn(name, **env)
         deadline = time.monotonic() + 60
-        while True:
-            assert self.procs[name].poll() is None, f"{name} exited; see {self.logs / name}.log"
-            try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+        while not self.ready(name):
             assert time.monotonic() < deadline, f"{name} not healthy in 60 s"
             time.sleep(0.2)
 
+    async def astart(self, name: str, **env: str) -> None:
+        self.spawn(name, **env)
+        deadline = time.monotonic() + 60
+        while not await asyncio.to_thread(self.ready, name):
+            assert time.monotonic() < deadline, f"{name} not healthy in 60 s"
+            await asyncio.sleep(0.2)
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs.pop(name)
-        proc.send_signal(sig)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # a stopped process cannot act on TERM
+            proc.send_signal(sig)
         proc.wait(timeout=60)
 
     def stop_all(self) -> None:

@@ -1,0 +1,289 @@
+"""The fault suite's harness: a client ledger, a supervisor for scorers, and the checker.
+
+The checker trusts only what ingest acknowledged: the expected state of every member is
+computed from the distinct acknowledged events, in the order they were acknowledged, by the
+tests' own reading of the rules (`tests/model.py`). After the system drains it compares each
+member's points, scores and level in PostgreSQL, in Redis and through the API, and the level
+changes on Kafka (seq 1..n without gaps, one payload per seq, the expected chain of levels).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from redis.asyncio import Redis
+
+from services.common.members import MemberCache
+from services.common.settings import Settings
+from tests.conftest import ROOT
+from tests.e2e.conftest import System
+from tests.model import LADDER, Model
+from tests.support import eventually, read_topic, values
+
+
+@dataclass
+class Ledger:
+    """What the client was told: events acknowledged with 202, in order, and every answer."""
+
+    acknowledged: list[dict[str, Any]] = field(default_factory=list)
+    answers: Counter[str] = field(default_factory=Counter)
+    last_ack: float = 0.0
+
+    async def post(self, client: httpx.AsyncClient, events: list[dict[str, Any]], batch: int = 200) -> None:
+        """Post in order; a batch is retried, as a forum platform would, until it is acknowledged."""
+        for start in range(0, len(events), batch):
+            body = events[start : start + batch]
+            while True:
+                try:
+                    response = await client.post("/v1/events", json={"events": body})
+                except httpx.HTTPError as exc:
+                    self.answers[type(exc).__name__] += 1
+                    await asyncio.sleep(0.5)
+                    continue
+                self.answers[str(response.status_code)] += 1
+                if response.status_code == 202:
+                    self.acknowledged += body
+                    self.last_ack = time.monotonic()
+                    break
+                assert response.status_code in (429, 503), response.text
+                assert "retry-after" in response.headers, "a 429 or 503 must say when to retry"
+                await asyncio.sleep(float(response.headers["retry-after"]))
+
+
+class Scorers:
+    """Keeps scorer processes running: one that dies (SIGKILL, a failpoint) is started again.
+
+    `plans` lists failpoint specs for the next lives of a scorer: each restart takes the next.
+    """
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+        self.restarts: Counter[str] = Counter()
+        self.plans: dict[str, list[str]] = {}
+        self.keep: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, name: str, *plans: str) -> None:
+        self.plans[name] = list(plans[1:])
+        self.keep.add(name)
+        await self.system.astart(name, CL_FAILPOINTS=plans[0] if plans else "")
+
+    async def retire(self, name: str) -> None:
+        self.keep.discard(name)
+        self.system.kill(name, signal.SIGTERM)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL; the supervisor starts it again."""
+        proc = self.system.procs.get(name)
+        if proc and proc.poll() is None:
+            proc.kill()
+
+    def __enter__(self) -> Scorers:
+        self._task = asyncio.create_task(self._supervise())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+    async def _supervise(self) -> None:
+        while True:
+            for name in sorted(self.keep):
+                proc = self.system.procs.get(name)
+                if proc is not None and proc.poll() is not None:
+                    self.restarts[name] += 1
+                    self.system.procs.pop(name)
+                    plans = self.plans.get(name) or [""]
+                    self.system.spawn(name, CL_FAILPOINTS=plans.pop(0))
+            await asyncio.sleep(0.2)
+
+
+def failpoints_fired(system: System) -> Counter[str]:
+    """How often each failpoint fired, from the scorers' logs."""
+    fired: Counter[str] = Counter()
+    for log in Path(system.logs).glob("scorer*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            if "failpoint " in line and " fired" in line:
+                fired[line.split("failpoint ", 1)[1].split()[0]] += 1
+    return fired
+
+
+def fenced_writes(system: System) -> int:
+    return sum(
+        log.read_text(errors="replace").count("offset write refused") for log in Path(system.logs).glob("scorer*.log")
+    )
+
+
+async def activity_end_offsets(system: System) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=system.bootstrap, group_id=f"ends-{random.random()}")
+    await consumer.start()
+    try:
+        topic = system.env["CL_TOPIC_ACTIVITY"]
+        partitions = [TopicPartition(topic, p) for p in range(int(system.env.get("CL_TOPIC_PARTITIONS", "6")))]
+        ends = await consumer.end_offsets(partitions)
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def drained(system: System, pg: asyncpg.Connection) -> bool:
+    """Every activity record consumed, every level change published, Redis holds every member."""
+    ends = await activity_end_offsets(system)
+    rows = await pg.fetch(
+        "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2",
+        system.env["CL_GROUP_ID"],
+        system.env["CL_TOPIC_ACTIVITY"],
+    )
+    stored = {row["partition"]: row["next_offset"] or 0 for row in rows}
+    if any(stored.get(p, 0) < end for p, end in ends.items()):
+        return False
+    unsent = await pg.fetchval("SELECT count(*) FROM level_changes WHERE sent_at IS NULL")
+    unsynced = await pg.fetchval("SELECT count(*) FROM members WHERE NOT redis_synced")
+    return unsent == 0 and unsynced == 0
+
+
+@dataclass
+class Report:
+    """The figures of one fault run (docs/RELIABILITY.md quotes the long run's)."""
+
+    name: str
+    events_acknowledged: int = 0
+    records_expected: int = 0
+    records_lost: int = 0
+    records_unexpected: int = 0
+    points_counted_twice: int = 0
+    members: int = 0
+    members_wrong_in_postgres: list[str] = field(default_factory=list)
+    members_wrong_in_redis: list[str] = field(default_factory=list)
+    members_wrong_in_api: list[str] = field(default_factory=list)
+    level_change_problems: list[str] = field(default_factory=list)
+    dead_letters: int = 0
+    faults: dict[str, Any] = field(default_factory=dict)
+    answers: dict[str, int] = field(default_factory=dict)
+    recover_s: float = 0.0
+
+    @property
+    def exact(self) -> bool:
+        return not (
+            self.records_lost
+            or self.records_unexpected
+            or self.points_counted_twice
+            or self.members_wrong_in_postgres
+            or self.members_wrong_in_redis
+            or self.members_wrong_in_api
+            or self.level_change_problems
+        )
+
+    def save(self) -> None:
+        folder = Path(os.environ.get("CL_FAULT_REPORTS", ROOT / ".local" / "faults"))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{self.name}.json").write_text(json.dumps(asdict(self), indent=2))
+
+
+def _figures(view: dict[str, Any]) -> tuple[int, int, int, dict[str, int]]:
+    points = {m: n for m, n in view["points"].items() if n}
+    rank = view["level_rank"] if "level_rank" in view else view["level"]["rank"]
+    return view["active_score"], view["passive_score"], rank, points
+
+
+async def check(
+    name: str, system: System, pg: asyncpg.Connection, api: httpx.AsyncClient, ledger: Ledger, now: datetime
+) -> Report:
+    """Drain, then compare everything the system says with what the acknowledged events imply."""
+    report = Report(name, answers=dict(ledger.answers))
+    await eventually(lambda: drained(system, pg), timeout=300, what="the system drained")
+    report.recover_s = round(time.monotonic() - ledger.last_ack, 1)
+
+    model = Model(now)
+    for event in ledger.acknowledged:
+        model.apply(event)
+    expected = model.expected()
+    ranks = {m: _rank(w["level"]) for m, w in expected.items()}
+    want = {m: (w["active_score"], w["passive_score"], ranks[m], w["points"]) for m, w in expected.items()}
+    members = sorted(expected)
+    distinct = {e["event_id"]: e for e in ledger.acknowledged}
+    report.events_acknowledged, report.members = len(distinct), len(members)
+
+    applied = {
+        (row["member_id"], row["event_id"])
+        for row in await pg.fetch("SELECT member_id, event_id FROM activity WHERE member_id = ANY($1)", members)
+    }
+    records = {(s, e["event_id"]) for e in distinct.values() for s in {e["member_id"], e.get("target_member_id")} if s}
+    report.records_expected = len(records)
+    report.records_lost = len(records - applied)
+    report.records_unexpected = len(applied - records)
+
+    rows = await pg.fetch("SELECT * FROM members WHERE member_id = ANY($1)", members)
+    in_pg = {r["member_id"]: _figures({**dict(r), "points": json.loads(r["points"])}) for r in rows}
+    report.members_wrong_in_postgres = [m for m in members if in_pg.get(m) != want[m]]
+    for m, got in in_pg.items():
+        report.points_counted_twice += sum(max(0, n - want[m][3].get(k, 0)) for k, n in got[3].items())
+
+    redis = Redis.from_url(system.env.get("CL_REDIS_URL", Settings().redis_url))
+    try:
+        views = await MemberCache(redis, system.env["CL_REDIS_PREFIX"]).get_many(members)
+    finally:
+        await redis.aclose()
+    report.members_wrong_in_redis = [m for m in members if m not in views or _figures(views[m]) != want[m]]
+
+    for start in range(0, len(members), 100):
+        body = (await api.get("/v1/members", params={"ids": ",".join(members[start : start + 100])})).json()
+        got_api = {v["member_id"]: _figures(v) for v in body["members"]}
+        report.members_wrong_in_api += [m for m in members[start : start + 100] if got_api.get(m) != want[m]]
+
+    report.level_change_problems = await _level_change_problems(system, expected)
+    dlq = await read_topic(system.bootstrap, system.env["CL_TOPIC_DLQ"])
+    report.dead_letters = len(dlq)
+    return report
+
+
+def _rank(level_id: str) -> int:
+    return next(rank for rank, lid, *_ in LADDER if lid == level_id)
+
+
+async def _level_change_problems(system: System, expected: dict[str, dict[str, Any]]) -> list[str]:
+    changes = values(await read_topic(system.bootstrap, system.env["CL_TOPIC_LEVEL_CHANGES"], set(expected)))
+    by_seq: dict[tuple[str, int], dict[str, Any]] = {}
+    problems = []
+    for change in changes:
+        first = by_seq.setdefault((change["member_id"], change["seq"]), change)
+        if first != change:
+            problems.append(f"{change['member_id']} seq {change['seq']}: two different payloads")
+    for member, want in expected.items():
+        seqs = sorted(seq for m, seq in by_seq if m == member)
+        if seqs != list(range(1, len(seqs) + 1)):
+            problems.append(f"{member}: seq not 1..n: {seqs}")
+            continue
+        chain = [by_seq[(member, s)] for s in seqs]
+        got = [[c["from_level"]["rank"] if c["from_level"] else None, c["to_level"]["rank"]] for c in chain]
+        if got != want["level_changes"]:
+            problems.append(f"{member}: chain {got} != {want['level_changes']}")
+    return problems
+
+
+def server(action: str, name: str) -> None:
+    """Start or stop a local server with the project's scripts (`scripts/local/<name>.sh`)."""
+    subprocess.run([str(ROOT / "scripts" / "local" / f"{name}.sh"), action], check=True, timeout=180)
+
+
+def server_pid(name: str) -> int:
+    path = {
+        "kafka": ROOT / ".local" / "run" / "kafka.pid",
+        "redis": ROOT / ".local" / "run" / "redis.pid",
+        "postgres": ROOT / ".local" / "pg" / "data" / "postmaster.pid",
+    }[name]
+    return int(path.read_text().split()[0])

@@ -1,0 +1,224 @@
+"""Exact under faults (docs/RELIABILITY.md): each fault while a stream of 20,000 events flows.
+
+`make test` runs the short versions of the scorer-kill and poison faults; `make faults` runs
+every fault, with `CL_FAULT_KILLS=20`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from services.common.kafka import producer as make_producer
+from services.common.settings import Settings
+from tests.e2e.conftest import System
+from tests.e2e.faults import Ledger, Report, Scorers, check, failpoints_fired, fenced_writes, server, server_pid
+from tests.streams import mixed_stream
+from tests.support import read_topic
+
+EVENTS = int(os.environ.get("CL_FAULT_EVENTS", "20000"))
+KILLS = int(os.environ.get("CL_FAULT_KILLS", "5"))
+long = pytest.mark.long
+
+
+@pytest.fixture
+async def scorers(system: System) -> AsyncIterator[Scorers]:
+    """The session's scorer is handed to a supervisor; one plain scorer is left running after."""
+    system.kill("scorer", signal.SIGTERM)
+    with Scorers(system) as supervised:
+        yield supervised
+    for name in list(system.procs):
+        if name.startswith("scorer"):
+            system.kill(name, signal.SIGTERM)
+    await system.astart("scorer")
+
+
+def stream(seed: int) -> list[dict[str, Any]]:
+    return mixed_stream(uuid.uuid4().hex[:8], seed=seed, members=EVENTS // 20, count=EVENTS)
+
+
+def assert_exact(report: Report) -> None:
+    report.save()
+    assert report.exact, {
+        k: v for k, v in report.__dict__.items() if v and k.startswith(("records", "members_", "lev"))
+    }
+
+
+async def test_scorer_killed_repeatedly_loses_nothing_and_counts_nothing_twice(
+    system: System, scorers: Scorers, ingest: httpx.AsyncClient, api: httpx.AsyncClient, pg: asyncpg.Connection
+) -> None:
+    events, ledger, now = stream(seed=1), Ledger(), datetime.now(UTC)
+    # Named points first, one life each: after the PostgreSQL commit but before Redis is
+    # written; in the relay after a send but before the row is marked sent. Then SIGKILLs at
+    # random moments.
+    await scorers.start("scorer", "after_commit:kill:@3", "relay_after_send:kill:@1")
+    posting = asyncio.create_task(ledger.post(ingest, events))
+    deadline = time.monotonic() + 60
+    while len(failpoints_fired(system)) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    kills = 0
+    while kills < KILLS:
+        await asyncio.sleep(random.uniform(1.0, 3.0))
+        scorers.kill("scorer")
+        kills += 1
+    await posting
+    report = await check("scorer_killed", system, pg, api, ledger, now)
+    report.faults = {
+        "sigkill_random": kills,
+        "failpoints": dict(failpoints_fired(system)),
+        "restarts": dict(scorers.restarts),
+    }
+    assert_exact(report)
+    assert report.faults["failpoints"].get("after_commit") and report.faults["failpoints"].get("relay_after_send")
+
+
+async def test_poison_records_go_to_the_dead_letter_topic_and_change_nothing(
+    system: System, ingest: httpx.AsyncClient, api: httpx.AsyncClient, pg: asyncpg.Connection
+) -> None:
+    events, ledger, now = stream(seed=6), Ledger(), datetime.now(UTC)
+    members = sorted({e["member_id"] for e in events})
+    poison: dict[tuple[int, int], bytes] = {}
+    producer = make_producer(Settings(kafka_bootstrap=system.bootstrap), "poisoner")
+    await producer.start()
+
+    async def poison_stream() -> None:
+        kinds = [b"{not json", b'{"event_id": "x", "type": "teleport"}', b'{"huge": "' + b"x" * 900_000 + b'"}']
+        for i in range(EVENTS // 100):  # about 1% of the records
+            value = kinds[i % len(kinds)]
+            meta = await (
+                await producer.send(system.env["CL_TOPIC_ACTIVITY"], value, key=random.choice(members).encode())
+            )
+            poison[(meta.partition, meta.offset)] = value
+            await asyncio.sleep(0.01)
+
+    try:
+        await asyncio.gather(ledger.post(ingest, events), poison_stream())
+    finally:
+        await producer.stop()
+    report = await check("poison", system, pg, api, ledger, now)
+    dead = {
+        (int(dict(m.headers)["source_partition"]), int(dict(m.headers)["source_offset"])): m
+        for m in await read_topic(system.bootstrap, system.env["CL_TOPIC_DLQ"])
+        if dict(m.headers)["source_topic"].decode() == system.env["CL_TOPIC_ACTIVITY"]
+    }
+    report.faults = {"poison_records": len(poison)}
+    assert_exact(report)
+    assert set(poison) <= set(dead), "every poison record is on the dead-letter topic"
+    assert all(dead[at].value == value and dict(dead[at].headers)["reason"] for at, value in poison.items())
+
+
+@long
+async def test_rebalances_and_a_stalled_scorer_keep_every_member_exact(
+    system: System, scorers: Scorers, ingest: httpx.AsyncClient, api: httpx.AsyncClient, pg: asyncpg.Connection
+) -> None:
+    events, ledger, now = stream(seed=2), Ledger(), datetime.now(UTC)
+    await scorers.start("scorer")
+    await scorers.start("scorer-2")
+    # scorer-3 stalls itself (SIGSTOP) with a batch in hand, past its Kafka session timeout.
+    await scorers.start("scorer-3", "before_commit:stop:@5")
+    posting = asyncio.create_task(ledger.post(ingest, events))
+    stalled, changes = False, 0
+    while not posting.done():
+        await asyncio.sleep(3)
+        proc = system.procs.get("scorer-3")
+        if not stalled and proc and _stopped(proc.pid):
+            stalled = True
+            await asyncio.sleep(20)  # session timeout is 10 s: the group moves on without it
+            proc.send_signal(signal.SIGCONT)
+        elif "scorer-2" in scorers.keep:
+            await scorers.retire("scorer-2")
+            changes += 1
+        else:
+            await scorers.start("scorer-2")
+            changes += 1
+    await posting
+    report = await check("rebalances", system, pg, api, ledger, now)
+    report.faults = {"scorer_starts_and_stops": changes, "stalled": stalled, "writes_refused": fenced_writes(system)}
+    assert_exact(report)
+    assert stalled and report.faults["writes_refused"] >= 1, "the stalled scorer's late write must be refused"
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+@long
+async def test_kafka_stalled_and_killed_while_clients_post(
+    system: System, ingest: httpx.AsyncClient, api: httpx.AsyncClient, pg: asyncpg.Connection
+) -> None:
+    events, ledger, now = stream(seed=3), Ledger(), datetime.now(UTC)
+    posting = asyncio.create_task(ledger.post(ingest, events))
+    await asyncio.sleep(3)
+    os.kill(server_pid("kafka"), signal.SIGSTOP)
+    await asyncio.sleep(30)
+    os.kill(server_pid("kafka"), signal.SIGCONT)
+    await asyncio.sleep(10)
+    os.kill(server_pid("kafka"), signal.SIGKILL)
+    await asyncio.sleep(2)
+    await asyncio.to_thread(server, "start", "kafka")
+    await posting
+    report = await check("kafka", system, pg, api, ledger, now)
+    report.faults = {"kafka_sigstop_s": 30, "kafka_sigkill": 1}
+    assert_exact(report)
+    assert report.answers.get("503", 0) > 0, "ingest answered 503 while Kafka could not acknowledge"
+
+
+@long
+async def test_postgres_stopped_for_30_seconds(
+    system: System, ingest: httpx.AsyncClient, api: httpx.AsyncClient, pg: asyncpg.Connection, run_env: dict[str, str]
+) -> None:
+    events, ledger, now = stream(seed=4), Ledger(), datetime.now(UTC)
+    posting = asyncio.create_task(ledger.post(ingest, events))
+    await asyncio.sleep(5)
+    served = (await api.get("/v1/members", params={"ids": ledger.acknowledged[0]["member_id"]})).json()["members"]
+    await pg.close()
+    await asyncio.to_thread(server, "stop", "postgres")
+    stopped = time.monotonic()
+    await asyncio.sleep(3)
+    ready = await api.get("/readyz")
+    member = await api.get(f"/v1/members/{served[0]['member_id']}") if served else None
+    await asyncio.sleep(max(0.0, 30 - (time.monotonic() - stopped)))
+    await asyncio.to_thread(server, "start", "postgres")
+    await posting
+    pg2 = await asyncpg.connect(run_env["CL_DATABASE_URL"].replace("+asyncpg", ""))
+    try:
+        report = await check("postgres", system, pg2, api, ledger, now)
+    finally:
+        await pg2.close()
+    report.faults = {"postgres_stopped_s": 30}
+    assert_exact(report)
+    assert ready.status_code == 503 and ready.json()["checks"]["postgres"].startswith("down")
+    assert member is not None and member.status_code == 200, "member reads are served from Redis"
+    assert report.dead_letters == 0
+
+
+@long
+async def test_redis_stopped_for_30_seconds(
+    system: System, ingest: httpx.AsyncClient, api: httpx.AsyncClient, pg: asyncpg.Connection
+) -> None:
+    events, ledger, now = stream(seed=5), Ledger(), datetime.now(UTC)
+    posting = asyncio.create_task(ledger.post(ingest, events))
+    await asyncio.sleep(5)
+    await asyncio.to_thread(server, "stop", "redis")
+    await asyncio.sleep(3)
+    member = ledger.acknowledged[0]["member_id"]
+    read = await api.get(f"/v1/members/{member}")
+    await asyncio.sleep(27)
+    await asyncio.to_thread(server, "start", "redis")
+    await posting
+    report = await check("redis", system, pg, api, ledger, now)
+    report.faults = {"redis_stopped_s": 30}
+    assert_exact(report)
+    assert read.status_code == 200, "the API answers from PostgreSQL while Redis is down"
