@@ -96,18 +96,23 @@ class Metrics:
         self.requests = Counter(
             "cl_ingest_event_requests", "POST /v1/events answers", ["status"], registry=self.registry
         )
+        self.rate_unchecked = Counter(
+            "cl_ingest_rate_unchecked",
+            "requests let through without a rate check because Redis did not answer",
+            registry=self.registry,
+        )
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
     settings = settings or IngestSettings()
     keys = ApiKeys(settings.api_keys)
-    limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
     metrics = Metrics()
+    limiter = RateLimiter(settings, on_unchecked=metrics.rate_unchecked.inc)
     publisher = Publisher(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with publisher:
+        async with limiter, publisher:
             yield
 
     app = FastAPI(title="Community Levels ingest", version="1", lifespan=lifespan)
@@ -128,7 +133,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     async def accept(request: Request, credentials: HTTPAuthorizationCredentials | None) -> int:
         caller = keys.check(credentials.credentials if credentials else None)
-        limiter.take(caller)
+        await limiter.take(caller)
         accepted = events_of(parse_body(await read_body(request)), now=datetime.now(UTC))
         records = [(subject.encode(), value) for event, value in accepted for subject in event.subjects()]
         await publisher.publish(settings.topic_activity, records)

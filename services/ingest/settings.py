@@ -6,7 +6,8 @@ import hashlib
 from datetime import timedelta
 from typing import Annotated, Literal, Self
 
-from pydantic import BeforeValidator, Field, model_validator
+from limits import parse_many
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from services.common.settings import Seconds, Settings
@@ -29,6 +30,23 @@ def _key_digests(value: object) -> object:
 KeyDigests = Annotated[frozenset[bytes], NoDecode, BeforeValidator(_key_digests)]
 
 
+def _one_rate(value: str) -> str:
+    # The notation of the `limits` library ("100/second", "3000 per minute"); one rate only,
+    # so that "10/second;100/minute" is refused rather than silently cut to its first part.
+    try:
+        rates = parse_many(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a rate like 100/second or 3000/minute") from None
+    if len(rates) != 1:
+        raise ValueError(f"{value!r} names {len(rates)} rates; give one, like 100/second")
+    if rates[0].amount < 1:
+        raise ValueError(f"{value!r} allows no request at all")
+    return value
+
+
+RateLimit = Annotated[str, AfterValidator(_one_rate)]
+
+
 class IngestSettings(Settings):
     # Fields take their names in code (IngestSettings(api_keys=...)) and CL_INGEST_* in the
     # environment, so they do not collide with other services' CL_HOST or CL_PORT.
@@ -49,10 +67,11 @@ class IngestSettings(Settings):
         description="how long a request waits for Kafka's acknowledgement before it answers 503",
     )
     retry_after_s: int = Field(default=1, ge=0, validation_alias="CL_INGEST_RETRY_AFTER_S")
-    rate_per_s: float = Field(
-        default=50.0, gt=0, validation_alias="CL_INGEST_RATE_PER_S", description="requests a second per API key"
+    rate_limit: RateLimit = Field(
+        default="100/second",
+        validation_alias="CL_INGEST_RATE_LIMIT",
+        description="requests per API key over a moving window, like 100/second or 3000/minute",
     )
-    rate_burst: int = Field(default=100, ge=1, validation_alias="CL_INGEST_RATE_BURST")
 
     @model_validator(mode="after")
     def _real_keys(self) -> Self:

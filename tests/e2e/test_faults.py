@@ -25,7 +25,7 @@ from services.common.settings import Settings
 from tests.e2e.conftest import System
 from tests.e2e.faults import Ledger, Report, Scorers, check, failpoints_fired, fenced_writes, server, server_pid
 from tests.streams import mixed_stream
-from tests.support import read_topic
+from tests.support import eventually, read_topic
 
 EVENTS = int(os.environ.get("CL_FAULT_EVENTS", "20000"))
 KILLS = int(os.environ.get("CL_FAULT_KILLS", "5"))
@@ -64,9 +64,11 @@ async def test_scorer_killed_repeatedly_loses_nothing_and_counts_nothing_twice(
     # random moments.
     await scorers.start("scorer", "after_commit:kill:@3", "relay_after_send:kill:@1")
     posting = asyncio.create_task(ledger.post(ingest, events))
-    deadline = time.monotonic() + 60
-    while len(failpoints_fired(system)) < 2 and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
+
+    async def both_fired() -> bool:
+        return len(failpoints_fired(system)) == 2
+
+    await eventually(both_fired, timeout=60, what="both named failpoints fired")
     kills = 0
     while kills < KILLS:
         await asyncio.sleep(random.uniform(1.0, 3.0))

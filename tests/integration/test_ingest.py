@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -13,6 +15,7 @@ import httpx
 import pytest
 from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
+from redis.asyncio import Redis
 
 from services.common.kafka import ensure_topics
 from services.ingest.app import create_app
@@ -70,6 +73,8 @@ async def settings() -> IngestSettings:
     settings = IngestSettings(
         env="test",
         api_keys=f"other-key,{KEY}",
+        redis_prefix=f"test:{RUN}:",
+        rate_limit="10000/second",  # the rate tests below set their own
         topic_activity=f"test-activity-{RUN}",
         topic_level_changes=f"test-level-changes-{RUN}",
         topic_dlq=f"test-activity-{RUN}.dlq",
@@ -98,7 +103,11 @@ async def client(settings: IngestSettings) -> AsyncIterator[httpx.AsyncClient]:
 async def down() -> AsyncIterator[httpx.AsyncClient]:
     """The app pointed at a Kafka port where nothing listens."""
     settings = IngestSettings(
-        env="test", api_keys=KEY, kafka_bootstrap="localhost:1", publish_timeout=timedelta(milliseconds=500)
+        env="test",
+        api_keys=KEY,
+        redis_prefix=f"test:{RUN}:",
+        kafka_bootstrap="localhost:1",
+        publish_timeout=timedelta(milliseconds=500),
     )
     async with serving(settings) as client:
         yield client
@@ -271,13 +280,83 @@ async def test_a_body_that_is_neither_an_event_nor_a_batch_is_refused(
     assert [(e["index"], e["field"]) for e in errors] == [(None, field)]
 
 
+# --- the rate limit ---
+# Each test has its own Redis prefix, so its counts start at zero. A body of `[]` is refused
+# (422) after the rate check, so these tests need no Kafka.
+
+
+def limited(settings: IngestSettings, rate: str, **changes: object) -> IngestSettings:
+    return settings.model_copy(update={"rate_limit": rate, "redis_prefix": f"test:{unique('rate')}:", **changes})
+
+
+async def statuses(client: httpx.AsyncClient, count: int, headers: dict[str, str] = AUTH) -> list[int]:
+    return [(await client.post("/v1/events", content=b"[]", headers=headers)).status_code for _ in range(count)]
+
+
 async def test_a_key_over_its_rate_is_told_when_to_retry(settings: IngestSettings) -> None:
-    async with serving(settings.model_copy(update={"rate_per_s": 0.01, "rate_burst": 2})) as client:
-        statuses = [(await client.post("/v1/events", content=b"[]", headers=AUTH)).status_code for _ in range(3)]
-        assert statuses == [422, 422, 429]
+    async with serving(limited(settings, "2/minute")) as client:
+        assert await statuses(client, 3) == [422, 422, 429]
         response = await client.post("/v1/events", json=post(unique("m")), headers=AUTH)
         assert_error(response, 429, "rate_limited")
-        assert 1 <= int(response.headers["Retry-After"]) <= 100
+        # The window frees its oldest request a minute after it was made: seconds ago.
+        assert 55 <= int(response.headers["Retry-After"]) <= 60
+
+
+async def test_a_key_under_its_rate_again_once_the_window_moves_on(settings: IngestSettings) -> None:
+    async with serving(limited(settings, "1/second")) as client:
+        assert await statuses(client, 2) == [422, 429]
+        refused = await client.post("/v1/events", content=b"[]", headers=AUTH)
+        assert refused.headers["Retry-After"] == "1"  # never 0, even with less than a second to go
+        await asyncio.sleep(1.1)
+        assert await statuses(client, 1) == [422]
+
+
+async def test_the_rate_is_per_key(settings: IngestSettings) -> None:
+    async with serving(limited(settings, "2/minute")) as client:
+        assert await statuses(client, 3) == [422, 422, 429]
+        assert await statuses(client, 2, headers={"Authorization": "Bearer other-key"}) == [422, 422]
+
+
+async def test_the_rate_is_shared_by_every_copy_of_ingest(settings: IngestSettings) -> None:
+    shared = limited(settings, "3/minute")
+    async with serving(shared) as one, serving(shared) as two:
+        assert await statuses(one, 2) + await statuses(two, 1) == [422, 422, 422]
+        assert await statuses(two, 1) + await statuses(one, 1) == [429, 429]
+
+
+async def test_the_rate_is_counted_by_key_digest_under_the_redis_prefix(settings: IngestSettings) -> None:
+    limits = limited(settings, "5/minute")
+    async with serving(limits) as client:
+        await statuses(client, 1)
+    redis = Redis.from_url(limits.redis_url)
+    try:
+        keys = [key.decode() async for key in redis.scan_iter(f"{limits.redis_prefix}*")]
+    finally:
+        await redis.aclose()
+    assert len(keys) == 1
+    assert keys[0].startswith(f"{limits.redis_prefix}ingest:rate:")
+    assert hashlib.sha256(KEY.encode()).hexdigest() in keys[0] and KEY not in keys[0].split("/")
+
+
+async def test_without_redis_requests_go_through_unchecked_and_are_counted(
+    settings: IngestSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serving(limited(settings, "1/minute", redis_url="redis://127.0.0.1:1/0")) as client:
+        await until_ready(client)
+        assert await statuses(client, 3) == [422, 422, 422]
+        response = await client.post("/v1/events", json=post(unique("m")), headers=AUTH)
+        assert response.status_code == 202
+        assert "cl_ingest_rate_unchecked_total 4.0" in (await client.get("/metrics")).text
+    assert any(r.levelname == "WARNING" and "unchecked" in r.getMessage() for r in caplog.records)
+
+
+def test_a_rate_that_is_not_one_rate_is_refused_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    for rate in ("fast", "10/second;100/minute", "0/second"):
+        monkeypatch.setenv("CL_INGEST_RATE_LIMIT", rate)
+        with pytest.raises(ValidationError, match="rate_limit|CL_INGEST_RATE_LIMIT"):
+            IngestSettings()
+    monkeypatch.setenv("CL_INGEST_RATE_LIMIT", "3000 per minute")
+    assert IngestSettings().rate_limit == "3000 per minute"
 
 
 # --- Kafka down ---
