@@ -53,9 +53,9 @@ class System:
     def spawn(self, name: str, **env: str) -> None:
         """Start a process without waiting for it; `ready(name)` tells when it answers."""
         service = name.split("-")[0]
-        env = {**self.env, **env}
         if name != service:  # another scorer: its own metrics port
             env.setdefault("CL_METRICS_PORT", str(free_port()))
+        env = {**self.env, **env}
         self.health[name] = {
             "ingest": f"{self.ingest_url}/readyz",  # ready: its producer reaches Kafka
             "api": f"{self.api_url}/healthz",

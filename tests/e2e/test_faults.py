@@ -23,7 +23,17 @@ import pytest
 from services.common.kafka import producer as make_producer
 from services.common.settings import Settings
 from tests.e2e.conftest import System
-from tests.e2e.faults import Ledger, Report, Scorers, check, failpoints_fired, fenced_writes, server, server_pid
+from tests.e2e.faults import (
+    Ledger,
+    Report,
+    Scorers,
+    catch_up_time,
+    check,
+    failpoints_fired,
+    fenced_writes,
+    server,
+    server_pid,
+)
 from tests.streams import mixed_stream
 from tests.support import eventually, read_topic
 
@@ -74,8 +84,10 @@ async def test_scorer_killed_repeatedly_loses_nothing_and_counts_nothing_twice(
         await asyncio.sleep(random.uniform(1.0, 3.0))
         scorers.kill("scorer")
         kills += 1
+    recovery = asyncio.create_task(catch_up_time(system))
     await posting
     report = await check("scorer_killed", system, pg, api, ledger, now)
+    report.recover_s = await recovery
     report.faults = {
         "sigkill_random": kills,
         "failpoints": dict(failpoints_fired(system)),
@@ -128,16 +140,18 @@ async def test_rebalances_and_a_stalled_scorer_keep_every_member_exact(
     await scorers.start("scorer")
     await scorers.start("scorer-2")
     # scorer-3 stalls itself (SIGSTOP) with a batch in hand, past its Kafka session timeout.
-    await scorers.start("scorer-3", "before_commit:stop:@5")
-    posting = asyncio.create_task(ledger.post(ingest, events))
+    await scorers.start("scorer-3", "before_commit:stop:@2")
+    posting = asyncio.create_task(ledger.post(ingest, events, batch=100, pace=0.15))
     stalled, changes = False, 0
-    while not posting.done():
+    recovery: asyncio.Task[float] | None = None
+    while not (posting.done() and stalled and changes >= 4):
         await asyncio.sleep(3)
         proc = system.procs.get("scorer-3")
         if not stalled and proc and _stopped(proc.pid):
             stalled = True
-            await asyncio.sleep(20)  # session timeout is 10 s: the group moves on without it
+            await asyncio.sleep(20)  # the session timeout is 10 s: the group moves on without it
             proc.send_signal(signal.SIGCONT)
+            recovery = asyncio.create_task(catch_up_time(system))
         elif "scorer-2" in scorers.keep:
             await scorers.retire("scorer-2")
             changes += 1
@@ -146,6 +160,7 @@ async def test_rebalances_and_a_stalled_scorer_keep_every_member_exact(
             changes += 1
     await posting
     report = await check("rebalances", system, pg, api, ledger, now)
+    report.recover_s = await recovery if recovery else None
     report.faults = {"scorer_starts_and_stops": changes, "stalled": stalled, "writes_refused": fenced_writes(system)}
     assert_exact(report)
     assert stalled and report.faults["writes_refused"] >= 1, "the stalled scorer's late write must be refused"
@@ -161,7 +176,7 @@ async def test_kafka_stalled_and_killed_while_clients_post(
     system: System, ingest: httpx.AsyncClient, api: httpx.AsyncClient, pg: asyncpg.Connection
 ) -> None:
     events, ledger, now = stream(seed=3), Ledger(), datetime.now(UTC)
-    posting = asyncio.create_task(ledger.post(ingest, events))
+    posting = asyncio.create_task(ledger.post(ingest, events, batch=100, pace=0.2))
     await asyncio.sleep(3)
     os.kill(server_pid("kafka"), signal.SIGSTOP)
     await asyncio.sleep(30)
@@ -170,8 +185,10 @@ async def test_kafka_stalled_and_killed_while_clients_post(
     os.kill(server_pid("kafka"), signal.SIGKILL)
     await asyncio.sleep(2)
     await asyncio.to_thread(server, "start", "kafka")
+    recovery = asyncio.create_task(catch_up_time(system))
     await posting
     report = await check("kafka", system, pg, api, ledger, now)
+    report.recover_s = await recovery
     report.faults = {"kafka_sigstop_s": 30, "kafka_sigkill": 1}
     assert_exact(report)
     assert report.answers.get("503", 0) > 0, "ingest answered 503 while Kafka could not acknowledge"
@@ -182,7 +199,7 @@ async def test_postgres_stopped_for_30_seconds(
     system: System, ingest: httpx.AsyncClient, api: httpx.AsyncClient, pg: asyncpg.Connection, run_env: dict[str, str]
 ) -> None:
     events, ledger, now = stream(seed=4), Ledger(), datetime.now(UTC)
-    posting = asyncio.create_task(ledger.post(ingest, events))
+    posting = asyncio.create_task(ledger.post(ingest, events, batch=100, pace=0.2))
     await asyncio.sleep(5)
     served = (await api.get("/v1/members", params={"ids": ledger.acknowledged[0]["member_id"]})).json()["members"]
     await pg.close()
@@ -193,10 +210,12 @@ async def test_postgres_stopped_for_30_seconds(
     member = await api.get(f"/v1/members/{served[0]['member_id']}") if served else None
     await asyncio.sleep(max(0.0, 30 - (time.monotonic() - stopped)))
     await asyncio.to_thread(server, "start", "postgres")
+    recovery = asyncio.create_task(catch_up_time(system))
     await posting
     pg2 = await asyncpg.connect(run_env["CL_DATABASE_URL"].replace("+asyncpg", ""))
     try:
         report = await check("postgres", system, pg2, api, ledger, now)
+        report.recover_s = await recovery
     finally:
         await pg2.close()
     report.faults = {"postgres_stopped_s": 30}
@@ -211,7 +230,7 @@ async def test_redis_stopped_for_30_seconds(
     system: System, ingest: httpx.AsyncClient, api: httpx.AsyncClient, pg: asyncpg.Connection
 ) -> None:
     events, ledger, now = stream(seed=5), Ledger(), datetime.now(UTC)
-    posting = asyncio.create_task(ledger.post(ingest, events))
+    posting = asyncio.create_task(ledger.post(ingest, events, batch=100, pace=0.2))
     await asyncio.sleep(5)
     await asyncio.to_thread(server, "stop", "redis")
     await asyncio.sleep(3)
@@ -219,8 +238,10 @@ async def test_redis_stopped_for_30_seconds(
     read = await api.get(f"/v1/members/{member}")
     await asyncio.sleep(27)
     await asyncio.to_thread(server, "start", "redis")
+    recovery = asyncio.create_task(catch_up_time(system))
     await posting
     report = await check("redis", system, pg, api, ledger, now)
+    report.recover_s = await recovery
     report.faults = {"redis_stopped_s": 30}
     assert_exact(report)
     assert read.status_code == 200, "the API answers from PostgreSQL while Redis is down"
