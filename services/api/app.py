@@ -16,11 +16,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException
 
 from services.api import repository as repo
 from services.api.settings import ApiSettings
@@ -36,6 +39,30 @@ DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
 
 class Unavailable(Exception):
     """A dependency the answer needs is down."""
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API."""
+
+    error: str
+    message: str
+
+
+def _error_doc(description: str, **headers: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {"model": ErrorBody, "description": description}
+    if headers:
+        doc["headers"] = {name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()}
+    return doc
+
+
+# What the member reads answer besides 200, for the OpenAPI document.
+INVALID = _error_doc("a member id, or a query parameter, is not valid")
+NOT_FOUND = _error_doc("no event has named this member")
+DOWN = _error_doc("the store the answer needs is down; retry shortly", **{"Retry-After": "seconds to wait"})
+NOT_MODIFIED: dict[str, Any] = {
+    "description": "the member's view still matches If-None-Match",
+    "headers": {"ETag": {"description": "the view's entity tag", "schema": {"type": "string"}}},
+}
 
 
 def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse:
@@ -85,7 +112,25 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
         return _error(503, "unavailable", str(exc), **{"Retry-After": "1"})
 
-    @app.get("/v1/members/{member_id}", summary="One member's level, scores and progress to the next level")
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # Unknown paths and methods (say a member id with an encoded slash) in the same shape.
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail), **(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # In the API's one error shape, as the document declares, rather than FastAPI's own.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in exc.errors()
+        )
+        return _error(422, "invalid_request", problems or "the request is not valid")
+
+    @app.get(
+        "/v1/members/{member_id}",
+        summary="One member's level, scores and progress to the next level",
+        responses={304: NOT_MODIFIED, 404: NOT_FOUND, 422: INVALID, 503: DOWN},
+    )
     async def member(request: Request, member_id: Annotated[str, Path(pattern=MEMBER_ID)]) -> Response:
         found = (await views(request, [member_id])).get(member_id)
         if found is None:
@@ -97,7 +142,14 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             return Response(status_code=304, headers=headers)
         return Response(body, media_type="application/json", headers=headers)
 
-    @app.get("/v1/members", summary="Many members at once (a thread page)")
+    @app.get(
+        "/v1/members",
+        summary="Many members at once (a thread page)",
+        responses={
+            422: _error_doc(f"ids is empty, names over {settings.many_max} members, or holds what is not a member id"),
+            503: DOWN,
+        },
+    )
     async def members(
         request: Request,
         ids: Annotated[str, Query(description="comma-separated member ids, at most 100")],
@@ -116,7 +168,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         }
         return Response(_json(body), media_type="application/json")
 
-    @app.get("/v1/members/{member_id}/level-changes", summary="A member's level history, newest first")
+    @app.get(
+        "/v1/members/{member_id}/level-changes",
+        summary="A member's level history, newest first",
+        responses={404: NOT_FOUND, 422: INVALID, 503: DOWN},
+    )
     async def history(
         request: Request,
         member_id: Annotated[str, Path(pattern=MEMBER_ID)],
@@ -155,7 +211,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Whether PostgreSQL and Redis answer")
+    @app.get(
+        "/readyz",
+        summary="Whether PostgreSQL and Redis answer",
+        responses={503: {"description": "PostgreSQL or Redis does not answer; `checks` says which"}},
+    )
     async def readyz(request: Request) -> JSONResponse:
         checks = {}
         try:
@@ -172,7 +232,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

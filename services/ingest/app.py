@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from pydantic import BaseModel
@@ -59,10 +59,17 @@ def _request_body_doc() -> dict[str, Any]:
         "required": ["events"],
         "additionalProperties": False,
     }
+    # Examples a client can post as they are (and the fuzzer's examples phase does).
+    reply = {"event_id": "e-1", "type": "reply", "member_id": "ann", "occurred_at": "2026-11-20T09:00:00Z"}
+    like = {**reply, "event_id": "e-2", "type": "like", "content_id": "p-7", "target_member_id": "bob"}
+    examples = {
+        "event": {"summary": "one event", "value": {**reply, "content_id": "r-1"}},
+        "batch": {"summary": "a batch", "value": {"events": [like, {**reply, "event_id": "e-3", "content_id": "r-2"}]}},
+    }
     return {
         "required": True,
         "description": f"one event, or a batch of 1 to {MAX_BATCH}; at most {MAX_BODY_BYTES} bytes",
-        "content": {"application/json": {"schema": {"oneOf": [event, batch]}}},
+        "content": {"application/json": {"schema": {"oneOf": [event, batch]}, "examples": examples}},
     }
 
 
@@ -177,7 +184,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             )
         return JSONResponse({"status": "ready", "checks": {"kafka": "ok"}})
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

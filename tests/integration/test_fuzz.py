@@ -1,0 +1,158 @@
+"""Schemathesis over the OpenAPI documents of ingest and the read API, in-process (ASGI), with
+the apps' lifespans running against the real servers.
+
+Every phase runs where it applies: examples, coverage and fuzzing on every operation; stateful
+on the read API, whose member operations schemathesis links by their parameters (ingest has no
+links to follow). Every answer must be in the document: no 5xx, no status, header or body the
+operation does not declare. A request valid by the schema may still be refused with 422 where
+the schema cannot say the rule (an `occurred_at` in the future, a field the event's type does
+not use): then the 422 is documented for the operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import hypothesis
+import pytest
+import schemathesis
+from fastapi import FastAPI
+from schemathesis import Case
+from schemathesis.config import SchemathesisConfig
+from schemathesis.schemas import BaseSchema
+
+from services.api.app import create_app as create_api
+from services.api.settings import ApiSettings
+from services.common.kafka import ensure_topics
+from services.ingest.app import create_app as create_ingest
+from services.ingest.settings import IngestSettings
+from tests.conftest import unique
+from tests.integration.test_api import ev, score
+
+KEY = "fuzz-key"
+# Bounds the fuzzing phase per operation; the examples and coverage phases are bounded by the
+# schema itself.
+MAX_EXAMPLES = 200
+# Schema-valid data may be refused with 422 where the schema cannot say the rule, and a
+# member nobody has named is 404.
+POSITIVE_STATUSES = ["2xx", "3xx", "404", "422"]
+# Schema-invalid data must be refused with a 4xx the operation documents; a batch over 1,000
+# events is 413 (SPEC §3), which schemathesis does not expect by default.
+NEGATIVE_STATUSES = ["400", "401", "404", "405", "413", "422"]
+
+
+def fuzz_config(**project: Any) -> SchemathesisConfig:
+    return SchemathesisConfig.from_dict(
+        {
+            "generation": {"mode": "all", "max-examples": MAX_EXAMPLES},
+            "checks": {
+                "positive_data_acceptance": {"expected-statuses": POSITIVE_STATUSES},
+                "negative_data_rejection": {"expected-statuses": NEGATIVE_STATUSES},
+            },
+            **project,
+        }
+    )
+
+
+class UnderTest:
+    """The ASGI app a schema calls, set by a fixture: the schema is loaded when pytest collects
+    the tests, the app is built later from the session's settings."""
+
+    def __init__(self) -> None:
+        self.app: FastAPI | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        assert self.app is not None, "the app fixture has not run"
+        await self.app(scope, receive, send)
+
+
+def in_process(document: dict[str, Any], config: SchemathesisConfig) -> tuple[BaseSchema, UnderTest]:
+    # The document is the app's own (it does not depend on settings). Schemathesis runs the
+    # app's lifespan itself, in its own event loop, from the first request of a test to its end.
+    schema = schemathesis.openapi.from_dict(document, config=config)
+    schema.app = under_test = UnderTest()
+    return schema, under_test
+
+
+INGEST, INGEST_APP = in_process(
+    create_ingest(IngestSettings(env="test", api_keys=KEY)).openapi(),
+    fuzz_config(auth={"openapi": {"HTTPBearer": {"bearer": KEY}}}),
+)
+API, API_APP = in_process(create_api(ApiSettings()).openapi(), fuzz_config())
+# The stateful phase starts from a member that exists (ids names it), so the links from one
+# member read to the next have something to follow.
+MEMBER = unique("fuzz")
+API_LINKED, API_LINKED_APP = in_process(create_api(ApiSettings()).openapi(), fuzz_config(parameters={"ids": MEMBER}))
+
+
+def until_ready(schema: BaseSchema, timeout: float = 30) -> None:
+    """Start the app's lifespan and wait until its /readyz answers 200."""
+    readyz = schema["/readyz"]["GET"]
+    deadline = time.monotonic() + timeout
+    while (response := readyz.Case().call()).status_code != 200:
+        assert time.monotonic() < deadline, f"not ready in {timeout} s: {response.text}"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def apps(settings_kwargs: dict[str, Any]) -> None:
+    ingest = IngestSettings(
+        **{
+            **settings_kwargs,
+            # Topics of its own: what the fuzzer publishes never reaches the session's scorers.
+            "topic_activity": f"{settings_kwargs['topic_activity']}-fuzz",
+            "topic_level_changes": f"{settings_kwargs['topic_level_changes']}-fuzz",
+            "topic_dlq": f"{settings_kwargs['topic_dlq']}-fuzz",
+            "redis_prefix": f"{settings_kwargs['redis_prefix']}fuzz:",
+        },
+        env="test",
+        api_keys=KEY,
+        topic_partitions=1,
+        # Far above what the fuzzer sends, so no answer depends on how fast it ran.
+        rate_limit="100000/minute",
+    )
+    asyncio.run(ensure_topics(ingest))
+    INGEST_APP.app = create_ingest(ingest)
+    api = ApiSettings(**settings_kwargs)
+    # A member with a level history: promoted, demoted, promoted again.
+    events = [ev("post", MEMBER, content_id="p1"), ev("content_removed", MEMBER, content_id="p1")]
+    asyncio.run(score(api, [*events, ev("reply", MEMBER, content_id="r1")], cache=True))
+    API_APP.app, API_LINKED_APP.app = create_api(api), create_api(api)  # one lifespan each
+
+
+# Function-scoped, as each test's lifespan is; not an argument of the tests, so Hypothesis
+# does not take it for state shared between examples.
+@pytest.fixture
+def ingest_ready() -> None:
+    until_ready(INGEST)
+
+
+@pytest.fixture
+def api_ready() -> None:
+    until_ready(API)
+
+
+@pytest.fixture
+def api_linked_ready() -> None:
+    until_ready(API_LINKED)
+
+
+@INGEST.parametrize()
+@pytest.mark.usefixtures("ingest_ready")
+def test_ingest_answers_every_request_as_its_document_says(case: Case) -> None:
+    case.call_and_validate()
+
+
+@API.parametrize()
+@pytest.mark.usefixtures("api_ready")
+def test_the_read_api_answers_every_request_as_its_document_says(case: Case) -> None:
+    case.call_and_validate()
+
+
+@pytest.mark.usefixtures("api_linked_ready")
+def test_the_read_api_answers_as_documented_along_the_links_between_member_reads() -> None:
+    API_LINKED.as_state_machine().run(
+        settings=hypothesis.settings(max_examples=MAX_EXAMPLES, stateful_step_count=6, deadline=None)
+    )
