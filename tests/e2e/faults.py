@@ -272,7 +272,7 @@ async def check(
         report.members_wrong_in_api += [m for m in members[start : start + 100] if got_api.get(m) != want[m]]
 
     report.level_change_problems = await _level_change_problems(system, expected)
-    dlq = await read_topic(system.bootstrap, system.env["CL_TOPIC_DLQ"])
+    dlq = await read_topic(system.bootstrap, system.env["CL_TOPIC_DLQ"], set(expected))  # this stream's
     report.dead_letters = len(dlq)
     return report
 
