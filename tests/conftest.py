@@ -47,7 +47,7 @@ def run_env() -> Iterator[dict[str, str]]:
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["url"] = env["CL_DATABASE_URL"]
     command.upgrade(config, "head")
-    settings = Settings(**{k.removeprefix("CL_").lower(): v for k, v in env.items() if k != "CL_GROUP_ID"})
+    settings = Settings.model_validate({k.removeprefix("CL_").lower(): v for k, v in env.items()})
     asyncio.run(ensure_topics(settings))
     yield env
     asyncio.run(_drop_database(admin_dsn, database))

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from fastapi import FastAPI
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30, what: str = "condition") -> None:
@@ -47,3 +50,23 @@ async def read_topic(bootstrap: str, topic: str, keys: set[str] | None = None) -
 
 def values(msgs: list[Any]) -> list[Any]:
     return [json.loads(m.value) for m in msgs]
+
+
+@asynccontextmanager
+async def in_process(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan running, and a client that calls it in-process."""
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://app") as client,
+    ):
+        yield client
+
+
+def own_topics(settings_kwargs: dict[str, Any], name: str) -> dict[str, Any]:
+    """The session's settings with topics and a Redis prefix of their own, so that what a test
+    publishes never reaches the session's scorers."""
+    return {
+        **settings_kwargs,
+        **{key: f"{settings_kwargs[key]}-{name}" for key in ("topic_activity", "topic_level_changes", "topic_dlq")},
+        "redis_prefix": f"{settings_kwargs['redis_prefix']}{name}:",
+    }

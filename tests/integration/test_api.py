@@ -19,6 +19,7 @@ from shared.events import ActivityEvent, ActivityRecord
 from shared.rules import default_rules
 from shared.scoring import apply_batch
 from tests.conftest import unique
+from tests.support import in_process
 
 RULES = default_rules()
 NOW = datetime.now(UTC)
@@ -59,18 +60,9 @@ def settings(settings_kwargs: dict[str, Any]) -> ApiSettings:
     return ApiSettings(**settings_kwargs)
 
 
-async def client_for(settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api") as client,
-    ):
-        yield client
-
-
 @pytest.fixture
 async def client(settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
-    async for c in client_for(settings):
+    async with in_process(create_app(settings)) as c:
         yield c
 
 
@@ -155,7 +147,9 @@ async def test_ladder_lists_every_level_and_how_points_are_earned(client: httpx.
 async def test_without_redis_members_are_read_from_postgres(settings: ApiSettings, settings_kwargs: dict) -> None:
     fay = unique("fay")
     await score(settings, [ev("reply", fay, content_id="r")], cache=False)
-    async for client in client_for(ApiSettings(**{**settings_kwargs, "redis_url": "redis://127.0.0.1:1/0"})):
+    async with in_process(
+        create_app(ApiSettings(**{**settings_kwargs, "redis_url": "redis://127.0.0.1:1/0"}))
+    ) as client:
         assert (await client.get(f"/v1/members/{fay}")).json()["active_score"] == 5
         ready = await client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("down")
@@ -165,7 +159,7 @@ async def test_without_postgres_members_in_redis_are_still_served(settings: ApiS
     gus = unique("gus")
     await score(settings, [ev("reply", gus, content_id="r")], cache=True)
     broken = "postgresql+asyncpg://cl:cl@127.0.0.1:1/none"
-    async for client in client_for(ApiSettings(**{**settings_kwargs, "database_url": broken})):
+    async with in_process(create_app(ApiSettings(**{**settings_kwargs, "database_url": broken}))) as client:
         assert (await client.get(f"/v1/members/{gus}")).json()["active_score"] == 5
         unknown = await client.get(f"/v1/members/{unique('x')}")
         assert unknown.status_code == 503 and unknown.headers["retry-after"]

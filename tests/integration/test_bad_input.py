@@ -23,6 +23,7 @@ from services.common.kafka import ensure_topics
 from services.ingest.settings import IngestSettings
 from tests.conftest import unique
 from tests.integration.test_ingest import assert_error, like, on_topic, post, serving, until_ready
+from tests.support import in_process, own_topics
 
 KEY = "bad-input-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -32,14 +33,7 @@ MIB = 1024 * 1024
 @pytest.fixture(scope="module")
 async def settings(settings_kwargs: dict[str, Any]) -> IngestSettings:
     settings = IngestSettings(
-        **{
-            **settings_kwargs,
-            # Topics of its own: nothing posted here reaches the session's scorers.
-            "topic_activity": f"{settings_kwargs['topic_activity']}-bad-input",
-            "topic_level_changes": f"{settings_kwargs['topic_level_changes']}-bad-input",
-            "topic_dlq": f"{settings_kwargs['topic_dlq']}-bad-input",
-            "redis_prefix": f"{settings_kwargs['redis_prefix']}bad-input:",
-        },
+        **own_topics(settings_kwargs, "bad-input"),
         env="test",
         api_keys=f"{KEY},other-key",
         topic_partitions=1,
@@ -58,11 +52,7 @@ async def ingest(settings: IngestSettings) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="module")
 async def api(settings_kwargs: dict[str, Any]) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_api(ApiSettings(**settings_kwargs))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api") as client,
-    ):
+    async with in_process(create_api(ApiSettings(**settings_kwargs))) as client:
         yield client
 
 
@@ -280,7 +270,7 @@ async def test_a_repeated_event_id_is_accepted_and_published_within_a_batch_and_
 )
 async def test_a_key_that_is_almost_right_is_refused(ingest: httpx.AsyncClient, authorization: str) -> None:
     response = await ingest.post(
-        "/v1/events", json=post(unique("m")), headers={"Authorization": authorization.encode("latin-1")}
+        "/v1/events", json=post(unique("m")), headers={b"Authorization": authorization.encode("latin-1")}
     )
     assert_error(response, 401, "unauthorized")
 

@@ -30,6 +30,7 @@ from services.ingest.app import create_app as create_ingest
 from services.ingest.settings import IngestSettings
 from tests.conftest import unique
 from tests.integration.test_api import ev, score
+from tests.support import own_topics
 
 KEY = "fuzz-key"
 # Bounds the fuzzing phase per operation; the examples and coverage phases are bounded by the
@@ -99,14 +100,7 @@ def until_ready(schema: BaseSchema, timeout: float = 30) -> None:
 @pytest.fixture(scope="module", autouse=True)
 def apps(settings_kwargs: dict[str, Any]) -> None:
     ingest = IngestSettings(
-        **{
-            **settings_kwargs,
-            # Topics of its own: what the fuzzer publishes never reaches the session's scorers.
-            "topic_activity": f"{settings_kwargs['topic_activity']}-fuzz",
-            "topic_level_changes": f"{settings_kwargs['topic_level_changes']}-fuzz",
-            "topic_dlq": f"{settings_kwargs['topic_dlq']}-fuzz",
-            "redis_prefix": f"{settings_kwargs['redis_prefix']}fuzz:",
-        },
+        **own_topics(settings_kwargs, "fuzz"),
         env="test",
         api_keys=KEY,
         topic_partitions=1,

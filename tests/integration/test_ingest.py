@@ -7,7 +7,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from services.common.kafka import ensure_topics
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
-from tests.support import eventually, read_topic
+from tests.support import eventually, in_process, read_topic
 
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -50,15 +50,8 @@ def like(member: str, author: str) -> dict[str, Any]:
     return event("like", member, content_id=unique("p"), target_member_id=author)
 
 
-@asynccontextmanager
-async def serving(settings: IngestSettings) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running, and a client that calls it in-process."""
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://ingest") as client,
-    ):
-        yield client
+def serving(settings: IngestSettings) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    return in_process(create_app(settings))
 
 
 async def until_ready(client: httpx.AsyncClient) -> None:

@@ -57,7 +57,9 @@ async def running(settings: ScorerSettings) -> AsyncIterator[Scorer]:
         await asyncio.wait_for(task, 30)
 
 
-async def publish(settings: ScorerSettings, events: list[dict[str, Any]], raw: list[tuple[bytes, bytes]] = ()) -> None:
+async def publish(
+    settings: ScorerSettings, events: list[dict[str, Any]], raw: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     """Publish as ingest does: one record per member the event changes, keyed by that member."""
     producer = make_producer(settings, "test")
     await producer.start()
@@ -128,7 +130,7 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_later_records_appl
     await publish(
         settings,
         [],
-        raw=[(cat.encode(), b"{not json"), (cat.encode(), b'{"event_id": "x", "type": "teleport"}')],
+        raw=((cat.encode(), b"{not json"), (cat.encode(), b'{"event_id": "x", "type": "teleport"}')),
     )
     await publish(settings, [event("article", cat, content_id="a1")])
     async with running(settings):

@@ -15,7 +15,7 @@ RULES = default_rules()
 
 
 def records_of(events: list[dict[str, Any]]) -> list[ActivityRecord]:
-    out = []
+    out: list[ActivityRecord] = []
     for raw in events:
         event = validate_event(raw)
         assert isinstance(event, ActivityEvent), event
