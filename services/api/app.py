@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
 from services.api import repository as repo
+from services.api import schemas
 from services.api.settings import ApiSettings
 from services.common import db
 from services.common.members import MemberCache, render
@@ -63,6 +64,11 @@ NOT_MODIFIED: dict[str, Any] = {
     "description": "the member's view still matches If-None-Match",
     "headers": {"ETag": {"description": "the view's entity tag", "schema": {"type": "string"}}},
 }
+
+
+def _ok(model: type[BaseModel]) -> dict[str, Any]:
+    # The routes answer rendered bytes (for the ETag); the model only documents them.
+    return {"model": model, "description": "the answer"}
 
 
 def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse:
@@ -129,7 +135,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @app.get(
         "/v1/members/{member_id}",
         summary="One member's level, scores and progress to the next level",
-        responses={304: NOT_MODIFIED, 404: NOT_FOUND, 422: INVALID, 503: DOWN},
+        responses={200: _ok(schemas.Member), 304: NOT_MODIFIED, 404: NOT_FOUND, 422: INVALID, 503: DOWN},
     )
     async def member(request: Request, member_id: Annotated[str, Path(pattern=MEMBER_ID)]) -> Response:
         found = (await views(request, [member_id])).get(member_id)
@@ -146,6 +152,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         "/v1/members",
         summary="Many members at once (a thread page)",
         responses={
+            200: _ok(schemas.Members),
             422: _error_doc(f"ids is empty, names over {settings.many_max} members, or holds what is not a member id"),
             503: DOWN,
         },
@@ -171,7 +178,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @app.get(
         "/v1/members/{member_id}/level-changes",
         summary="A member's level history, newest first",
-        responses={404: NOT_FOUND, 422: INVALID, 503: DOWN},
+        responses={200: _ok(schemas.History), 404: NOT_FOUND, 422: INVALID, 503: DOWN},
     )
     async def history(
         request: Request,
@@ -203,7 +210,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         ],
     }
 
-    @app.get("/v1/levels", summary="The ladder: each level's requirements and how points are earned")
+    @app.get(
+        "/v1/levels",
+        summary="The ladder: each level's requirements and how points are earned",
+        response_model=schemas.Ladder,
+    )
     async def levels() -> dict[str, Any]:
         return ladder
 

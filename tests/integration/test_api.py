@@ -10,6 +10,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from services.api import schemas
 from services.api.app import create_app
 from services.api.settings import ApiSettings
 from services.common import db
@@ -77,7 +78,7 @@ async def test_member_shows_level_scores_and_what_the_next_level_needs(
 ) -> None:
     ann = unique("ann")
     await score(settings, [ev("member_joined", ann, days_ago=3), ev("reply", ann, content_id="r1")], cache=True)
-    body = (await client.get(f"/v1/members/{ann}")).json()
+    body = schemas.Member.model_validate((await client.get(f"/v1/members/{ann}")).json()).model_dump(mode="json")
     assert body["level"] == {"id": "new_contributor", "name": "New Contributor", "tier": "active", "rank": 5}
     assert (body["active_score"], body["passive_score"], body["tenure_days"]) == (5, 0, 3)
     assert body["points"]["reply"] == 5 and body["points"]["view"] == 0
@@ -106,6 +107,7 @@ async def test_many_members_at_once_with_the_missing_named(client: httpx.AsyncCl
     cat, dan, ghost = unique("cat"), unique("dan"), unique("ghost")
     await score(settings, [ev("article", cat, content_id="a1"), ev("view", dan, content_id="c")], cache=False)
     body = (await client.get("/v1/members", params={"ids": f"{cat},{ghost},{dan}"})).json()
+    schemas.Members.model_validate(body)
     assert [m["member_id"] for m in body["members"]] == [cat, dan]
     assert body["missing"] == [ghost]
     too_many = await client.get("/v1/members", params={"ids": ",".join(f"m{i}" for i in range(101))})
@@ -126,6 +128,7 @@ async def test_level_history_is_newest_first_and_paged(client: httpx.AsyncClient
         cache=False,
     )
     page = (await client.get(f"/v1/members/{eve}/level-changes", params={"limit": 2})).json()
+    schemas.History.model_validate(page)
     assert [c["seq"] for c in page["level_changes"]] == [3, 2]
     assert page["level_changes"][1]["direction"] == "demoted"
     rest = (await client.get(f"/v1/members/{eve}/level-changes", params={"before": page["next_before"]})).json()

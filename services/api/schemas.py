@@ -1,0 +1,98 @@
+"""The shapes of the API's answers, for its OpenAPI document (frontends and the fuzz tests read
+them). Answers are rendered by `services.common.members.render` and the scorer's level-change
+payloads; these models describe them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+Tier = Literal["passive", "active"]
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # the document lists every field an answer has
+
+
+class LevelRef(Schema):
+    id: str
+    name: str
+    tier: Tier
+    rank: int
+
+
+class Unmet(Schema):
+    requirement: Literal["active_score", "passive_score", "tenure_days"]
+    required: int
+    current: int
+    remaining: int
+
+
+class NextLevel(LevelRef):
+    unmet: list[Unmet]
+
+
+class Member(Schema):
+    member_id: str
+    level: LevelRef
+    active_score: int
+    passive_score: int
+    tenure_days: int
+    joined_at: AwareDatetime
+    points: dict[str, int]
+    next_level: NextLevel | None
+    updated_at: AwareDatetime
+
+
+class Members(Schema):
+    members: list[Member]
+    missing: list[str]
+
+
+class Cause(Schema):
+    kind: Literal["activity", "tenure", "rescore"]
+    event_id: str | None = None
+    type: str | None = None
+
+
+class LevelChanged(Schema):
+    """A level-change event, as published on the level-changes topic (SPEC §6)."""
+
+    event_id: str
+    member_id: str
+    seq: int
+    direction: Literal["promoted", "demoted"]
+    from_level: LevelRef | None
+    to_level: LevelRef
+    active_score: int
+    passive_score: int
+    cause: Cause
+    rules_version: str
+    occurred_at: AwareDatetime
+    emitted_at: AwareDatetime
+
+
+class History(Schema):
+    member_id: str
+    level_changes: list[LevelChanged]
+    next_before: int | None
+
+
+class LadderLevel(LevelRef):
+    requires: dict[str, int]
+
+
+class PointsRule(Schema):
+    metric: str
+    tier: Tier
+    earned_by: str
+    how: str
+    daily_cap: int | None
+
+
+class Ladder(Schema):
+    rules_version: str
+    levels: list[LadderLevel]
+    scores: dict[Tier, list[str]]
+    points: list[PointsRule]
