@@ -86,6 +86,10 @@ API, API_APP = in_process(create_api(ApiSettings()).openapi(), fuzz_config())
 # member read to the next have something to follow.
 MEMBER = unique("fuzz")
 API_LINKED, API_LINKED_APP = in_process(create_api(ApiSettings()).openapi(), fuzz_config(parameters={"ids": MEMBER}))
+# Every phase again with the member ids fixed to that member, so 200 answers are checked too.
+API_KNOWN, API_KNOWN_APP = in_process(
+    create_api(ApiSettings()).openapi(), fuzz_config(parameters={"ids": MEMBER, "member_id": MEMBER})
+)
 
 
 def until_ready(schema: BaseSchema, timeout: float = 30) -> None:
@@ -113,7 +117,7 @@ def apps(settings_kwargs: dict[str, Any]) -> None:
     # A member with a level history: promoted, demoted, promoted again.
     events = [ev("post", MEMBER, content_id="p1"), ev("content_removed", MEMBER, content_id="p1")]
     asyncio.run(score(api, [*events, ev("reply", MEMBER, content_id="r1")], cache=True))
-    API_APP.app, API_LINKED_APP.app = create_api(api), create_api(api)  # one lifespan each
+    API_APP.app, API_LINKED_APP.app, API_KNOWN_APP.app = create_api(api), create_api(api), create_api(api)
 
 
 # Function-scoped, as each test's lifespan is; not an argument of the tests, so Hypothesis
@@ -133,6 +137,11 @@ def api_linked_ready() -> None:
     until_ready(API_LINKED)
 
 
+@pytest.fixture
+def api_known_ready() -> None:
+    until_ready(API_KNOWN)
+
+
 @INGEST.parametrize()
 @pytest.mark.usefixtures("ingest_ready")
 def test_ingest_answers_every_request_as_its_document_says(case: Case) -> None:
@@ -142,6 +151,12 @@ def test_ingest_answers_every_request_as_its_document_says(case: Case) -> None:
 @API.parametrize()
 @pytest.mark.usefixtures("api_ready")
 def test_the_read_api_answers_every_request_as_its_document_says(case: Case) -> None:
+    case.call_and_validate()
+
+
+@API_KNOWN.parametrize()
+@pytest.mark.usefixtures("api_known_ready")
+def test_the_read_api_answers_about_a_known_member_as_documented(case: Case) -> None:
     case.call_and_validate()
 
 
