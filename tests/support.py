@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -70,3 +71,9 @@ def own_topics(settings_kwargs: dict[str, Any], name: str) -> dict[str, Any]:
         **{key: f"{settings_kwargs[key]}-{name}" for key in ("topic_activity", "topic_level_changes", "topic_dlq")},
         "redis_prefix": f"{settings_kwargs['redis_prefix']}{name}:",
     }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -8,9 +8,9 @@ PY=$ROOT/.venv/bin/python
 
 health_url() {
   case $1 in
-    ingest) echo "http://127.0.0.1:${CL_INGEST_PORT:-8001}/healthz" ;;
+    ingest) echo "http://127.0.0.1:${CL_INGEST_PORT:-8001}/readyz" ;;
     api) echo "http://127.0.0.1:${CL_API_PORT:-8002}/healthz" ;;
-    scorer) echo "http://127.0.0.1:${CL_METRICS_PORT:-8003}/metrics" ;;
+    scorer) echo "http://127.0.0.1:${CL_SCORER_PORT:-8003}/readyz" ;;
   esac
 }
 

@@ -3,8 +3,6 @@
 import asyncio
 import logging
 
-from prometheus_client import start_http_server
-
 from services.common.kafka import ensure_topics
 from services.common.settings import load_settings
 from services.scorer.service import main
@@ -12,7 +10,5 @@ from services.scorer.settings import ScorerSettings
 
 settings = load_settings(ScorerSettings, "scorer")
 logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-if settings.metrics_port:
-    start_http_server(settings.metrics_port)
 asyncio.run(ensure_topics(settings))
 asyncio.run(main(settings))

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common import db
 from services.common.kafka import producer as make_producer
 from services.common.members import MemberCache, view_of
+from services.scorer import http as scorer_http
 from services.scorer import repository as repo
 from services.scorer.failpoints import Failpoints
 from services.scorer.settings import ScorerSettings
@@ -95,7 +96,9 @@ class Scorer:
         self.consumer.subscribe([self.settings.topic_activity], listener=_Rebalance(self))
         await self._retry("start the consumer", self.consumer.start)
         log.info("scorer %s consuming %s", self.settings.instance, self.settings.topic_activity)
+        http = scorer_http.server(self, self.settings.host, self.settings.port)
         loops = [
+            asyncio.create_task(http.serve()),
             asyncio.create_task(self._every(self.settings.relay_interval, self.relay_once, self.relay_wake)),
             asyncio.create_task(self._every(self.settings.tenure_interval, self.tenure_once)),
             asyncio.create_task(self._every(self.settings.repair_interval, self.repair_once)),
@@ -108,12 +111,18 @@ class Scorer:
                 )
                 if batch:
                     await self.handle(batch)
+        except TRANSIENT:
+            if not self.stopping.is_set():
+                raise
+            # stopping while a dependency is away: what was not committed is read again later
         finally:
-            for task in loops:
+            http.should_exit = True
+            for task in loops[1:]:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
             await self.consumer.stop()
-            await self.relay_once()
+            with contextlib.suppress(*TRANSIENT):
+                await self.relay_once()
             await self.producer.stop()
             await self.redis.aclose()
             await self.engine.dispose()
@@ -146,6 +155,8 @@ class Scorer:
             try:
                 return await step()
             except TRANSIENT as exc:
+                if self.stopping.is_set():
+                    raise
                 log.warning("could not %s, retrying in %.1fs: %r", what, delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max.total_seconds())
@@ -179,6 +190,8 @@ class Scorer:
                 batch = {tp: msgs for tp, msgs in batch.items() if tp.partition not in fenced.partitions}
                 decoded = [(m, r) for m, r in decoded if m.partition not in fenced.partitions]
             except TRANSIENT as exc:
+                if self.stopping.is_set():
+                    return  # not committed: it is read again after the restart
                 log.warning("batch not committed, retrying: %r", exc)
                 await asyncio.sleep(1)
                 batch = {tp: msgs for tp, msgs in batch.items() if tp.partition in self.epochs}

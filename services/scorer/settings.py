@@ -27,7 +27,10 @@ class ScorerSettings(Settings):
         description="PostgreSQL ends a scorer transaction left idle this long (a stalled scorer frees its locks)",
     )
     failpoints: str = Field(default="", description="crash points for the fault suite; see failpoints.py")
-    metrics_port: int = Field(default=8003, description="Prometheus /metrics; 0 turns it off")
+    host: str = Field(default="127.0.0.1", validation_alias="CL_SCORER_HOST")
+    port: int = Field(
+        default=8003, ge=0, le=65535, validation_alias="CL_SCORER_PORT", description="/healthz, /readyz, /metrics"
+    )
 
     @field_validator("failpoints")
     @classmethod

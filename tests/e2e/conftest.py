@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,14 +18,9 @@ import pytest
 
 from services.common.settings import Settings
 from tests.conftest import ROOT, env_with
+from tests.support import free_port
 
 API_KEY = "e2e-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -53,13 +47,13 @@ class System:
     def spawn(self, name: str, **env: str) -> None:
         """Start a process without waiting for it; `ready(name)` tells when it answers."""
         service = name.split("-")[0]
-        if name != service:  # another scorer: its own metrics port
-            env.setdefault("CL_METRICS_PORT", str(free_port()))
+        if name != service:  # another scorer: its own HTTP port
+            env.setdefault("CL_SCORER_PORT", str(free_port()))
         env = {**self.env, **env}
         self.health[name] = {
             "ingest": f"{self.ingest_url}/readyz",  # ready: its producer reaches Kafka
             "api": f"{self.api_url}/healthz",
-            "scorer": f"http://127.0.0.1:{env['CL_METRICS_PORT']}/metrics",
+            "scorer": f"http://127.0.0.1:{env['CL_SCORER_PORT']}/readyz",
         }[service]
         with open(self.logs / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(
@@ -105,7 +99,7 @@ def system(run_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) ->
         run_env,
         CL_INGEST_PORT=str(free_port()),
         CL_API_PORT=str(free_port()),
-        CL_METRICS_PORT=str(free_port()),
+        CL_SCORER_PORT=str(free_port()),
         CL_INGEST_API_KEYS=API_KEY,
         CL_TENURE_INTERVAL="1",
     )

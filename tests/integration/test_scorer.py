@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from redis.asyncio import Redis
 
@@ -20,7 +21,7 @@ from services.scorer.service import Scorer
 from services.scorer.settings import ScorerSettings
 from shared.events import ActivityEvent
 from tests.conftest import unique
-from tests.support import eventually, read_topic, values
+from tests.support import eventually, free_port, read_topic, values
 
 NOW = datetime.now(UTC)
 
@@ -39,7 +40,7 @@ def event(kind: str, member: str, **fields: Any) -> dict[str, Any]:
 def settings(settings_kwargs: dict[str, Any]) -> ScorerSettings:
     return ScorerSettings(
         **settings_kwargs,
-        metrics_port=0,
+        port=0,
         tenure_interval=timedelta(milliseconds=300),
         repair_interval=timedelta(milliseconds=300),
         relay_interval=timedelta(milliseconds=200),
@@ -219,3 +220,22 @@ async def test_redis_is_rebuilt_from_postgres_after_a_flush(settings: ScorerSett
 
 async def _has_view(cache: MemberCache, member: str) -> bool:
     return member in await cache.get_many([member])
+
+
+async def test_the_scorer_answers_health_readiness_and_metrics(settings: ScorerSettings) -> None:
+    port = free_port()
+    async with (
+        running(settings.model_copy(update={"port": port})),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+    ):
+
+        async def ready() -> bool:
+            try:
+                return (await client.get("/readyz")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await eventually(ready, what="the scorer ready")
+        assert (await client.get("/readyz")).json()["checks"] == {"postgres": "ok", "kafka": "ok", "redis": "ok"}
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        assert "scorer_records_total" in (await client.get("/metrics")).text

@@ -1,0 +1,67 @@
+"""The scorer's own small HTTP surface: /healthz, /readyz and /metrics (SPEC §7)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+if TYPE_CHECKING:
+    from services.scorer.service import Scorer
+
+
+def create_app(scorer: Scorer) -> FastAPI:
+    app = FastAPI(title="Community Levels scorer", version="1")
+
+    @app.get("/healthz", summary="Alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Whether PostgreSQL and Kafka answer (Redis down only degrades)")
+    async def readyz() -> JSONResponse:
+        checks = {
+            "postgres": await _check(_ping_postgres(scorer)),
+            "kafka": await _check(scorer.consumer.topics()),
+            "redis": await _check(scorer.redis.ping()),
+        }
+        ready = checks["postgres"] == checks["kafka"] == "ok"
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _ping_postgres(scorer: Scorer) -> None:
+    async with scorer.engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+async def _check(probe: object) -> str:
+    try:
+        async with asyncio.timeout(2):
+            await probe  # type: ignore[misc]
+    except Exception as exc:  # noqa: BLE001 - any failure means the dependency is down
+        return f"down: {exc.__class__.__name__}"
+    return "ok"
+
+
+class Server(uvicorn.Server):
+    """Uvicorn inside the scorer's event loop; the scorer, not uvicorn, handles SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def server(scorer: Scorer, host: str, port: int) -> Server:
+    return Server(uvicorn.Config(create_app(scorer), host=host, port=port, log_level="warning", lifespan="off"))
