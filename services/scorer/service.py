@@ -226,10 +226,10 @@ class Scorer:
                 raise Fenced(refused)
             new = await repo.record_activity(conn, rows, now)
             fresh = [r for r in unique if (r.subject, r.event.event_id) in new]
-            states = await repo.lock_states(conn, sorted({r.subject for r in fresh}))
+            members = sorted({r.subject for r in fresh})
+            states = await repo.lock_states(conn, members)
             changes = apply_batch(states, fresh, now, self.rules)
-            touched = [states[m] for m in sorted({r.subject for r in fresh})]
-            versions = await repo.save_states(conn, touched, self.rules, now)
+            versions = await repo.save_states(conn, [states[m] for m in members], self.rules, now)
             await repo.record_level_changes(conn, changes, self.rules, now)
         RECORDS.labels("applied").inc(len(fresh))
         RECORDS.labels("repeated").inc(len(decoded) - len(fresh))
