@@ -81,10 +81,16 @@ class Scorers:
         self.keep: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self, name: str, *plans: str) -> None:
+    async def start(self, name: str, *plans: str, wait: bool = True) -> None:
+        """Start a scorer and `wait` until it answers; not for one that may stop itself first (a
+        failpoint can fire on records it fetched before claiming its partitions, and a stopped
+        process never answers)."""
         self.plans[name] = list(plans[1:])
         self.keep.add(name)
-        await self.system.astart(name, CL_FAILPOINTS=plans[0] if plans else "")
+        if wait:
+            await self.system.astart(name, CL_FAILPOINTS=plans[0] if plans else "")
+        else:
+            self.system.spawn(name, CL_FAILPOINTS=plans[0] if plans else "")
 
     async def retire(self, name: str) -> None:
         self.keep.discard(name)
@@ -130,6 +136,14 @@ def fenced_writes(system: System) -> int:
     return sum(
         log.read_text(errors="replace").count("offset write refused") for log in Path(system.logs).glob("scorer*.log")
     )
+
+
+def refused_after_stall(system: System, name: str) -> bool:
+    """Whether the scorer's write after its last stall (failpoint `before_commit:stop`) was
+    refused, as it must be once the group has given its partitions to others."""
+    log = (Path(system.logs) / f"{name}.log").read_text(errors="replace")
+    stall = "failpoint before_commit fired: SIGSTOP"
+    return stall in log and "offset write refused" in log.rsplit(stall, 1)[1]
 
 
 async def activity_end_offsets(system: System) -> dict[int, int]:
