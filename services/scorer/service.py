@@ -30,6 +30,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import db
+from services.common.kafka import client_options
 from services.common.kafka import producer as make_producer
 from services.common.members import MemberCache, view_of
 from services.scorer import http as scorer_http
@@ -77,6 +78,7 @@ class Scorer:
         self.producer = make_producer(settings, f"scorer-{settings.instance}")
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
+            **client_options(settings),
             group_id=settings.group_id,
             client_id=f"scorer-{settings.instance}",
             enable_auto_commit=False,  # offsets live in PostgreSQL, with the totals

@@ -4,9 +4,9 @@ import os
 import socket
 from datetime import timedelta
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from services.common.settings import Seconds, Settings
+from services.common.settings import DEVELOPMENT_ENVS, Seconds, Settings
 from services.scorer.failpoints import parse
 
 
@@ -34,6 +34,11 @@ class ScorerSettings(Settings):
 
     @field_validator("failpoints")
     @classmethod
-    def _failpoints(cls, value: str) -> str:
+    def _failpoints(cls, value: str, info: ValidationInfo) -> str:
         parse(value)
+        # Crash points kill the process on purpose: never outside a local or test run. CL_ENV is
+        # a field of the base class, so it is validated (into info.data) before this one.
+        env = info.data.get("env", "local")
+        if value.strip() and env not in DEVELOPMENT_ENVS:
+            raise ValueError(f"crash points are for the fault suite only; unset it when CL_ENV={env}")
         return value
