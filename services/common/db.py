@@ -107,6 +107,8 @@ def engine(
         database_url,
         pool_size=pool_size,
         pool_pre_ping=True,
+        # Errors and logs show the statement, never its values (members' ids, events' contents).
+        hide_parameters=True,
         # A bounded connect, so a request or batch fails fast while PostgreSQL is away.
         connect_args={"server_settings": server_settings, "timeout": 5},
     )
