@@ -26,6 +26,20 @@ class ScorerSettings(Settings):
         default=timedelta(seconds=20),
         description="PostgreSQL ends a scorer transaction left idle this long (a stalled scorer frees its locks)",
     )
+    stall_timeout: Seconds = Field(
+        default=timedelta(seconds=60),
+        description="/readyz fails when records wait and none has been committed for this long",
+    )
+    redis_timeout: Seconds = Field(
+        default=timedelta(seconds=1),
+        description="longest wait for any Redis call (a hung Redis must not stall scoring)",
+    )
+    redis_pause: Seconds = Field(
+        default=timedelta(seconds=5), description="after a Redis failure, views are left to the repair loop this long"
+    )
+    health_interval: Seconds = Field(
+        default=timedelta(seconds=5), description="how often lag, outbox and Redis backlog gauges are refreshed"
+    )
     failpoints: str = Field(default="", description="crash points for the fault suite; see failpoints.py")
     host: str = Field(default="127.0.0.1", validation_alias="CL_SCORER_HOST")
     port: int = Field(
