@@ -6,11 +6,12 @@ import hashlib
 from datetime import timedelta
 from typing import Annotated, Self
 
-from limits import parse_many
+from limits import parse, parse_many
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from services.common.settings import DEVELOPMENT_ENVS, Seconds, Settings
+from shared.events import MAX_BATCH
 
 LOCAL_DEV_KEY = "local-dev-key"  # the key the README documents for local runs
 MIN_KEY_LENGTH = 32  # outside local and test runs: long random keys, not guessable words
@@ -48,6 +49,16 @@ def _one_rate(value: str) -> str:
 RateLimit = Annotated[str, AfterValidator(_one_rate)]
 
 
+def _fits_a_batch(value: str) -> str:
+    # A batch is refused whole or taken whole: a rate below one full batch would refuse it forever.
+    if parse(value).amount < MAX_BATCH:
+        raise ValueError(f"{value!r} is below one batch of {MAX_BATCH} events")
+    return value
+
+
+EventRateLimit = Annotated[RateLimit, AfterValidator(_fits_a_batch)]
+
+
 class IngestSettings(Settings):
     # Fields take their names in code (IngestSettings(api_keys=...)) and CL_INGEST_* in the
     # environment, so they do not collide with other services' CL_HOST or CL_PORT.
@@ -71,6 +82,16 @@ class IngestSettings(Settings):
         default="100/second",
         validation_alias="CL_INGEST_RATE_LIMIT",
         description="requests per API key over a moving window, like 100/second or 3000/minute",
+    )
+    event_rate_limit: EventRateLimit = Field(
+        default="5000/second",
+        validation_alias="CL_INGEST_EVENT_RATE_LIMIT",
+        description="events per API key over a moving window (a batch counts each of its events)",
+    )
+    auth_failure_limit: RateLimit = Field(
+        default="10/minute",
+        validation_alias="CL_INGEST_AUTH_FAILURE_LIMIT",
+        description="failed authentications per client address over a moving window; past it, 429",
     )
 
     @field_validator("api_keys", mode="before")
