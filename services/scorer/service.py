@@ -342,6 +342,7 @@ class Scorer:
                 log.warning("%s; this batch's records of them are dropped", fenced)
                 await self._retry("read stored offsets", partial(self._after_fence, fenced.partitions))
                 stack.append([item for item in part if item[0].partition not in fenced.partitions])
+                continue
             except Exception as exc:
                 if transient(exc):
                     raise  # stopping: not committed, read again after the restart
