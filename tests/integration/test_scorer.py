@@ -217,7 +217,7 @@ async def test_redis_is_rebuilt_from_postgres_after_a_flush(settings: ScorerSett
             keys = [k async for k in redis.scan_iter(f"{settings.redis_prefix}*")]
             await redis.delete(*keys)
             await eventually(lambda: _has_view(cache, fay))
-            await eventually(lambda: redis.exists(cache.built_key), what="the rebuild finished")
+            await eventually(lambda: _equals(redis.exists(cache.built_key), 1), what="the rebuild finished")
         assert (await cache.get_many([fay]))[fay]["active_score"] == 10
         # The rebuild reads members page by page and writes none of their rows.
         assert await pg.fetchval("SELECT xmin::text FROM members WHERE member_id = $1", fay) == row_version
