@@ -144,6 +144,11 @@ def _attributes(value: object) -> object:
     return value
 
 
+def _whole(value: object) -> object:
+    # JSON Schema's integer is any number without a fraction: 600.0 and 6e2 are 600.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _unused(value: object) -> None:
     raise PydanticCustomError("not_used", "not used by this type")
 
@@ -151,7 +156,7 @@ def _unused(value: object) -> None:
 EventId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:\-]{1,128}$")]
 MemberId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:@\-]{1,128}$")]
 ContentId = Annotated[StrictStr, Field(min_length=1, max_length=256), AfterValidator(_printable)]
-Duration = Annotated[StrictInt, Field(ge=0, le=86_400)]
+Duration = Annotated[StrictInt, Field(ge=0, le=86_400), BeforeValidator(_whole)]
 Timestamp = Annotated[
     datetime,
     BeforeValidator(_timestamp),

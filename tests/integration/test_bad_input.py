@@ -10,6 +10,7 @@ nothing.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -116,7 +117,7 @@ async def test_a_number_json_cannot_write_is_refused_as_not_json(ingest: httpx.A
 
 @pytest.mark.parametrize(
     "duration",
-    [str(2**64), str(2**63), str(-(2**63) - 1), "-1", "86401", "600.0", "6e2", "1e400", "-1e400", "1" + "0" * 5000],
+    [str(2**64), str(2**63), str(-(2**63) - 1), "-1", "86401", "600.5", "6e-2", "1e400", "-1e400", "1" + "0" * 5000],
     ids=lambda text: text[:12],
 )
 async def test_a_duration_out_of_range_or_not_an_integer_is_named(ingest: httpx.AsyncClient, duration: str) -> None:
@@ -430,18 +431,48 @@ async def test_the_longest_member_id_is_read_as_never_seen(api: httpx.AsyncClien
         "?ids=ok," + "m" * 129,
         "?ids=ok,a%00b",
         "?ids=ok,a%ED%A0%80b",
+        "?ids=a,,b",
+        "?ids=a,",
+        "?ids=" + ",".join(["m"] * 101),
     ],
-    ids=["missing", "empty", "only-commas", "101", "space", "too-long", "nul", "lone-surrogate-utf-8"],
+    ids=[
+        "missing",
+        "empty",
+        "only-commas",
+        "101",
+        "space",
+        "too-long",
+        "nul",
+        "lone-surrogate-utf-8",
+        "empty-between",
+        "trailing-comma",
+        "101-repeats",
+    ],
 )
 async def test_ids_that_name_no_member_too_many_or_bad_ones_are_422(api: httpx.AsyncClient, query: str) -> None:
     assert_invalid(await api.get(f"/v1/members{query}"))
+
+
+async def test_ids_refused_by_its_pattern_are_explained_in_words(api: httpx.AsyncClient) -> None:
+    response = await api.get("/v1/members?ids=")
+    assert_invalid(response)
+    assert response.json()["message"] == "ids: must be 1 to 100 member ids, comma-separated, each 1 to 128 of " + (
+        "A-Z a-z 0-9 . _ : @ -"
+    )
+
+
+async def test_the_documented_ids_pattern_is_the_one_enforced(api: httpx.AsyncClient) -> None:
+    [ids] = (await api.get("/openapi.json")).json()["paths"]["/v1/members"]["get"]["parameters"]
+    pattern = ids["schema"]["pattern"]
+    assert re.fullmatch(pattern, ",".join(["m"] * 100)) and not re.fullmatch(pattern, ",".join(["m"] * 101))
+    assert not re.fullmatch(pattern, "") and not re.fullmatch(pattern, "a,,b")
 
 
 async def test_100_ids_and_repeats_of_fewer_are_read(api: httpx.AsyncClient) -> None:
     hundred = [unique("m") for _ in range(100)]
     response = await api.get("/v1/members", params={"ids": ",".join(hundred)})
     assert response.status_code == 200 and response.json()["missing"] == hundred
-    repeated = await api.get("/v1/members", params={"ids": ",".join([hundred[0]] * 150)})
+    repeated = await api.get("/v1/members", params={"ids": ",".join([hundred[0]] * 100)})
     assert repeated.status_code == 200 and repeated.json()["missing"] == [hundred[0]]
 
 
