@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -85,6 +86,14 @@ def _json(body: Any) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+def _ids_problem(ids: str) -> str:
+    wanted = ids.split(",")
+    bad = [i for i in wanted if not re.fullmatch(MEMBER_ID, i)]
+    if bad:
+        return f"not member ids: {json.dumps(bad[:5])}; ids must be {IDS_RULE}"
+    return f"names {len(wanted)} members; ids must be {IDS_RULE}"
+
+
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     rules = settings.rules
@@ -150,7 +159,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         def problem(e: dict[str, Any]) -> str:
             where = ".".join(str(p) for p in e["loc"][1:]) or e["loc"][0]
             if e["loc"] == ("query", "ids") and e["type"] == "string_pattern_mismatch":
-                return f"{where}: must be {IDS_RULE}"  # rather than the pattern, which is long
+                return f"{where}: {_ids_problem(e['input'])}"  # rather than the pattern, which is long
             return f"{where}: {e['msg']}"
 
         problems = "; ".join(map(problem, exc.errors()))
