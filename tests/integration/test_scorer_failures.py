@@ -8,6 +8,7 @@ server paused with SIGSTOP, a database copied back as if restored from a backup.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import signal
 import subprocess
@@ -342,3 +343,43 @@ def _migrate(url: str) -> None:
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["url"] = url
     command.upgrade(config, "head")
+
+
+async def test_inputs_written_straight_to_the_topic_never_stop_the_partition(
+    settings: ScorerSettings, pg: asyncpg.Connection
+) -> None:
+    ivy = unique("ivy")
+    base = event("reply", ivy, content_id="r0")
+    bad = [
+        {**base, "attributes": {"note": "a\u0000b"}},  # jsonb cannot hold NUL
+        {**base, "attributes": {"a\u0000": 1}},
+        {**base, "occurred_at": "9999-12-31T23:59:59-23:59"},  # past datetime's range in UTC
+        {**base, "occurred_at": "0001-01-01T00:00:00+23:59"},
+    ]
+    raw = [json.dumps({**b, "event_id": unique("bad")}).encode() for b in bad]
+    raw.append(b'{"attributes": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")  # deeper than any parser recurses
+    raw.append('{"event_id": "\\ud800"}'.encode())  # a lone surrogate
+    await publish(settings, [], raw=tuple((ivy.encode(), value) for value in raw))
+    await publish(settings, [event("post", ivy, content_id="p1")])
+    async with running(settings):
+        await eventually(lambda: _equals(scores(pg, ivy), (10, 0, 5)), what="the record after them applied")
+    dead = await read_topic(settings.kafka_bootstrap, settings.topic_dlq, {ivy})
+    assert [m.value for m in dead] == raw
+    assert all(dict(m.headers)["reason"] for m in dead)
+
+
+async def test_only_the_relay_holding_the_lease_publishes(settings: ScorerSettings, pg: asyncpg.Connection) -> None:
+    jay = unique("jay")
+    await pg.execute("UPDATE relay_lease SET owner = 'another scorer', expires_at = now() + interval '1 minute'")
+    try:
+        await publish(settings, [event("reply", jay, content_id="r1")])
+        async with running(settings):
+            await eventually(lambda: _equals(scores(pg, jay), (5, 0, 5)), what="jay scored")
+            await asyncio.sleep(1)  # several relay rounds
+            unsent = "SELECT count(*) FROM level_changes WHERE member_id = $1 AND sent_at IS NULL"
+            assert await pg.fetchval(unsent, jay) == 1, "another relay's lease is respected"
+            await pg.execute("UPDATE relay_lease SET expires_at = now() - interval '1 second'")  # it died
+            await eventually(lambda: _equals(pg.fetchval(unsent, jay), 0), what="the lease taken over")
+        assert len(await read_topic(settings.kafka_bootstrap, settings.topic_level_changes, {jay})) == 1
+    finally:
+        await pg.execute("UPDATE relay_lease SET expires_at = now()")
