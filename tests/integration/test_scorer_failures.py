@@ -358,7 +358,7 @@ async def test_inputs_written_straight_to_the_topic_never_stop_the_partition(
     ]
     raw = [json.dumps({**b, "event_id": unique("bad")}).encode() for b in bad]
     raw.append(b'{"attributes": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")  # deeper than any parser recurses
-    raw.append('{"event_id": "\\ud800"}'.encode())  # a lone surrogate
+    raw.append(b'{"event_id": "\\ud800"}')  # a lone surrogate
     await publish(settings, [], raw=tuple((ivy.encode(), value) for value in raw))
     await publish(settings, [event("post", ivy, content_id="p1")])
     async with running(settings):
@@ -383,3 +383,34 @@ async def test_only_the_relay_holding_the_lease_publishes(settings: ScorerSettin
         assert len(await read_topic(settings.kafka_bootstrap, settings.topic_level_changes, {jay})) == 1
     finally:
         await pg.execute("UPDATE relay_lease SET expires_at = now()")
+
+
+async def test_metrics_show_lag_backlogs_dead_letters_and_batch_durations(
+    settings_kwargs: dict[str, Any], pg: asyncpg.Connection
+) -> None:
+    port = free_port()
+    settings = scorer_settings(settings_kwargs, port=port)
+    kim = unique("kim")
+    await publish(settings, [event("post", kim, content_id="p1")], raw=((kim.encode(), b"{not json"),))
+    partition = (await _partitions_of(settings, {kim}))[kim].partition
+    async with running(settings), httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        await eventually(lambda: _equals(scores(pg, kim), (10, 0, 5)))
+
+        async def measured() -> bool:
+            try:
+                text = (await client.get("/metrics")).text
+            except httpx.HTTPError:
+                return False
+            return f'scorer_consumer_lag{{partition="{partition}"}} 0.0' in text
+
+        await eventually(measured, what="the partition's lag measured as 0")
+        text = (await client.get("/metrics")).text
+    for name in (
+        "scorer_outbox_backlog",
+        "scorer_outbox_oldest_age_seconds",
+        "scorer_redis_unsynced_members",
+        "scorer_batch_duration_seconds_count",
+        'scorer_dead_letters_total{reason="invalid"}',
+        "scorer_offsets_out_of_range_total",
+    ):
+        assert name in text, name
