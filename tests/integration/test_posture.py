@@ -71,7 +71,6 @@ async def test_the_scorer_role_writes_rows_and_cannot_change_the_schema(as_score
 async def test_the_scorer_role_can_do_everything_the_scorer_does(as_scorer: asyncpg.Connection) -> None:
     member = unique("scorer")
     async with as_scorer.transaction():
-        assert await as_scorer.fetchval("SELECT pg_try_advisory_xact_lock(7361)")
         assert await as_scorer.fetchval("SHOW idle_in_transaction_session_timeout") == "20s"
         await as_scorer.execute("SET LOCAL lock_timeout = '5s'")
         await as_scorer.execute(MEMBER_ROW, member)
@@ -88,6 +87,8 @@ async def test_the_scorer_role_can_do_everything_the_scorer_does(as_scorer: asyn
         )
         await as_scorer.execute("UPDATE members SET version = 2 WHERE member_id = $1", member)
         await as_scorer.execute("DELETE FROM level_changes WHERE member_id = $1", member)
+        await as_scorer.execute("UPDATE view_sync SET epoch = epoch")  # the Redis repair's epoch row
+        await as_scorer.execute("DELETE FROM members WHERE member_id = $1", member)  # not a state the scorer reads
 
 
 async def test_every_table_of_every_migration_is_granted(pg: asyncpg.Connection) -> None:
