@@ -7,6 +7,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SERVERS := scripts/local/servers.sh
 SERVICES := scripts/local/services.sh
+# Migrations run as the role that owns the schema; the services get roles of their own.
+OWNER_DATABASE_URL ?= postgresql+asyncpg://cl_owner:cl_owner@localhost:$${PG_PORT:-15432}/community_levels
 
 .PHONY: run stop status test test-unit faults servers migrate lint
 
@@ -20,7 +22,7 @@ servers: $(VENV)/.installed
 	$(SERVERS) up
 
 migrate: servers
-	$(VENV)/bin/alembic upgrade head
+	CL_DATABASE_URL="$(OWNER_DATABASE_URL)" $(VENV)/bin/alembic upgrade head
 
 run: migrate
 	$(SERVICES) start

@@ -1,5 +1,11 @@
 """Activity events (SPEC §3): the schema, its validation, and the records they become.
 
+Each event type is its own model: the fields it requires, and the optional ones it does not
+use refused, so one definition gives both the validation and the OpenAPI document (a
+discriminated union on `type`). Ingest validates requests with it and the scorer validates
+records with it, so what one accepts the other can store: PostgreSQL's jsonb takes neither
+U+0000 nor a lone surrogate, nor every number JSON can write.
+
 An accepted event becomes one activity record per member whose totals it can change (a
 like touches the member who liked and the author who was liked); each record is keyed by
 that member, so all of a member's records land on one partition, in order.
@@ -13,70 +19,71 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     StrictInt,
     StrictStr,
+    TypeAdapter,
     ValidationError,
-    field_validator,
+    WithJsonSchema,
+    model_validator,
 )
-
-EventType = Literal[
-    "member_joined",
-    "visit",
-    "view",
-    "group_joined",
-    "event_attended",
-    "post",
-    "reply",
-    "comment",
-    "article",
-    "like",
-    "unlike",
-    "solution_accepted",
-    "content_removed",
-]
-
-# The optional fields each type uses; a type given a field it does not use is refused, so a
-# mistake never scores silently (the same reasoning as for unknown fields).
-FIELDS_BY_TYPE: dict[str, frozenset[str]] = {
-    "member_joined": frozenset(),
-    "visit": frozenset({"duration_s"}),
-    **{
-        t: frozenset({"content_id"})
-        for t in ("view", "group_joined", "event_attended", "post", "reply", "comment", "article", "content_removed")
-    },
-    **{t: frozenset({"content_id", "target_member_id"}) for t in ("like", "unlike", "solution_accepted")},
-}
-TYPED_FIELDS = ("content_id", "target_member_id", "duration_s")
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_FUTURE = timedelta(minutes=5)
 MAX_ATTRIBUTES_BYTES = 4096
-MAX_BATCH = 1000
-
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
 MAX_ATTRIBUTES_DEPTH = 32
+MAX_BATCH = 1000
+# jsonb stores a number as written, digit by digit: past 16,383 decimal places it refuses it.
+# A double needs far fewer; this bound keeps every stored number small and storable.
+MAX_DECIMAL_PLACES = 1000
+
+_RFC3339 = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+
+
+class BadNumber:
+    """A JSON number that cannot be held as a finite double or stored in jsonb. `parse_json`
+    leaves it in place of the number, so validation refuses it naming the field it is in."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"BadNumber({self.text[:40]!r})"
+
+
+def shown(text: str) -> str:
+    """Text safe to put in an answer or a log line: control, format and surrogate characters
+    (which may not even encode as UTF-8) are written as escapes."""
+    return "".join(f"\\u{ord(ch):04x}" if unicodedata.category(ch) in ("Cc", "Cf", "Cs") else ch for ch in text)
 
 
 def _timestamp(value: object) -> datetime:
-    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+    if not isinstance(value, str) or not re.fullmatch(_RFC3339, value, re.ASCII):
         raise ValueError("must be an RFC 3339 timestamp with an offset, like 2026-11-20T09:00:00Z")
     head, dot, tail = value.upper().partition(".")
     if dot:  # Python keeps microseconds: drop digits past the sixth.
-        digits = re.match(r"\d+", tail)
+        digits = re.match(r"[0-9]+", tail)
         assert digits is not None
         value = f"{head}.{digits.group()[:6]}{tail[digits.end() :]}"
     try:
-        parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00")).astimezone(UTC)
     except ValueError as exc:
         raise ValueError(f"is not a valid date and time: {exc}") from None
-    parsed = parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-23:59 is past the last instant Python holds
+        raise ValueError("is out of range: in UTC it falls outside the years 1 to 9999") from None
     if parsed < EARLIEST:
         raise ValueError("must not be before 2000-01-01T00:00:00Z")
     return parsed
@@ -96,37 +103,96 @@ def _printable(value: str) -> str:
     return value
 
 
+def _storable_text(text: str) -> str | None:
+    """Why jsonb cannot store this string, or None."""
+    for ch in text:
+        if ch == "\x00" or "\ud800" <= ch <= "\udfff":
+            return f"holds the character U+{ord(ch):04X}, which cannot be stored"
+    return None
+
+
+def _attributes(value: object) -> object:
+    """Attributes as jsonb can store them: every key and value at any depth, walked without
+    recursion (json.loads nests up to ~1,000 levels; a recursive walk would fail first)."""
+    if not isinstance(value, dict):
+        return value  # None or not an object: the type check names it
+    stack: list[tuple[object, str, int]] = [(value, "", 1)]
+    while stack:
+        node, path, depth = stack.pop()
+        problem = None
+        if isinstance(node, dict | list):
+            if depth > MAX_ATTRIBUTES_DEPTH:
+                raise ValueError(f"is nested more than {MAX_ATTRIBUTES_DEPTH} levels deep")
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for key, item in items:
+                if isinstance(key, str) and (problem := _storable_text(key)):
+                    raise ValueError(f"key {json.dumps(path + '/' + key)} {problem}")
+                stack.append((item, f"{path}/{key}", depth + 1))
+        elif isinstance(node, str):
+            problem = _storable_text(node)
+        elif isinstance(node, BadNumber):
+            problem = f"holds the number {node.text[:40]}, which is not a finite double of at most 1000 decimals"
+        elif isinstance(node, float) and not math.isfinite(node):
+            problem = f"holds {node}, which JSON cannot write"
+        elif not (node is None or isinstance(node, bool | int | float)):
+            problem = f"holds a {type(node).__name__}, which is not JSON"
+        if problem:
+            raise ValueError(f"at {json.dumps(path or '/')}: {problem}")
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MAX_ATTRIBUTES_BYTES:
+        raise ValueError(f"is {size} bytes serialized; at most {MAX_ATTRIBUTES_BYTES} are allowed")
+    return value
+
+
+def _whole(value: object) -> object:
+    # JSON Schema's integer is any number without a fraction: 600.0 and 6e2 are 600.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _unused(value: object) -> None:
+    raise PydanticCustomError("not_used", "not used by this type")
+
+
 EventId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:\-]{1,128}$")]
 MemberId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:@\-]{1,128}$")]
-Timestamp = Annotated[datetime, BeforeValidator(_timestamp)]
+ContentId = Annotated[StrictStr, Field(min_length=1, max_length=256), AfterValidator(_printable)]
+Duration = Annotated[StrictInt, Field(ge=0, le=86_400), BeforeValidator(_whole)]
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(_timestamp),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": f"^{_RFC3339}$"}),
+]
+Attributes = Annotated[
+    dict[str, Any],
+    BeforeValidator(_attributes),
+    Field(description=f"carried along, never scored; at most {MAX_ATTRIBUTES_BYTES} bytes serialized"),
+]
+# A field the event's type does not use: refused whenever given (null too), and absent from
+# the type's schema, so a mistake never scores silently.
+Unused = SkipJsonSchema[Annotated[None, BeforeValidator(_unused)]]
 
 
 class ActivityEvent(BaseModel):
-    """One thing a member did, as the forum platform reports it."""
+    """One thing a member did, as the forum platform reports it. Each type below is a subclass;
+    validating through this class picks the type's own model."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     event_id: EventId
-    type: EventType
+    type: str
     member_id: MemberId
     occurred_at: Timestamp
-    content_id: Annotated[StrictStr, Field(min_length=1, max_length=256)] | None = None
+    content_id: ContentId | None = None
     target_member_id: MemberId | None = None
-    duration_s: Annotated[StrictInt, Field(ge=0, le=86_400)] | None = None
-    attributes: dict[str, Any] | None = None
+    duration_s: Duration | None = None
+    attributes: Attributes | None = None
 
-    _check_content_id = field_validator("content_id")(lambda v: v if v is None else _printable(v))
-
-    @field_validator("attributes")
+    @model_validator(mode="wrap")
     @classmethod
-    def _small_attributes(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            if _depth(value) > MAX_ATTRIBUTES_DEPTH:
-                raise ValueError(f"is nested more than {MAX_ATTRIBUTES_DEPTH} levels deep")
-            size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-            if size > MAX_ATTRIBUTES_BYTES:
-                raise ValueError(f"is {size} bytes serialized; at most {MAX_ATTRIBUTES_BYTES} are allowed")
-        return value
+    def _by_type(cls, data: Any, handler: ModelWrapValidatorHandler[ActivityEvent]) -> ActivityEvent:
+        if cls is ActivityEvent:
+            return EVENT.validate_python(data)
+        return handler(data)
 
     @property
     def day(self) -> str:
@@ -143,12 +209,122 @@ class ActivityEvent(BaseModel):
         return self.model_dump_json(exclude_none=True).encode()
 
 
-def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max(map(_depth, value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max(map(_depth, value), default=0)
-    return 0
+class _MemberOnly(ActivityEvent):
+    content_id: Unused = None
+    target_member_id: Unused = None
+    duration_s: Unused = None
+
+
+class _OnContent(ActivityEvent):
+    content_id: ContentId
+    target_member_id: Unused = None
+    duration_s: Unused = None
+
+
+class _OnAuthorsContent(ActivityEvent):
+    content_id: ContentId
+    target_member_id: MemberId = Field(description="the author of the content acted on")
+    duration_s: Unused = None
+
+
+class MemberJoined(_MemberOnly):
+    """The member joined the community; the earliest one sets joined_at."""
+
+    type: Literal["member_joined"]
+
+
+class Visit(ActivityEvent):
+    """The member visited for duration_s seconds."""
+
+    type: Literal["visit"]
+    content_id: Unused = None
+    target_member_id: Unused = None
+    duration_s: Duration
+
+
+class View(_OnContent):
+    """The member viewed content_id."""
+
+    type: Literal["view"]
+
+
+class GroupJoined(_OnContent):
+    """The member joined the group content_id."""
+
+    type: Literal["group_joined"]
+
+
+class EventAttended(_OnContent):
+    """The member attended the event content_id."""
+
+    type: Literal["event_attended"]
+
+
+class Post(_OnContent):
+    """The member created the post content_id."""
+
+    type: Literal["post"]
+
+
+class Reply(_OnContent):
+    """The member created the reply content_id."""
+
+    type: Literal["reply"]
+
+
+class Comment(_OnContent):
+    """The member created the comment content_id."""
+
+    type: Literal["comment"]
+
+
+class Article(_OnContent):
+    """The member published the article or blog content_id."""
+
+    type: Literal["article"]
+
+
+class ContentRemoved(_OnContent):
+    """The member's content content_id was removed: its creation points are taken back."""
+
+    type: Literal["content_removed"]
+
+
+class Like(_OnAuthorsContent):
+    """The member liked content_id, written by target_member_id."""
+
+    type: Literal["like"]
+
+
+class Unlike(_OnAuthorsContent):
+    """The member took back a like of content_id, written by target_member_id."""
+
+    type: Literal["unlike"]
+
+
+class SolutionAccepted(_OnAuthorsContent):
+    """The member accepted target_member_id's reply content_id as the solution."""
+
+    type: Literal["solution_accepted"]
+
+
+AnyEvent = Annotated[
+    MemberJoined
+    | Visit
+    | View
+    | GroupJoined
+    | EventAttended
+    | Post
+    | Reply
+    | Comment
+    | Article
+    | ContentRemoved
+    | Like
+    | Unlike
+    | SolutionAccepted,
+    Field(discriminator="type"),
+]
+EVENT: TypeAdapter[ActivityEvent] = TypeAdapter(AnyEvent)
 
 
 class ActivityRecord(NamedTuple):
@@ -167,17 +343,31 @@ class EventError:
     reason: str
 
 
-def _field_errors(index: int, exc: ValidationError) -> list[EventError]:
+# The fields every type requires; the others are required or refused by type.
+COMMON_FIELDS = frozenset({"event_id", "type", "member_id", "occurred_at"})
+
+
+def _field_errors(index: int, raw: dict[Any, Any], exc: ValidationError) -> list[EventError]:
+    kind = raw.get("type")
     out = []
     for err in exc.errors(include_url=False):
-        loc = err["loc"]
-        field = ".".join(str(p) for p in loc) or "event"
+        loc = err["loc"][1:]  # the first part names the type's model
+        field = shown(".".join(str(p) for p in loc))
         reason = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            reason = "unknown field"
-        elif err["type"] == "missing":
-            reason = "required"
-        out.append(EventError(index, field, reason))
+        match err["type"]:
+            case "union_tag_not_found":
+                field, reason = "type", "required"
+            case "union_tag_invalid":
+                field, reason = "type", f"must be one of {err.get('ctx', {}).get('expected_tags', '')}"
+            case "extra_forbidden":
+                reason = "unknown field"
+            case "missing":
+                reason = "required" if field in COMMON_FIELDS else f"required for type {kind}"
+            case "not_used":
+                reason = f"not used by type {kind}"
+        if isinstance(err.get("input"), BadNumber):
+            reason = f"the number {err['input'].text[:40]} is out of range"
+        out.append(EventError(index, field or "event", shown(reason)))
     return out
 
 
@@ -185,38 +375,37 @@ def validate_event(raw: object, index: int = 0, now: datetime | None = None) -> 
     """The event, or every reason it is invalid. With `now`, timestamps ahead of it are refused."""
     if not isinstance(raw, dict):
         return [EventError(index, "event", "must be a JSON object")]
+    # pydantic cannot read a name holding a lone surrogate, and no field is named so.
+    odd = [EventError(index, shown(str(name)), "unknown field") for name in raw if _storable_text(str(name))]
+    if odd:
+        return odd
     try:
-        event = ActivityEvent.model_validate(raw)
+        event = EVENT.validate_python(raw)
     except ValidationError as exc:
-        return _field_errors(index, exc)
-    errors = []
-    uses = FIELDS_BY_TYPE[event.type]
-    for field in TYPED_FIELDS:
-        given = getattr(event, field) is not None
-        if field in uses and not given:
-            errors.append(EventError(index, field, f"required for type {event.type}"))
-        elif given and field not in uses:
-            errors.append(EventError(index, field, f"not used by type {event.type}"))
+        return _field_errors(index, raw, exc)
     if now is not None and event.occurred_at > now + MAX_FUTURE:
-        errors.append(EventError(index, "occurred_at", "must not be more than 5 minutes ahead of the server clock"))
-    return errors or event
+        return [EventError(index, "occurred_at", "must not be more than 5 minutes ahead of the server clock")]
+    return event
 
 
 class RecordError(ValueError):
-    """An activity record that cannot be decoded or validated (it goes to the dead-letter topic)."""
+    """An activity record that cannot be decoded or validated (it goes to the dead-letter topic).
+    Its message is always encodable text, so it can travel as a Kafka header."""
 
 
 def decode_record(key: bytes | None, value: bytes | None) -> ActivityRecord:
+    """The record, or RecordError for any bytes that are not a valid event keyed by a member it
+    changes. A record that passes is also one PostgreSQL can store as jsonb, as it was sent."""
     try:
         raw = parse_json(value or b"")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RecordError(f"value is not JSON: {exc}") from None
+    except ValueError as exc:  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors
+        raise RecordError(f"value is not JSON: {shown(str(exc))}") from None
     result = validate_event(raw)
     if isinstance(result, list):
         raise RecordError("; ".join(f"{e.field}: {e.reason}" for e in result))
     subject = key.decode(errors="replace") if key is not None else ""
     if subject not in result.subjects():
-        raise RecordError(f"key {subject!r} is not a member this event changes")
+        raise RecordError(f"key {shown(subject)!r} is not a member this event changes")
     return ActivityRecord(subject, result)
 
 
@@ -224,13 +413,42 @@ def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _finite(text: str) -> float:
+def _float(text: str) -> float | BadNumber:
     number = float(text)
-    if not math.isfinite(number):
-        raise ValueError(f"{text} is out of range for a number")
+    exponent = Decimal(text).as_tuple().exponent
+    if not math.isfinite(number) or (isinstance(exponent, int) and -exponent > MAX_DECIMAL_PLACES):
+        return BadNumber(text)
     return number
 
 
+def _int(text: str) -> int | BadNumber:
+    try:
+        return int(text)
+    except ValueError:  # past Python's limit on digits (4,300 by default)
+        return BadNumber(text)
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Refused, not "the last one wins": jsonb would still read the value a duplicate hides.
+    out: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in out:
+            raise ValueError(f"the name {json.dumps(name)} appears twice in one object")
+        out[name] = value
+    return out
+
+
 def parse_json(body: bytes) -> Any:
-    """Strict JSON: NaN, Infinity and numbers too large for a double are refused (RFC 8259)."""
-    return json.loads(body, parse_constant=_refuse_constant, parse_float=_finite)
+    """Strict JSON (RFC 8259): UTF-8 without a byte order mark, no NaN or Infinity, no name
+    twice in one object, and a ValueError rather than a RecursionError when nested too deeply.
+    A number no double can hold is left as a BadNumber for validation to name."""
+    try:
+        return json.loads(
+            body.decode(),  # bytes given to json.loads may be read as UTF-16 or -32, or with a BOM
+            parse_constant=_refuse_constant,
+            parse_float=_float,
+            parse_int=_int,
+            object_pairs_hook=_object,
+        )
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None

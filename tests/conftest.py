@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import make_url
 
 from services.common.kafka import ensure_topics
 from services.common.settings import Settings
@@ -29,15 +30,35 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+# The admin and the services' roles of scripts/local/roles.sql, with their local passwords
+# (README "Database roles"): the admin only creates and drops the session's database, the
+# owner role runs the migrations, and the e2e services connect as their own roles.
+ADMIN = "cl"
+ROLES = {"owner": "cl_owner", "scorer": "cl_scorer", "api": "cl_api"}
+
+
+def database_url(role: str, database: str) -> str:
+    """The URL of `database` as `role` (its local password is its name), on the server that
+    CL_DATABASE_URL names."""
+    url = make_url(Settings().database_url).set(username=role, password=role, database=database)
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def database_urls(run_env: dict[str, str]) -> dict[str, str]:
+    """This session's database as each role: owner, scorer, api."""
+    database = str(make_url(run_env["CL_DATABASE_URL"]).database)
+    return {name: database_url(role, database) for name, role in ROLES.items()}
+
+
 @pytest.fixture(scope="session")
 def run_env() -> Iterator[dict[str, str]]:
     """CL_* variables naming this session's database, topics and Redis prefix."""
-    base = Settings()
-    admin_dsn = base.database_url.replace("+asyncpg", "")
+    admin_dsn = database_url(ADMIN, "postgres").replace("+asyncpg", "")
     database = f"cl_test_{RUN}"
     asyncio.run(_create_database(admin_dsn, database))
     env = {
-        "CL_DATABASE_URL": base.database_url.rsplit("/", 1)[0] + f"/{database}",
+        "CL_DATABASE_URL": database_url(ROLES["owner"], database),
         "CL_TOPIC_ACTIVITY": f"test-{RUN}-activity",
         "CL_TOPIC_LEVEL_CHANGES": f"test-{RUN}-level-changes",
         "CL_TOPIC_DLQ": f"test-{RUN}-activity.dlq",
@@ -56,7 +77,7 @@ def run_env() -> Iterator[dict[str, str]]:
 async def _create_database(dsn: str, name: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}" OWNER {ROLES["owner"]}')
     finally:
         await conn.close()
 

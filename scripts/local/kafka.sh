@@ -8,6 +8,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 KAFKA_VERSION=${KAFKA_VERSION:-4.4.0}
 KAFKA_PORT=${KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-19093}
+# A second listener that requires SASL/PLAIN, so that the services' SASL settings are tested
+# for real (tests/integration/test_kafka_security.py). Its one user and password are local.
+KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-19094}
+KAFKA_SASL_USER=${KAFKA_SASL_USER:-cl}
+KAFKA_SASL_PASSWORD=${KAFKA_SASL_PASSWORD:-cl-local-sasl}
 KDIR=$LOCAL/kafka
 LIBS=$KDIR/libs
 DATA=$KDIR/data
@@ -59,11 +64,13 @@ write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@localhost:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://localhost:$KAFKA_PORT,CONTROLLER://localhost:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://localhost:$KAFKA_PORT
+listeners=PLAINTEXT://localhost:$KAFKA_PORT,CONTROLLER://localhost:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://localhost:$KAFKA_SASL_PORT
+advertised.listeners=PLAINTEXT://localhost:$KAFKA_PORT,SASL_PLAINTEXT://localhost:$KAFKA_SASL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_SASL_USER="$KAFKA_SASL_PASSWORD";
 log.dirs=$DATA
 num.partitions=6
 auto.create.topics.enable=false
@@ -90,7 +97,12 @@ EOF
 
 start() {
   [[ -f $LIBS/.installed-$KAFKA_VERSION ]] || die "kafka $KAFKA_VERSION not installed: run $0 install"
-  pid_alive "$PIDFILE" kafka.Kafka && return 0
+  if pid_alive "$PIDFILE" kafka.Kafka; then
+    # KRaft cannot add a listener to a running broker; one started by an older kafka.sh lacks it.
+    port_open "$KAFKA_SASL_PORT" ||
+      echo "$NAME: the running kafka has no SASL listener on $KAFKA_SASL_PORT; restart it: $0 stop && $0 start" >&2
+    return 0
+  fi
   port_open "$KAFKA_PORT" && die "port $KAFKA_PORT is taken by another process (set KAFKA_PORT)"
   mkdir -p "$DATA"
   write_config

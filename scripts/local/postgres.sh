@@ -64,11 +64,17 @@ start() {
   fi
   wait_for 30 "" "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" || die_log "pg_isready does not answer" "$LOG"
   local psql=("$bin/psql" -h "$SOCK" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtAc)
-  # Superuser so tests can create and drop their own databases.
+  # cl: the admin (a superuser), only for creating databases and roles; tests create and drop
+  # a database per run with it. The services never use it.
   [[ $("${psql[@]}" "SELECT 1 FROM pg_roles WHERE rolname = 'cl'") == 1 ]] ||
     "${psql[@]}" "CREATE ROLE cl LOGIN SUPERUSER PASSWORD 'cl'"
   [[ $("${psql[@]}" "SELECT 1 FROM pg_database WHERE datname = 'community_levels'") == 1 ]] ||
-    "${psql[@]}" "CREATE DATABASE community_levels OWNER cl"
+    "${psql[@]}" "CREATE DATABASE community_levels"
+  # The services' roles (schema owner, scorer, api) with the local passwords the README lists;
+  # this also runs against a server that was already up, so an older .local/ gets them too.
+  CL_PG_OWNER_PASSWORD=cl_owner CL_PG_SCORER_PASSWORD=cl_scorer CL_PG_API_PASSWORD=cl_api \
+    "$bin/psql" -h "$SOCK" -p "$PG_PORT" -U postgres -d community_levels -v ON_ERROR_STOP=1 -qtA \
+    -v db=community_levels -f "$ROOT/scripts/local/roles.sql" >/dev/null || die "creating the roles failed"
 }
 
 stop() {

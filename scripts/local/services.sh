@@ -6,6 +6,16 @@ source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 SERVICES=(scorer ingest api)
 PY=$ROOT/.venv/bin/python
 
+# Each service connects to PostgreSQL as its own role (README "Database roles"): the scorer
+# reads and writes rows, the api only reads, ingest needs no database. Local passwords are fixed.
+PG_PORT=${PG_PORT:-15432}
+database_url() {
+  case $1 in
+    scorer) echo "${CL_SCORER_DATABASE_URL:-postgresql+asyncpg://cl_scorer:cl_scorer@localhost:$PG_PORT/community_levels}" ;;
+    api) echo "${CL_API_DATABASE_URL:-postgresql+asyncpg://cl_api:cl_api@localhost:$PG_PORT/community_levels}" ;;
+  esac
+}
+
 health_url() {
   case $1 in
     ingest) echo "http://127.0.0.1:${CL_INGEST_PORT:-8001}/readyz" ;;
@@ -19,7 +29,8 @@ case ${1:-} in
     for s in "${SERVICES[@]}"; do
       pidfile=$RUN/$s.pid
       pid_alive "$pidfile" && continue
-      (cd "$ROOT" && exec nohup "$PY" -m "services.$s" >>"$LOGS/$s.log" 2>&1 </dev/null) &
+      url=$(database_url "$s")
+      (cd "$ROOT" && exec env ${url:+CL_DATABASE_URL="$url"} nohup "$PY" -m "services.$s" >>"$LOGS/$s.log" 2>&1 </dev/null) &
       echo $! >"$pidfile"
     done
     for s in "${SERVICES[@]}"; do

@@ -17,8 +17,10 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -34,7 +36,12 @@ from services.common.members import MemberCache, render
 log = logging.getLogger("api")
 
 READS = Counter("api_member_reads_total", "Member views read", ["source"])
-MEMBER_ID = r"^[A-Za-z0-9._:@\-]{1,128}$"
+_ID = r"[A-Za-z0-9._:@\-]{1,128}"
+MEMBER_ID = f"^{_ID}$"
+MANY_MAX = 100
+# The document says all of what ids may be, so a request valid by the schema is one we answer.
+IDS = f"^{_ID}(,{_ID}){{0,{MANY_MAX - 1}}}$"
+IDS_RULE = f"1 to {MANY_MAX} member ids, comma-separated, each 1 to 128 of A-Z a-z 0-9 . _ : @ -"
 DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
 
 
@@ -79,6 +86,14 @@ def _json(body: Any) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+def _ids_problem(ids: str) -> str:
+    wanted = ids.split(",")
+    bad = [i for i in wanted if not re.fullmatch(MEMBER_ID, i)]
+    if bad:
+        return f"not member ids: {json.dumps(bad[:5])}; ids must be {IDS_RULE}"
+    return f"names {len(wanted)} members; ids must be {IDS_RULE}"
+
+
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     rules = settings.rules
@@ -95,6 +110,20 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         await app.state.engine.dispose()
 
     app = FastAPI(title="Community Levels API", version="1", lifespan=lifespan)
+    # Request counts and latencies per route, in a registry of this app's own (several apps in
+    # one process, as in the tests, would otherwise share one).
+    http_metrics = CollectorRegistry()
+    Instrumentator(registry=http_metrics, excluded_handlers=["/metrics"]).instrument(app)
+    if settings.api_cors_origins:
+        # Browser frontends on other origins read members (SPEC §7): GET only, and the ETag
+        # readable so they can poll with If-None-Match.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api_cors_origins,
+            allow_methods=["GET"],
+            allow_headers=["If-None-Match"],
+            expose_headers=["ETag"],
+        )
 
     async def views(request: Request, member_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Stored views of these members: Redis first, PostgreSQL for the rest."""
@@ -127,9 +156,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # In the API's one error shape, as the document declares, rather than FastAPI's own.
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in exc.errors()
-        )
+        def problem(e: dict[str, Any]) -> str:
+            where = ".".join(str(p) for p in e["loc"][1:]) or e["loc"][0]
+            if e["loc"] == ("query", "ids") and e["type"] == "string_pattern_mismatch":
+                return f"{where}: {_ids_problem(e['input'])}"  # rather than the pattern, which is long
+            return f"{where}: {e['msg']}"
+
+        problems = "; ".join(map(problem, exc.errors()))
         return _error(422, "invalid_request", problems or "the request is not valid")
 
     @app.get(
@@ -153,20 +186,15 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         summary="Many members at once (a thread page)",
         responses={
             200: _ok(schemas.Members),
-            422: _error_doc(f"ids is empty, names over {settings.many_max} members, or holds what is not a member id"),
+            422: _error_doc(f"ids is missing, or not {IDS_RULE}"),
             503: DOWN,
         },
     )
     async def members(
         request: Request,
-        ids: Annotated[str, Query(description="comma-separated member ids, at most 100")],
+        ids: Annotated[str, Query(description=IDS_RULE, pattern=IDS)],
     ) -> Response:
-        wanted = list(dict.fromkeys(i for i in ids.split(",") if i))
-        if not wanted or len(wanted) > settings.many_max:
-            return _error(422, "invalid_ids", f"ids must name 1 to {settings.many_max} members")
-        bad = [i for i in wanted if not re.fullmatch(MEMBER_ID, i)]
-        if bad:
-            return _error(422, "invalid_ids", f"not member ids: {bad[:5]}")
+        wanted = list(dict.fromkeys(ids.split(",")))  # a repeated id is answered once
         found = await views(request, wanted)
         now = datetime.now(UTC)
         body = {
@@ -247,6 +275,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest() + generate_latest(http_metrics), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -1,11 +1,33 @@
 from __future__ import annotations
 
-from pydantic import Field
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic_settings import NoDecode
 
 from services.common.settings import Settings
+
+
+def _comma_separated(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _origin(value: str) -> str:
+    # An origin is scheme, host and port; a path or a trailing slash would never match one.
+    if value != "*" and not re.fullmatch(r"https?://[^/\s]+", value):
+        raise ValueError(f"{value!r} is not an origin like https://forum.example.org (or *)")
+    return value
+
+
+Origins = Annotated[list[Annotated[str, AfterValidator(_origin)]], NoDecode, BeforeValidator(_comma_separated)]
 
 
 class ApiSettings(Settings):
     api_host: str = Field(default="127.0.0.1", description="CL_API_HOST")
     api_port: int = Field(default=8002, description="CL_API_PORT")
-    many_max: int = Field(default=100, description="most members one GET /v1/members may ask for")
+    api_cors_origins: Origins = Field(
+        default=[], description="CL_API_CORS_ORIGINS: comma-separated origins whose pages may read the API"
+    )

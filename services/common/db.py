@@ -41,8 +41,8 @@ members = Table(
     Column("member_id", Text, primary_key=True),
     Column("level_rank", SmallInteger, nullable=False),
     Column("level_seq", Integer, nullable=False),
-    Column("active_score", Integer, nullable=False),
-    Column("passive_score", Integer, nullable=False),
+    Column("active_score", BigInteger, nullable=False),  # uncapped metrics: no 4-byte ceiling
+    Column("passive_score", BigInteger, nullable=False),
     Column("points", JSONB, nullable=False),
     Column("joined_at", DateTime(timezone=True), nullable=False),
     Column("state", JSONB, nullable=False),
@@ -78,6 +78,7 @@ level_changes = Table(
     Column("id", BigInteger, Identity(), nullable=False, unique=True),  # publish order
     Column("payload", Text, nullable=False),  # the exact bytes published, so a resend is identical
     Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("sent_at", DateTime(timezone=True)),
     Index("ix_level_changes_unsent", "id", postgresql_where=text("sent_at IS NULL")),
 )
@@ -97,6 +98,25 @@ consumer_offsets = Table(
 )
 
 
+# One row: which relay may publish the outbox, until when (a lease, not a lock held while sending).
+relay_lease = Table(
+    "relay_lease",
+    metadata,
+    Column("id", SmallInteger, primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# One row: a counter the Redis repair advances and mirrors in Redis. Redis having seen a later
+# epoch than PostgreSQL holds means PostgreSQL was restored from a backup: every view is rebuilt.
+view_sync = Table(
+    "view_sync",
+    metadata,
+    Column("id", SmallInteger, primary_key=True),
+    Column("epoch", BigInteger, nullable=False),
+)
+
+
 def engine(
     database_url: str, application_name: str, pool_size: int = 5, idle_in_transaction_ms: int = 0
 ) -> AsyncEngine:
@@ -107,6 +127,8 @@ def engine(
         database_url,
         pool_size=pool_size,
         pool_pre_ping=True,
+        # Errors and logs show the statement, never its values (members' ids, events' contents).
+        hide_parameters=True,
         # A bounded connect, so a request or batch fails fast while PostgreSQL is away.
         connect_args={"server_settings": server_settings, "timeout": 5},
     )

@@ -27,6 +27,14 @@ end
 return #KEYS
 """
 
+# Stores the view epoch PostgreSQL just handed out; answers 1 when Redis had seen a later one.
+_ADVANCE_EPOCH = """
+local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
+redis.call('SET', KEYS[1], ARGV[1])
+if stored > tonumber(ARGV[1]) then return 1 end
+return 0
+"""
+
 
 def view_of(state: MemberState, rules: Rules, version: int, updated_at: datetime) -> dict[str, Any]:
     """The stored view of a member: the same fields as the `members` row the API may read instead."""
@@ -70,6 +78,7 @@ class MemberCache:
         self.redis = redis
         self.prefix = prefix
         self._set_if_newer = redis.register_script(_SET_IF_NEWER)
+        self._advance_epoch = redis.register_script(_ADVANCE_EPOCH)
 
     def key(self, member_id: str) -> str:
         return f"{self.prefix}member:{member_id}"
@@ -78,6 +87,21 @@ class MemberCache:
     def built_key(self) -> str:
         """Present while Redis holds every member; missing after a flush, which calls for a rebuild."""
         return f"{self.prefix}built"
+
+    @property
+    def rebuild_key(self) -> str:
+        """The last member id a rebuild has written, so a rebuild resumes where it stopped."""
+        return f"{self.prefix}rebuild"
+
+    async def advance_epoch(self, epoch: int) -> bool:
+        """Record PostgreSQL's view epoch; True when Redis had seen a later one (a restore)."""
+        return bool(await self._advance_epoch(keys=[f"{self.prefix}epoch"], args=[epoch]))
+
+    async def forget_views(self) -> None:
+        """Delete every member view (and the built flag), so a rebuild writes them all anew."""
+        await self.redis.delete(self.built_key, self.rebuild_key)
+        async for keys in _chunks(self.redis.scan_iter(match=f"{self.prefix}member:*", count=1000), 1000):
+            await self.redis.unlink(*keys)
 
     async def put(self, views: list[dict[str, Any]]) -> None:
         if not views:
@@ -94,3 +118,14 @@ class MemberCache:
                 pipe.hget(self.key(member_id), "d")
             found = await pipe.execute()
         return {m: json.loads(raw) for m, raw in zip(member_ids, found, strict=True) if raw is not None}
+
+
+async def _chunks(keys: Any, size: int) -> Any:
+    chunk: list[Any] = []
+    async for key in keys:
+        chunk.append(key)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -6,11 +6,12 @@ import hmac
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import TypeVar
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import RedisStorage
+from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from redis.asyncio import ConnectionPool
@@ -23,12 +24,14 @@ from services.ingest.settings import IngestSettings, digest
 
 log = logging.getLogger(__name__)
 
-# A request waits for the rate check at most this long; Redis that does not answer by then is
-# treated as down (the request goes through unchecked).
+# A request waits for a rate check at most this long; Redis that does not answer by then is
+# treated as away, and this process counts in memory instead.
 REDIS_TIMEOUT_S = 0.25
-# After Redis failed, requests go through unchecked for this long before Redis is asked again,
+# After Redis failed, this process counts in memory for this long before Redis is asked again,
 # so an unreachable Redis costs one timeout a second, not one per request.
 REDIS_PAUSE_S = 1.0
+
+T = TypeVar("T")
 
 
 class ApiKeys:
@@ -51,27 +54,26 @@ class ApiKeys:
 
 
 class RateLimiter:
-    """Each API key's rate over a moving window, counted in Redis (the `limits` library), so
-    every copy of ingest shares one count per key.
+    """Moving windows (the `limits` library) over each API key's requests and events, and each
+    client address's failed authentications, counted in Redis so every copy of ingest shares
+    one count.
 
-    Redis is not what ingest exists for: when it does not answer, requests go through
-    unchecked (fail open), with a warning in the log and `on_unchecked` called for a metric.
-    The Redis client is created on entry and closed on exit (the app's lifespan).
+    Redis is not what ingest exists for: while it does not answer, each process counts in its
+    own memory (limits' MemoryStorage), with a warning in the log and `on_fallback` called for a
+    metric. The Redis client is created on entry and closed on exit (the app's lifespan).
     """
 
-    def __init__(
-        self,
-        settings: IngestSettings,
-        on_unchecked: Callable[[], None] = lambda: None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, settings: IngestSettings, on_fallback: Callable[[], None] = lambda: None) -> None:
         self._settings = settings
-        self._item: RateLimitItem = parse(settings.rate_limit)
-        self._on_unchecked = on_unchecked
-        self._clock = clock
-        self._paused_until = -math.inf
+        self._requests: RateLimitItem = parse(settings.rate_limit)
+        self._events: RateLimitItem = parse(settings.event_rate_limit)
+        self._auth_failures: RateLimitItem = parse(settings.auth_failure_limit)
+        self._on_fallback = on_fallback
+        self._redis_away_until = -math.inf
         self._pool: ConnectionPool | None = None
-        self._limiter: MovingWindowRateLimiter | None = None
+        self._redis: MovingWindowRateLimiter | None = None
+        self._memory_storage: MemoryStorage | None = None
+        self._memory: MovingWindowRateLimiter | None = None
 
     async def __aenter__(self) -> RateLimiter:
         # The pool is ours, so it is closed with the app; limits' client runs on it.
@@ -81,7 +83,7 @@ class RateLimiter:
             socket_timeout=REDIS_TIMEOUT_S,
             socket_connect_timeout=REDIS_TIMEOUT_S,
             # redis-py retries a failed command up to 10 times by default; here a failure
-            # should cost one timeout, then the request goes on unchecked.
+            # should cost one timeout, then the count goes on in memory.
             retry=Retry(NoBackoff(), 0),
         )
         storage = RedisStorage(
@@ -91,40 +93,67 @@ class RateLimiter:
             key_prefix=f"{self._settings.redis_prefix}ingest:rate",
             connection_pool=self._pool,  # type: ignore[arg-type]
         )
-        self._limiter = MovingWindowRateLimiter(storage)
+        self._redis = MovingWindowRateLimiter(storage)
+        self._memory_storage = MemoryStorage()
+        self._memory = MovingWindowRateLimiter(self._memory_storage)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._limiter = None
+        if self._memory_storage is not None and self._memory_storage.timer is not None:
+            self._memory_storage.timer.cancel()  # its expiry task, if one is pending
+        self._redis = self._memory = self._memory_storage = None
         if self._pool is not None:
             await self._pool.aclose()
             self._pool = None
 
-    async def take(self, caller: bytes) -> None:
+    async def take_request(self, caller: bytes) -> None:
         """Spend one request of the caller's rate, or raise RateLimited saying when to come back."""
-        limiter = self._limiter
-        if limiter is None:
+        rate = self._settings.rate_limit
+        await self._take(self._requests, ("requests", caller.hex()), 1, f"over the rate of {rate} for this API key")
+
+    async def take_events(self, caller: bytes, count: int) -> None:
+        """Spend `count` events of the caller's rate, or raise RateLimited (nothing is spent)."""
+        rate = self._settings.event_rate_limit
+        message = f"{count} events would pass the rate of {rate} events for this API key"
+        await self._take(self._events, ("events", caller.hex()), count, message)
+
+    async def refuse_if_failing(self, address: str) -> None:
+        """RateLimited while the address is over its failed authentications, whatever key it sends
+        now, so that guessing keys from one address gets nowhere."""
+        ids = ("auth-failures", address)
+        if not await self._call(lambda limiter: limiter.test(self._auth_failures, *ids)):
+            wait = await self._wait(self._auth_failures, ids)
+            raise RateLimited(f"too many failed authentications from this address; try again in {wait} s", wait)
+
+    async def failed_authentication(self, address: str) -> None:
+        await self._call(lambda limiter: limiter.hit(self._auth_failures, "auth-failures", address))
+
+    async def _take(self, item: RateLimitItem, ids: tuple[str, str], cost: int, message: str) -> None:
+        if not await self._call(lambda limiter: limiter.hit(item, *ids, cost=cost)):
+            raise RateLimited(message, await self._wait(item, ids))
+
+    async def _wait(self, item: RateLimitItem, ids: tuple[str, str]) -> int:
+        # The window frees room when its oldest entry leaves it; never 0, even with less than a
+        # second to go.
+        window = await self._call(lambda limiter: limiter.get_window_stats(item, *ids))
+        return max(1, math.ceil(window.reset_time - time.time()))
+
+    async def _call(self, use: Callable[[MovingWindowRateLimiter], Awaitable[T]]) -> T:
+        """`use` on Redis, or on this process's memory while Redis is away."""
+        if self._redis is None or self._memory is None:
             raise RuntimeError("the rate limiter is used outside the app's lifespan")
-        if self._clock() < self._paused_until:
-            self._on_unchecked()
-            return
-        key = caller.hex()
-        try:
-            if await limiter.hit(self._item, key):
-                return
-            window = await limiter.get_window_stats(self._item, key)
-        except (StorageError, RedisError, OSError) as exc:
-            cause = exc.storage_error if isinstance(exc, StorageError) else exc
-            log.warning(
-                "Redis did not answer the rate check (%r): requests go through unchecked for %g s",
-                cause,
-                REDIS_PAUSE_S,
-            )
-            self._paused_until = self._clock() + REDIS_PAUSE_S
-            self._on_unchecked()
-            return
-        # The window frees a request when its oldest one leaves it.
-        wait = max(1, math.ceil(window.reset_time - time.time()))
-        raise RateLimited(f"over the rate of {self._settings.rate_limit} for this API key", wait)
+        if time.monotonic() >= self._redis_away_until:
+            try:
+                return await use(self._redis)
+            except (StorageError, RedisError, OSError) as exc:
+                cause = exc.storage_error if isinstance(exc, StorageError) else exc
+                log.warning(
+                    "Redis did not answer a rate check (%r): this process counts in memory for %g s",
+                    cause,
+                    REDIS_PAUSE_S,
+                )
+                self._redis_away_until = time.monotonic() + REDIS_PAUSE_S
+        self._on_fallback()
+        return await use(self._memory)

@@ -17,15 +17,16 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from services.ingest.access import ApiKeys, RateLimiter
-from services.ingest.errors import IngestError
+from services.ingest.errors import IngestError, Unauthorized
 from services.ingest.payload import MAX_BODY_BYTES, events_of, parse_body, read_body
 from services.ingest.publisher import Publisher
 from services.ingest.settings import IngestSettings
-from shared.events import MAX_BATCH, ActivityEvent
+from shared.events import EVENT, MAX_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +51,31 @@ class ErrorBody(BaseModel):
     errors: list[Problem] | None = None
 
 
-def _request_body_doc() -> dict[str, Any]:
-    event = ActivityEvent.model_json_schema()
-    batch = {
+# The event schema, one variant per type, from the models that validate events; its parts go to
+# the document's components (see create_app), which the request body refers to.
+EVENT_SCHEMA = EVENT.json_schema(ref_template="#/components/schemas/{model}")
+SCHEMAS: dict[str, Any] = {
+    **EVENT_SCHEMA.pop("$defs"),
+    "ActivityEvent": {"title": "ActivityEvent", **EVENT_SCHEMA},
+    "Batch": {
         "title": "Batch",
         "type": "object",
-        "properties": {"events": {"type": "array", "items": event, "minItems": 1, "maxItems": MAX_BATCH}},
+        "properties": {
+            "events": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/ActivityEvent"},
+                "minItems": 1,
+                # Past it the answer is 413 (SPEC §3), which the document declares.
+                "maxItems": MAX_BATCH,
+            }
+        },
         "required": ["events"],
         "additionalProperties": False,
-    }
+    },
+}
+
+
+def _request_body_doc() -> dict[str, Any]:
     # Examples a client can post as they are (and the fuzzer's examples phase does).
     reply = {"event_id": "e-1", "type": "reply", "member_id": "ann", "occurred_at": "2026-11-20T09:00:00Z"}
     like = {**reply, "event_id": "e-2", "type": "like", "content_id": "p-7", "target_member_id": "bob"}
@@ -69,7 +86,12 @@ def _request_body_doc() -> dict[str, Any]:
     return {
         "required": True,
         "description": f"one event, or a batch of 1 to {MAX_BATCH}; at most {MAX_BODY_BYTES} bytes",
-        "content": {"application/json": {"schema": {"oneOf": [event, batch]}, "examples": examples}},
+        "content": {
+            "application/json": {
+                "schema": {"oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in ("ActivityEvent", "Batch")]},
+                "examples": examples,
+            }
+        },
     }
 
 
@@ -85,7 +107,10 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     401: _error_doc("the API key is missing or wrong", **{"WWW-Authenticate": "Bearer"}),
     413: _error_doc(f"the body is over {MAX_BODY_BYTES} bytes or the batch over {MAX_BATCH} events"),
     422: _error_doc("one or more events are invalid (each named by index, field and reason); none was published"),
-    429: _error_doc("the API key is over its rate", **{"Retry-After": "seconds to wait"}),
+    429: _error_doc(
+        "the API key is over its rate of requests or events, or the client address over its failed authentications",
+        **{"Retry-After": "seconds to wait"},
+    ),
     503: _error_doc("Kafka cannot take the events now; nothing was acknowledged", **{"Retry-After": "seconds to wait"}),
 }
 
@@ -103,9 +128,9 @@ class Metrics:
         self.requests = Counter(
             "cl_ingest_event_requests", "POST /v1/events answers", ["status"], registry=self.registry
         )
-        self.rate_unchecked = Counter(
-            "cl_ingest_rate_unchecked",
-            "requests let through without a rate check because Redis did not answer",
+        self.rate_in_memory = Counter(
+            "cl_ingest_rate_checked_in_memory",
+            "rate checks this process counted in memory because Redis did not answer",
             registry=self.registry,
         )
 
@@ -114,7 +139,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     settings = settings or IngestSettings()
     keys = ApiKeys(settings.api_keys)
     metrics = Metrics()
-    limiter = RateLimiter(settings, on_unchecked=metrics.rate_unchecked.inc)
+    limiter = RateLimiter(settings, on_fallback=metrics.rate_in_memory.inc)
     publisher = Publisher(settings)
 
     @asynccontextmanager
@@ -123,6 +148,18 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             yield
 
     app = FastAPI(title="Community Levels ingest", version="1", lifespan=lifespan)
+    # Request counts and latencies per route, in the app's registry (served on /metrics).
+    Instrumentator(registry=metrics.registry, excluded_handlers=["/metrics"]).instrument(app)
+
+    def openapi() -> dict[str, Any]:
+        # The body is read raw (see post_events), so FastAPI does not know the event models:
+        # their schemas join the document's components here.
+        if app.openapi_schema is None:
+            document = FastAPI.openapi(app)
+            document.setdefault("components", {}).setdefault("schemas", {}).update(SCHEMAS)
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -139,9 +176,17 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         return JSONResponse({"error": "internal", "message": "an unexpected error; it has been logged"}, 500)
 
     async def accept(request: Request, credentials: HTTPAuthorizationCredentials | None) -> int:
-        caller = keys.check(credentials.credentials if credentials else None)
-        await limiter.take(caller)
+        # Behind a proxy, uvicorn takes the address from X-Forwarded-For (--forwarded-allow-ips).
+        address = request.client.host if request.client else "unknown"
+        await limiter.refuse_if_failing(address)
+        try:
+            caller = keys.check(credentials.credentials if credentials else None)
+        except Unauthorized:
+            await limiter.failed_authentication(address)
+            raise
+        await limiter.take_request(caller)
         accepted = events_of(parse_body(await read_body(request)), now=datetime.now(UTC))
+        await limiter.take_events(caller, len(accepted))
         records = [(subject.encode(), value) for event, value in accepted for subject in event.subjects()]
         await publisher.publish(settings.topic_activity, records)
         metrics.records_published.inc(len(records))

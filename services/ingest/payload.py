@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 
 from services.ingest.errors import InvalidEvents, NotJson, TooLarge
-from shared.events import MAX_BATCH, ActivityEvent, EventError, parse_json, validate_event
+from shared.events import MAX_BATCH, ActivityEvent, EventError, parse_json, shown, validate_event
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -36,10 +36,8 @@ def parse_body(body: bytes) -> Any:
         return parse_json(body)
     except UnicodeDecodeError as exc:
         raise NotJson(f"the body is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
-    except ValueError as exc:  # json.JSONDecodeError, NaN and Infinity
-        raise NotJson(f"the body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise NotJson("the body is not JSON this service reads: it is nested too deeply") from None
+    except ValueError as exc:  # not JSON, NaN or Infinity, a name twice in an object, nested too deeply
+        raise NotJson(f"the body is not JSON this service reads: {shown(str(exc))}") from None
 
 
 def events_of(raw: Any, now: datetime) -> list[tuple[ActivityEvent, bytes]]:

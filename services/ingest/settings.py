@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
-from typing import Annotated, Literal, Self
+from typing import Annotated, Self
 
-from limits import parse_many
-from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+from limits import parse, parse_many
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from services.common.settings import Seconds, Settings
+from services.common.settings import DEVELOPMENT_ENVS, Seconds, Settings
+from shared.events import MAX_BATCH
 
 LOCAL_DEV_KEY = "local-dev-key"  # the key the README documents for local runs
+MIN_KEY_LENGTH = 32  # outside local and test runs: long random keys, not guessable words
 
 
 def digest(key: str) -> bytes:
@@ -47,12 +49,21 @@ def _one_rate(value: str) -> str:
 RateLimit = Annotated[str, AfterValidator(_one_rate)]
 
 
+def _fits_a_batch(value: str) -> str:
+    # A batch is refused whole or taken whole: a rate below one full batch would refuse it forever.
+    if parse(value).amount < MAX_BATCH:
+        raise ValueError(f"{value!r} is below one batch of {MAX_BATCH} events")
+    return value
+
+
+EventRateLimit = Annotated[RateLimit, AfterValidator(_fits_a_batch)]
+
+
 class IngestSettings(Settings):
     # Fields take their names in code (IngestSettings(api_keys=...)) and CL_INGEST_* in the
     # environment, so they do not collide with other services' CL_HOST or CL_PORT.
     model_config = SettingsConfigDict(validate_by_name=True, validate_by_alias=True)
 
-    env: Literal["local", "test", "staging", "production"] = Field(default="local", validation_alias="CL_ENV")
     api_keys: KeyDigests = Field(
         default=LOCAL_DEV_KEY,
         validate_default=True,
@@ -72,11 +83,33 @@ class IngestSettings(Settings):
         validation_alias="CL_INGEST_RATE_LIMIT",
         description="requests per API key over a moving window, like 100/second or 3000/minute",
     )
+    event_rate_limit: EventRateLimit = Field(
+        default="5000/second",
+        validation_alias="CL_INGEST_EVENT_RATE_LIMIT",
+        description="events per API key over a moving window (a batch counts each of its events)",
+    )
+    auth_failure_limit: RateLimit = Field(
+        default="10/minute",
+        validation_alias="CL_INGEST_AUTH_FAILURE_LIMIT",
+        description="failed authentications per client address over a moving window; past it, 429",
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _strong_keys(cls, value: object, info: ValidationInfo) -> object:
+        # Checked here, while the keys are still at hand: only their digests are kept. CL_ENV is
+        # a field of the base class, so it is validated (into info.data) before the keys.
+        env = info.data.get("env", "local")
+        if isinstance(value, str) and env not in DEVELOPMENT_ENVS:
+            keys = [key.strip() for key in value.split(",") if key.strip()]
+            if LOCAL_DEV_KEY in keys:
+                raise ValueError(f"must not hold the published local key {LOCAL_DEV_KEY!r} when CL_ENV={env}")
+            if any(len(key) < MIN_KEY_LENGTH for key in keys):
+                raise ValueError(f"every key needs at least {MIN_KEY_LENGTH} characters when CL_ENV={env}")
+        return value
 
     @model_validator(mode="after")
-    def _real_keys(self) -> Self:
+    def _some_key(self) -> Self:
         if not self.api_keys:
             raise ValueError("CL_INGEST_API_KEYS holds no key")
-        if self.env == "production" and digest(LOCAL_DEV_KEY) in self.api_keys:
-            raise ValueError(f"CL_INGEST_API_KEYS must not hold the local key {LOCAL_DEV_KEY!r} in production")
         return self

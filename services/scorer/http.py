@@ -24,14 +24,20 @@ def create_app(scorer: Scorer) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Whether PostgreSQL and Kafka answer (Redis down only degrades)")
+    @app.get(
+        "/readyz",
+        summary="Whether the scorer makes progress: PostgreSQL and Kafka answer, no wedged consumer, no dead "
+        "or stuck worker (Redis down only degrades)",
+    )
     async def readyz() -> JSONResponse:
         checks = {
             "postgres": await _check(_ping_postgres(scorer)),
             "kafka": await _check(scorer.consumer.topics()),
             "redis": await _check(scorer.redis.ping()),
         }
-        ready = checks["postgres"] == checks["kafka"] == "ok"
+        problems = scorer.problems()
+        ready = checks["postgres"] == checks["kafka"] == "ok" and not problems
+        checks |= {"consumer": "ok", **{name: "ok" for name in scorer.workers}} | problems
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)

@@ -167,7 +167,7 @@ async def save_states(conn: AsyncConnection, states: list[MemberState], rules: R
                                       joined_at, state, tenure_due_at, version, updated_at, redis_synced)
             SELECT i, r, q, a, p, CAST(pt AS jsonb), j, CAST(s AS jsonb), d, 1, :now, false
             FROM unnest(CAST(:ids AS text[]), CAST(:ranks AS smallint[]), CAST(:seqs AS int[]),
-                        CAST(:actives AS int[]), CAST(:passives AS int[]), CAST(:points AS text[]),
+                        CAST(:actives AS bigint[]), CAST(:passives AS bigint[]), CAST(:points AS text[]),
                         CAST(:joined AS timestamptz[]), CAST(:states AS text[]), CAST(:dues AS timestamptz[]))
                  AS u(i, r, q, a, p, pt, j, s, d)
             ON CONFLICT (member_id) DO UPDATE SET
@@ -221,10 +221,24 @@ async def mark_sent(conn: AsyncConnection, ids: list[int], now: datetime) -> Non
     )
 
 
-async def try_lock_relay(conn: AsyncConnection) -> bool:
-    """One relay publishes at a time, so a member's level changes reach Kafka in seq order."""
-    row = await conn.execute(text("SELECT pg_try_advisory_xact_lock(7361)"))
-    return bool(row.scalar())
+async def take_relay_lease(conn: AsyncConnection, owner: str, ttl_s: float) -> bool:
+    """One relay publishes at a time, so a member's level changes reach Kafka in seq order.
+
+    A lease rather than a lock: it is taken (or renewed) in a short transaction, and the relay
+    sends with no transaction open; a relay that dies loses it after `ttl_s`.
+    """
+    row = await conn.execute(
+        text(
+            "UPDATE relay_lease SET owner = :owner, expires_at = now() + make_interval(secs => :ttl)"
+            " WHERE owner = :owner OR expires_at < now() RETURNING 1"
+        ),
+        {"owner": owner, "ttl": ttl_s},
+    )
+    return row.first() is not None
+
+
+async def release_relay_lease(conn: AsyncConnection, owner: str) -> None:
+    await conn.execute(text("UPDATE relay_lease SET expires_at = now() WHERE owner = :owner"), {"owner": owner})
 
 
 async def unsynced_views(conn: AsyncConnection, limit: int) -> list[tuple[MemberState, int, datetime]]:
@@ -252,5 +266,51 @@ async def mark_synced(conn: AsyncConnection, versions: dict[str, int]) -> None:
     )
 
 
-async def mark_all_unsynced(conn: AsyncConnection) -> None:
-    await conn.execute(text("UPDATE members SET redis_synced = false WHERE redis_synced"))
+async def views_after(conn: AsyncConnection, after: str, limit: int) -> list[tuple[MemberState, int, datetime]]:
+    """A page of every member in id order, for rebuilding Redis: (state, version, updated_at)."""
+    rows = await conn.execute(
+        text("SELECT state, version, updated_at FROM members WHERE member_id > :after ORDER BY member_id LIMIT :limit"),
+        {"after": after, "limit": limit},
+    )
+    return [(_state(row[0]), row[1], row[2]) for row in rows]
+
+
+async def next_view_epoch(conn: AsyncConnection) -> int:
+    """The next view epoch; its row stays locked until the transaction ends, so scorers take turns."""
+    row = await conn.execute(text("UPDATE view_sync SET epoch = epoch + 1 RETURNING epoch"))
+    return int(row.scalar_one())
+
+
+async def reset_offset(
+    conn: AsyncConnection, group_id: str, topic: str, partition: int, epoch: int, next_offset: int
+) -> bool:
+    """Move a partition's stored offset (out of range on the broker), if this epoch still owns it."""
+    row = await conn.execute(
+        text(
+            "UPDATE consumer_offsets SET next_offset = :next, updated_at = now()"
+            " WHERE group_id = :group_id AND topic = :topic AND partition = :partition AND epoch = :epoch"
+            " RETURNING 1"
+        ),
+        {"group_id": group_id, "topic": topic, "partition": partition, "epoch": epoch, "next": next_offset},
+    )
+    return row.first() is not None
+
+
+@dataclass(frozen=True)
+class Backlog:
+    unsent_level_changes: int
+    oldest_unsent_at: datetime | None
+    unsynced_members: int
+
+
+async def backlog(conn: AsyncConnection) -> Backlog:
+    """What waits for the relay and for the Redis repair (both read through partial indexes)."""
+    row = await conn.execute(
+        text(
+            "SELECT (SELECT count(*) FROM level_changes WHERE sent_at IS NULL),"
+            " (SELECT recorded_at FROM level_changes WHERE sent_at IS NULL ORDER BY id LIMIT 1),"
+            " (SELECT count(*) FROM members WHERE NOT redis_synced)"
+        )
+    )
+    unsent, oldest, unsynced = row.one()
+    return Backlog(unsent, oldest, unsynced)

@@ -4,9 +4,9 @@ import os
 import socket
 from datetime import timedelta
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from services.common.settings import Seconds, Settings
+from services.common.settings import DEVELOPMENT_ENVS, Seconds, Settings
 from services.scorer.failpoints import parse
 
 
@@ -26,6 +26,20 @@ class ScorerSettings(Settings):
         default=timedelta(seconds=20),
         description="PostgreSQL ends a scorer transaction left idle this long (a stalled scorer frees its locks)",
     )
+    stall_timeout: Seconds = Field(
+        default=timedelta(seconds=60),
+        description="/readyz fails when records wait and none has been committed for this long",
+    )
+    redis_timeout: Seconds = Field(
+        default=timedelta(seconds=1),
+        description="longest wait for any Redis call (a hung Redis must not stall scoring)",
+    )
+    redis_pause: Seconds = Field(
+        default=timedelta(seconds=5), description="after a Redis failure, views are left to the repair loop this long"
+    )
+    health_interval: Seconds = Field(
+        default=timedelta(seconds=5), description="how often lag, outbox and Redis backlog gauges are refreshed"
+    )
     failpoints: str = Field(default="", description="crash points for the fault suite; see failpoints.py")
     host: str = Field(default="127.0.0.1", validation_alias="CL_SCORER_HOST")
     port: int = Field(
@@ -34,6 +48,11 @@ class ScorerSettings(Settings):
 
     @field_validator("failpoints")
     @classmethod
-    def _failpoints(cls, value: str) -> str:
+    def _failpoints(cls, value: str, info: ValidationInfo) -> str:
         parse(value)
+        # Crash points kill the process on purpose: never outside a local or test run. CL_ENV is
+        # a field of the base class, so it is validated (into info.data) before this one.
+        env = info.data.get("env", "local")
+        if value.strip() and env not in DEVELOPMENT_ENVS:
+            raise ValueError(f"crash points are for the fault suite only; unset it when CL_ENV={env}")
         return value

@@ -29,6 +29,9 @@ class System:
 
     env: dict[str, str]
     logs: Path
+    # Each service's own database URL (tests/conftest.py database_urls): the scorer and the api
+    # run under their roles of least privilege, as in `make run` and compose.
+    database_urls: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     health: dict[str, str] = field(default_factory=dict)
 
@@ -49,7 +52,7 @@ class System:
         service = name.split("-")[0]
         if name != service:  # another scorer: its own HTTP port
             env.setdefault("CL_SCORER_PORT", str(free_port()))
-        env = {**self.env, **env}
+        env = {**self.env, "CL_DATABASE_URL": self.database_urls.get(service, self.env["CL_DATABASE_URL"]), **env}
         self.health[name] = {
             "ingest": f"{self.ingest_url}/readyz",  # ready: its producer reaches Kafka
             "api": f"{self.api_url}/healthz",
@@ -94,7 +97,9 @@ class System:
 
 
 @pytest.fixture(scope="session")
-def system(run_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+def system(
+    run_env: dict[str, str], database_urls: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[System]:
     env = env_with(
         run_env,
         CL_INGEST_PORT=str(free_port()),
@@ -104,7 +109,7 @@ def system(run_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) ->
         CL_TENURE_INTERVAL="1",
     )
     logs = Path(os.environ.get("CL_E2E_LOGS", tmp_path_factory.mktemp("logs")))
-    sut = System(env, logs)
+    sut = System(env, logs, database_urls={"scorer": database_urls["scorer"], "api": database_urls["api"]})
     try:
         for name in ("scorer", "ingest", "api"):
             sut.start(name)

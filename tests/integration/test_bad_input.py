@@ -10,6 +10,7 @@ nothing.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from services.api.app import create_app as create_api
 from services.api.settings import ApiSettings
 from services.common.kafka import ensure_topics
 from services.ingest.settings import IngestSettings
+from shared.events import shown
 from tests.conftest import unique
 from tests.integration.test_ingest import assert_error, like, on_topic, post, serving, until_ready
 from tests.support import in_process, own_topics
@@ -106,15 +108,17 @@ async def test_a_50_mib_body_is_refused_once_past_1_mib_and_never_read_to_its_en
 # --- numbers ---
 
 
-@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"])
-async def test_a_number_json_cannot_hold_is_refused_as_not_json(ingest: httpx.AsyncClient, number: str) -> None:
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+async def test_a_number_json_cannot_write_is_refused_as_not_json(ingest: httpx.AsyncClient, number: str) -> None:
     fields = {**like_fields(unique("m")), "type": '"visit"', "duration_s": number}
     del fields["content_id"], fields["target_member_id"]
     assert_error(await ingest.post("/v1/events", content=raw(fields), headers=AUTH), 400, "invalid_json")
 
 
 @pytest.mark.parametrize(
-    "duration", [str(2**64), str(2**63), str(-(2**63) - 1), "-1", "86401", "600.0", "6e2"], ids=str
+    "duration",
+    [str(2**64), str(2**63), str(-(2**63) - 1), "-1", "86401", "600.5", "6e-2", "1e400", "-1e400", "1" + "0" * 5000],
+    ids=lambda text: text[:12],
 )
 async def test_a_duration_out_of_range_or_not_an_integer_is_named(ingest: httpx.AsyncClient, duration: str) -> None:
     member = unique("m")
@@ -122,12 +126,6 @@ async def test_a_duration_out_of_range_or_not_an_integer_is_named(ingest: httpx.
     del fields["content_id"], fields["target_member_id"]
     body = assert_error(await ingest.post("/v1/events", content=raw(fields), headers=AUTH), 422, "invalid_events")
     assert [(e["index"], e["field"]) for e in body["errors"]] == [(0, "duration_s")]
-
-
-async def test_an_integer_too_long_to_parse_is_refused_as_not_json(ingest: httpx.AsyncClient) -> None:
-    fields = {**like_fields(unique("m")), "type": '"visit"', "duration_s": "1" + "0" * 5000}
-    del fields["content_id"], fields["target_member_id"]
-    assert_error(await ingest.post("/v1/events", content=raw(fields), headers=AUTH), 400, "invalid_json")
 
 
 # --- characters ---
@@ -180,6 +178,77 @@ async def test_a_content_id_with_an_escaped_surrogate_pair_is_one_character_and_
     assert value["content_id"] == "post \U0001f600"
 
 
+# --- what cannot be stored ---
+
+UNSTORABLE_ATTRIBUTES = {
+    "nul-value": r'{"k": "a\u0000b"}',
+    "nul-key": r'{"a\u0000": 1}',
+    "surrogate-value": r'{"k": "\ud800"}',
+    "surrogate-key": r'{"\udfff": 1}',
+    "reversed-pair-deep": r'{"k": [{"x": ["\udc00\ud800"]}]}',
+    "nul-key-deep": r'{"k": {"x": {"\u0000": null}}}',
+    "huge-number": '{"k": [1e400]}',
+    "tiny-number": '{"k": 1e-20000}',
+    "long-fraction": '{"k": 1.' + "0" * 2000 + "}",
+    "huge-integer": '{"k": ' + "9" * 5000 + "}",
+    "nested-500": '{"k": ' + "[" * 500 + "]" * 500 + "}",
+}
+
+
+@pytest.mark.parametrize("attributes", UNSTORABLE_ATTRIBUTES.values(), ids=UNSTORABLE_ATTRIBUTES.keys())
+async def test_attributes_that_cannot_be_stored_are_named_and_nothing_is_published(
+    ingest: httpx.AsyncClient, settings: IngestSettings, attributes: str
+) -> None:
+    member = unique("m")
+    response = await ingest.post("/v1/events", content=raw(like_fields(member, attributes=attributes)), headers=AUTH)
+    body = assert_error(response, 422, "invalid_events")
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [(0, "attributes")]
+    assert await on_topic(settings, member) == []
+
+
+async def test_attributes_nested_deeper_than_the_parser_recurses_are_refused_as_not_json(
+    ingest: httpx.AsyncClient,
+) -> None:
+    attributes = "[" * 100_000 + "]" * 100_000
+    response = await ingest.post(
+        "/v1/events", content=raw(like_fields(unique("m"), attributes=attributes)), headers=AUTH
+    )
+    assert "nested too deeply" in assert_error(response, 400, "invalid_json")["message"]
+
+
+@pytest.mark.parametrize(
+    "name", [r"\u0000", r"\ud800", r"x\udc00", "\u202e"], ids=["nul", "lone-high", "lone-low", "bidi"]
+)
+async def test_an_unknown_field_named_with_what_cannot_be_encoded_is_named_with_escapes(
+    ingest: httpx.AsyncClient, name: str
+) -> None:
+    fields = {**like_fields(unique("m")), json.loads(f'"{name}"'): "1"}
+    body = ("{" + ", ".join(f"{json.dumps(k)}: {v}" for k, v in fields.items()) + "}").encode()
+    errors = assert_error(await ingest.post("/v1/events", content=body, headers=AUTH), 422, "invalid_events")["errors"]
+    assert [(e["field"], e["reason"]) for e in errors] == [(shown(json.loads(f'"{name}"')), "unknown field")]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"event_id": "e-1", "event_id": "e-2", "type": "post"}',
+        b'{"events": [], "events": []}',
+        json.dumps({"events": []}).encode("utf-16"),
+        b"\xef\xbb\xbf" + json.dumps({"events": []}).encode(),
+    ],
+    ids=["duplicate-name", "duplicate-events", "utf-16", "bom"],
+)
+async def test_a_body_with_a_name_twice_or_not_in_utf_8_is_refused_as_not_json(
+    ingest: httpx.AsyncClient, body: bytes
+) -> None:
+    assert_error(await ingest.post("/v1/events", content=body, headers=AUTH), 400, "invalid_json")
+
+
+async def test_a_batch_over_1000_events_is_413(ingest: httpx.AsyncClient) -> None:
+    batch = {"events": [post(unique("m")) for _ in range(1001)]}
+    assert_error(await ingest.post("/v1/events", json=batch, headers=AUTH), 413, "too_large")
+
+
 # --- time ---
 
 
@@ -204,6 +273,18 @@ async def test_occurred_at_is_checked_against_the_servers_clock(
         assert [(e["field"], e["reason"]) for e in errors] == [
             ("occurred_at", "must not be more than 5 minutes ahead of the server clock")
         ]
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59.9999999999-00:01"],
+)
+async def test_occurred_at_outside_what_python_holds_in_utc_is_named_not_a_500(
+    ingest: httpx.AsyncClient, occurred_at: str
+) -> None:
+    response = await ingest.post("/v1/events", json={**post(unique("m")), "occurred_at": occurred_at}, headers=AUTH)
+    errors = assert_error(response, 422, "invalid_events")["errors"]
+    assert [e["field"] for e in errors] == ["occurred_at"]
 
 
 @pytest.mark.parametrize("occurred_at", ["1999-12-31T23:59:59Z", "2000-01-01T00:59:59+01:00", "0001-01-01T00:00:00Z"])
@@ -350,18 +431,54 @@ async def test_the_longest_member_id_is_read_as_never_seen(api: httpx.AsyncClien
         "?ids=ok," + "m" * 129,
         "?ids=ok,a%00b",
         "?ids=ok,a%ED%A0%80b",
+        "?ids=a,,b",
+        "?ids=a,",
+        "?ids=" + ",".join(["m"] * 101),
     ],
-    ids=["missing", "empty", "only-commas", "101", "space", "too-long", "nul", "lone-surrogate-utf-8"],
+    ids=[
+        "missing",
+        "empty",
+        "only-commas",
+        "101",
+        "space",
+        "too-long",
+        "nul",
+        "lone-surrogate-utf-8",
+        "empty-between",
+        "trailing-comma",
+        "101-repeats",
+    ],
 )
 async def test_ids_that_name_no_member_too_many_or_bad_ones_are_422(api: httpx.AsyncClient, query: str) -> None:
     assert_invalid(await api.get(f"/v1/members{query}"))
+
+
+@pytest.mark.parametrize(
+    ("query", "problem"),
+    [("", 'not member ids: [""]'), ("a,,b", 'not member ids: [""]'), (",".join(["m"] * 101), "names 101 members")],
+    ids=["empty", "empty-between", "101"],
+)
+async def test_ids_refused_by_its_pattern_are_explained_in_words(
+    api: httpx.AsyncClient, query: str, problem: str
+) -> None:
+    response = await api.get(f"/v1/members?ids={query}")
+    assert_invalid(response)
+    rule = "1 to 100 member ids, comma-separated, each 1 to 128 of A-Z a-z 0-9 . _ : @ -"
+    assert response.json()["message"] == f"ids: {problem}; ids must be {rule}"
+
+
+async def test_the_documented_ids_pattern_is_the_one_enforced(api: httpx.AsyncClient) -> None:
+    [ids] = (await api.get("/openapi.json")).json()["paths"]["/v1/members"]["get"]["parameters"]
+    pattern = ids["schema"]["pattern"]
+    assert re.fullmatch(pattern, ",".join(["m"] * 100)) and not re.fullmatch(pattern, ",".join(["m"] * 101))
+    assert not re.fullmatch(pattern, "") and not re.fullmatch(pattern, "a,,b")
 
 
 async def test_100_ids_and_repeats_of_fewer_are_read(api: httpx.AsyncClient) -> None:
     hundred = [unique("m") for _ in range(100)]
     response = await api.get("/v1/members", params={"ids": ",".join(hundred)})
     assert response.status_code == 200 and response.json()["missing"] == hundred
-    repeated = await api.get("/v1/members", params={"ids": ",".join([hundred[0]] * 150)})
+    repeated = await api.get("/v1/members", params={"ids": ",".join([hundred[0]] * 100)})
     assert repeated.status_code == 200 and repeated.json()["missing"] == [hundred[0]]
 
 

@@ -210,10 +210,17 @@ async def test_redis_is_rebuilt_from_postgres_after_a_flush(settings: ScorerSett
     try:
         async with running(settings):
             await eventually(lambda: _equals(scores(pg, fay), (10, 0, 5)))
+            await eventually(
+                lambda: _equals(pg.fetchval("SELECT redis_synced FROM members WHERE member_id = $1", fay), True)
+            )
+            row_version = await pg.fetchval("SELECT xmin::text FROM members WHERE member_id = $1", fay)
             keys = [k async for k in redis.scan_iter(f"{settings.redis_prefix}*")]
             await redis.delete(*keys)
             await eventually(lambda: _has_view(cache, fay))
+            await eventually(lambda: _equals(redis.exists(cache.built_key), 1), what="the rebuild finished")
         assert (await cache.get_many([fay]))[fay]["active_score"] == 10
+        # The rebuild reads members page by page and writes none of their rows.
+        assert await pg.fetchval("SELECT xmin::text FROM members WHERE member_id = $1", fay) == row_version
     finally:
         await redis.aclose()
 
@@ -236,6 +243,9 @@ async def test_the_scorer_answers_health_readiness_and_metrics(settings: ScorerS
                 return False
 
         await eventually(ready, what="the scorer ready")
-        assert (await client.get("/readyz")).json()["checks"] == {"postgres": "ok", "kafka": "ok", "redis": "ok"}
+        assert (await client.get("/readyz")).json()["checks"] == {
+            **{dependency: "ok" for dependency in ("postgres", "kafka", "redis")},
+            **{part: "ok" for part in ("consumer", "relay", "tenure", "repair", "health")},
+        }
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         assert "scorer_records_total" in (await client.get("/metrics")).text

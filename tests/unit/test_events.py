@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from shared.events import ActivityEvent, EventError, parse_json, validate_event
+from shared.events import EVENT, ActivityEvent, BadNumber, EventError, Like, parse_json, validate_event
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
@@ -138,6 +139,17 @@ def test_occurred_at_before_2000_is_refused(occurred_at: str) -> None:
     assert problems(event(BASE, occurred_at=occurred_at)) == {"occurred_at": "must not be before 2000-01-01T00:00:00Z"}
 
 
+@pytest.mark.parametrize(
+    "occurred_at", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59.999999-00:01"]
+)
+def test_occurred_at_that_overflows_in_utc_is_refused_not_raised(occurred_at: str) -> None:
+    assert "occurred_at" in problems(event(BASE, occurred_at=occurred_at))
+
+
+def test_occurred_at_at_the_end_of_time_is_kept_for_the_scorer() -> None:
+    assert isinstance(validate_event(event(BASE, occurred_at="9999-12-31T23:59:59+00:00")), ActivityEvent)
+
+
 def test_occurred_at_up_to_5_minutes_ahead_of_the_server_clock_is_accepted() -> None:
     valid(event(BASE, occurred_at=(NOW + timedelta(minutes=5)).isoformat()))
 
@@ -159,15 +171,29 @@ def test_occurred_at_accepts_lower_case_t_and_z_as_rfc3339_does() -> None:
 # --- duration_s ---
 
 
-@pytest.mark.parametrize("duration_s", [0, 1, 86_400])
-def test_duration_s_takes_integers_0_to_86400(duration_s: int) -> None:
-    assert valid(event(VISIT, duration_s=duration_s)).duration_s == duration_s
+@pytest.mark.parametrize("duration_s", [0, 1, 86_400, 600.0, 0.0])
+def test_duration_s_takes_integers_0_to_86400(duration_s: float) -> None:
+    # JSON Schema's integer is a number without a fraction, however it is written.
+    result = valid(event(VISIT, duration_s=duration_s)).duration_s
+    assert result == duration_s and isinstance(result, int)
 
 
 @pytest.mark.parametrize(
     "duration_s",
-    [True, False, 600.0, 600.5, "600", -1, 86_401, 10**30, -(10**30), None, [600]],
-    ids=["true", "false", "float", "fraction", "string", "negative", "86401", "huge", "huge-negative", "null", "list"],
+    [True, False, 600.5, "600", -1, 86_401, 10**30, -(10**30), 1e300, None, [600]],
+    ids=[
+        "true",
+        "false",
+        "fraction",
+        "string",
+        "negative",
+        "86401",
+        "huge",
+        "huge-negative",
+        "huge-float",
+        "null",
+        "list",
+    ],
 )
 def test_duration_s_refuses_bools_floats_strings_and_out_of_range(duration_s: object) -> None:
     assert "duration_s" in problems(event(VISIT, duration_s=duration_s))
@@ -207,6 +233,54 @@ def test_attributes_with_a_lone_surrogate_are_refused() -> None:
 def test_attributes_nested_too_deeply_are_refused() -> None:
     deep = parse_json(b"[" * 300 + b"]" * 300)
     assert problems(event(BASE, attributes={"k": deep})) == {"attributes": "is nested more than 32 levels deep"}
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"k": "a\x00b"},
+        {"a\x00": 1},
+        {"k": "\ud800"},
+        {"\udfff": 1},
+        {"k": [{"deep": ["ok", "\udc00\ud800"]}]},
+        {"k": {"x": {"\x00": None}}},
+    ],
+    ids=["nul-value", "nul-key", "surrogate-value", "surrogate-key", "surrogates-deep", "nul-key-deep"],
+)
+def test_attributes_holding_what_jsonb_cannot_store_are_refused_at_any_depth(attributes: dict[str, Any]) -> None:
+    [(field, reason)] = problems(event(BASE, attributes=attributes)).items()
+    assert field == "attributes" and "cannot be stored" in reason, reason
+    reason.encode()  # the reason itself travels in an answer and a Kafka header
+
+
+@pytest.mark.parametrize("number", ["1e400", "1e-1001", "9" * 5000])
+def test_attributes_holding_a_number_no_double_holds_are_refused(number: str) -> None:
+    raw = parse_json(f'{{"k": [1, {{"n": {number}}}]}}'.encode())
+    assert "attributes" in problems(event(BASE, attributes=raw))
+
+
+@pytest.mark.parametrize("number", ["1e400", "9" * 5000])
+def test_a_duration_no_double_holds_is_named(number: str) -> None:
+    assert "duration_s" in problems(event(VISIT, duration_s=parse_json(number.encode())))
+
+
+def test_attributes_nested_deeper_than_python_recurses_are_refused_without_recursion() -> None:
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert problems(event(BASE, attributes={"k": deep})) == {"attributes": "is nested more than 32 levels deep"}
+
+
+def test_attributes_at_the_depth_limit_are_carried_along() -> None:
+    nested: dict[str, Any] = {}
+    for _ in range(31):
+        nested = {"k": nested}
+    assert valid(event(BASE, attributes=nested)).attributes == nested
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), object(), b"x"], ids=["nan", "inf", "object", "bytes"])
+def test_attributes_given_from_python_must_be_json(value: object) -> None:
+    assert "attributes" in problems(event(BASE, attributes={"k": value}))
 
 
 # --- fields ---
@@ -263,7 +337,7 @@ def test_a_field_the_type_does_not_use_is_refused(kind: str, field: str) -> None
 
 def test_every_problem_of_an_event_is_named() -> None:
     raw = {"event_id": "bad id", "type": "like", "member_id": "m-1", "occurred_at": "yesterday", "extra": 1}
-    assert set(problems(raw, index=7)) == {"event_id", "occurred_at", "extra"}
+    assert set(problems(raw, index=7)) == {"event_id", "occurred_at", "extra", "content_id", "target_member_id"}
 
 
 # --- records ---
@@ -302,6 +376,68 @@ def test_parse_json_refuses_nan_and_infinity(body: bytes) -> None:
         parse_json(body)
 
 
-def test_parse_json_refuses_numbers_that_overflow_to_infinity() -> None:
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "1e-1001", "0e-99999", "1." + "0" * 1001, "9" * 5000])
+def test_parse_json_leaves_numbers_no_double_or_jsonb_holds_for_validation_to_name(number: str) -> None:
+    assert isinstance(parse_json(f'{{"a": {number}}}'.encode())["a"], BadNumber)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"a": 1, "a": 2}', b'{"a": {"b": "\\u0000", "b": ""}}'],
+    ids=["top", "nested-hiding-a-nul"],
+)
+def test_parse_json_refuses_a_name_twice_in_one_object(body: bytes) -> None:
+    with pytest.raises(ValueError, match="appears twice"):
+        parse_json(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['{"a": 1}'.encode("utf-16"), '{"a": 1}'.encode("utf-32-le"), b"\xef\xbb\xbf{}", b'{"a": "\xed\xa0\x80"}'],
+    ids=["utf-16", "utf-32", "bom", "encoded-surrogate"],
+)
+def test_parse_json_reads_only_utf_8_without_a_bom(body: bytes) -> None:
     with pytest.raises(ValueError):
-        parse_json(b'{"a": 1e400}')
+        parse_json(body)
+
+
+def test_parse_json_refuses_nesting_too_deep_as_a_value_error() -> None:
+    with pytest.raises(ValueError, match="nested too deeply"):
+        parse_json(b"[" * 100_000 + b"]" * 100_000)
+
+
+# --- the schema ---
+
+SCHEMA = EVENT.json_schema(ref_template="{model}")
+
+
+def variant(kind: str) -> dict[str, Any]:
+    schema: dict[str, Any] = SCHEMA["$defs"][SCHEMA["discriminator"]["mapping"][kind]]
+    return schema
+
+
+def test_the_schema_is_a_union_with_one_variant_per_type() -> None:
+    assert set(SCHEMA["discriminator"]["mapping"]) == set(USES)
+    assert len(SCHEMA["oneOf"]) == len(USES)
+
+
+@pytest.mark.parametrize("kind", USES)
+def test_each_types_schema_requires_what_it_uses_and_forbids_the_rest(kind: str) -> None:
+    schema = variant(kind)
+    assert set(schema["required"]) == {"event_id", "type", "member_id", "occurred_at"} | USES[kind]
+    assert set(schema["properties"]) == {"event_id", "type", "member_id", "occurred_at", "attributes"} | USES[kind]
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["type"]["const"] == kind
+
+
+def test_validating_through_activity_event_applies_the_types_rules() -> None:
+    # Code that builds events with ActivityEvent.model_validate gets the type's own model.
+    assert isinstance(ActivityEvent.model_validate(LIKE), Like)
+    with pytest.raises(ValidationError):
+        ActivityEvent.model_validate({k: v for k, v in LIKE.items() if k != "target_member_id"})
+
+
+def test_every_problem_of_an_event_is_named_in_text_that_encodes() -> None:
+    raw = {"\ud800": 1, "event_id": "e\ud800", "type": "post", "member_id": "\x00", "occurred_at": "x"}
+    for reason_or_field in (text for item in problems(raw).items() for text in item):
+        reason_or_field.encode()

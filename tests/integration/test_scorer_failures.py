@@ -1,0 +1,416 @@
+"""The scorer is never wedged (docs/RELIABILITY.md): what a record or a store can do to it.
+
+Each failure here is a real one: PostgreSQL refusing a row (a trigger raising the error the
+store would), a record too large to copy whole, offsets the broker no longer holds, a Redis
+server paused with SIGSTOP, a database copied back as if restored from a backup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.structs import TopicPartition
+from alembic import command
+from alembic.config import Config
+from prometheus_client import REGISTRY
+from redis.asyncio import Redis
+
+from services.common.kafka import ensure_topics
+from services.common.members import MemberCache
+from services.scorer.settings import ScorerSettings
+from tests.conftest import ADMIN, ROLES, ROOT, _create_database, _drop_database, database_url, unique
+from tests.integration.test_scorer import _equals, event, publish, running, scores
+from tests.support import eventually, free_port, own_topics, read_topic
+
+
+def scorer_settings(kwargs: dict[str, Any], **overrides: Any) -> ScorerSettings:
+    port = overrides.pop("port", 0)  # set after validation: the field is read from CL_SCORER_PORT only
+    fast = {
+        "tenure_interval": timedelta(milliseconds=300),
+        "repair_interval": timedelta(milliseconds=300),
+        "relay_interval": timedelta(milliseconds=200),
+        "health_interval": timedelta(milliseconds=300),
+    }
+    return ScorerSettings(**{**kwargs, **fast, **overrides}).model_copy(update={"port": port})
+
+
+@pytest.fixture
+def settings(settings_kwargs: dict[str, Any]) -> ScorerSettings:
+    return scorer_settings(settings_kwargs)
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+async def refuse(pg: asyncpg.Connection) -> AsyncIterator[None]:
+    """PostgreSQL refuses activity whose event id starts with `refused-` (a data exception, as
+    for a character jsonb cannot hold) or `stuck-` (an error no record causes)."""
+    await pg.execute(
+        """
+        CREATE OR REPLACE FUNCTION refuse_activity() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.event_id LIKE 'refused-%' THEN
+                RAISE EXCEPTION 'value refused for %', NEW.event_id USING ERRCODE = '22023';
+            ELSIF NEW.event_id LIKE 'stuck-%' THEN
+                RAISE EXCEPTION 'store not ready' USING ERRCODE = '55000';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse_activity BEFORE INSERT ON activity FOR EACH ROW EXECUTE FUNCTION refuse_activity();
+        """
+    )
+    try:
+        yield
+    finally:
+        await pg.execute("DROP TRIGGER IF EXISTS refuse_activity ON activity")
+
+
+async def test_a_record_the_store_refuses_is_dead_lettered_alone_and_the_rest_commits(
+    settings: ScorerSettings, pg: asyncpg.Connection, refuse: None
+) -> None:
+    ann, bob = unique("ann"), unique("bob")
+    refused = {**event("reply", bob, content_id="r0"), "event_id": unique("refused")}
+    before = metric("scorer_dead_letters_total", reason="refused")
+    await publish(
+        settings,
+        [event("post", ann, content_id="p1"), event("post", bob, content_id="p1"), refused]
+        + [event("reply", m, content_id=f"r{i}") for i in range(1, 4) for m in (ann, bob)],
+    )
+    async with running(settings):
+        # posts 10 + 3 replies of 5 each: everything but the refused reply counts
+        await eventually(lambda: _equals(scores(pg, ann), (25, 0, 6)))
+        await eventually(lambda: _equals(scores(pg, bob), (25, 0, 6)))
+    dead = await read_topic(settings.kafka_bootstrap, settings.topic_dlq, {bob})
+    assert [refused["event_id"].encode() in m.value for m in dead] == [True]
+    reason = dict(dead[0].headers)["reason"].decode()
+    assert "refused by the store" in reason and "value refused for" in reason, reason
+    assert dict(dead[0].headers)["source_topic"].decode() == settings.topic_activity
+    assert metric("scorer_dead_letters_total", reason="refused") == before + 1
+    assert not await pg.fetchval("SELECT count(*) FROM activity WHERE event_id = $1", refused["event_id"])
+
+
+async def test_a_store_failure_no_record_causes_is_retried_and_readiness_says_wedged(
+    settings_kwargs: dict[str, Any], pg: asyncpg.Connection, refuse: None
+) -> None:
+    cat = unique("cat")
+    port = free_port()
+    settings = scorer_settings(settings_kwargs, port=port, stall_timeout=timedelta(seconds=1))
+    await publish(settings, [{**event("post", cat, content_id="p1"), "event_id": unique("stuck")}])
+    async with running(settings), httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+
+        async def wedged() -> bool:
+            answer = await _readyz(client)
+            return (
+                answer is not None
+                and answer.status_code == 503
+                and answer.json()["checks"]["consumer"].startswith("wedged")
+            )
+
+        await eventually(wedged, what="/readyz to say the consumer is wedged")
+        assert await scores(pg, cat) is None, "nothing is dead-lettered for a failure the record did not cause"
+        await pg.execute("DROP TRIGGER refuse_activity ON activity")
+        await eventually(lambda: _equals(scores(pg, cat), (10, 0, 5)), what="the record applied once the store is back")
+
+        async def ready() -> bool:
+            answer = await _readyz(client)
+            return answer is not None and answer.status_code == 200
+
+        await eventually(ready, what="/readyz ready again")
+
+
+async def _readyz(client: httpx.AsyncClient) -> httpx.Response | None:
+    try:
+        return await client.get("/readyz")
+    except httpx.HTTPError:
+        return None  # not serving yet
+
+
+async def test_an_oversized_record_is_dead_lettered_truncated_with_a_header(settings: ScorerSettings) -> None:
+    dan = unique("dan")
+    value = b'{"event_id": "' + b"x" * 1_000_000 + b'"}'
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, max_request_size=2_000_000)
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic_activity, value, key=dan.encode())
+    finally:
+        await producer.stop()
+    await publish(settings, [event("post", dan, content_id="p1")])
+    async with running(settings):
+        dead = await _eventually_read(settings, settings.topic_dlq, dan)
+    headers = dict(dead.headers)
+    assert headers["truncated_value_from"] == str(len(value)).encode()
+    assert value.startswith(dead.value) and 0 < len(dead.value) < len(value)
+    assert headers["reason"], "the reason is kept"
+
+
+async def _eventually_read(settings: ScorerSettings, topic: str, key: str) -> Any:
+    found: list[Any] = []
+
+    async def arrived() -> bool:
+        found[:] = await read_topic(settings.kafka_bootstrap, topic, {key})
+        return bool(found)
+
+    await eventually(arrived, timeout=30, what=f"a record for {key} on {topic}")
+    return found[0]
+
+
+async def test_offsets_the_broker_no_longer_holds_resume_at_the_log_start(
+    settings_kwargs: dict[str, Any], pg: asyncpg.Connection
+) -> None:
+    name = unique("range")
+    settings = scorer_settings({**own_topics(settings_kwargs, name), "group_id": name})
+    await ensure_topics(settings)
+    eve, fox = unique("eve"), unique("fox")
+    await publish(settings, [event("post", eve, content_id=f"p{i}") for i in range(3)])
+    await publish(settings, [event("post", fox, content_id="p0")])
+    # Retention took eve's first two records before they were scored; fox's stored offset
+    # points past the end of its partition (as after the topic was recreated).
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        tps = await _partitions_of(settings, {eve, fox})
+        await admin.delete_records({tps[eve]: RecordsToDelete(before_offset=2)}, timeout_ms=10_000)
+    finally:
+        await admin.close()
+    await pg.executemany(
+        "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, epoch, owner, updated_at)"
+        " VALUES ($1, $2, $3, $4, 1, 'earlier', now())",
+        [
+            (name, settings.topic_activity, tps[eve].partition, 0),
+            (name, settings.topic_activity, tps[fox].partition, 1000),
+        ],
+    )
+    below = metric("scorer_offsets_out_of_range_total", partition=str(tps[eve].partition), where="below_log_start")
+    async with running(settings):
+        await eventually(lambda: _equals(scores(pg, eve), (10, 0, 5)), what="eve's remaining post applied")
+        await eventually(lambda: _equals(scores(pg, fox), (10, 0, 5)), what="fox's post applied")
+        await publish(settings, [event("reply", eve, content_id="r1")])
+        await eventually(lambda: _equals(scores(pg, eve), (15, 0, 5)), what="the partition goes on")
+    after = metric("scorer_offsets_out_of_range_total", partition=str(tps[eve].partition), where="below_log_start")
+    assert after == below + 1
+    assert metric("scorer_offsets_out_of_range_total", partition=str(tps[fox].partition), where="past_log_end") >= 1
+
+
+async def _partitions_of(settings: ScorerSettings, members: set[str]) -> dict[str, TopicPartition]:
+    found = await read_topic(settings.kafka_bootstrap, settings.topic_activity, members)
+    return {m.key.decode(): TopicPartition(m.topic, m.partition) for m in found}
+
+
+async def test_readiness_fails_when_a_worker_has_ended(settings_kwargs: dict[str, Any]) -> None:
+    port = free_port()
+    async with (
+        running(scorer_settings(settings_kwargs, port=port)) as scorer,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+    ):
+
+        async def answer(status: int) -> bool:
+            response = await _readyz(client)
+            return response is not None and response.status_code == status
+
+        await eventually(lambda: answer(200), what="the scorer ready")
+        task = scorer.workers["relay"].task
+        assert task is not None
+        task.cancel()
+        await eventually(lambda: answer(503), what="/readyz to fail")
+        assert (await client.get("/readyz")).json()["checks"]["relay"].startswith("dead")
+
+
+@pytest.fixture
+def own_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A Redis server of the test's own, so it can be paused without pausing anyone else's."""
+    port = free_port()
+    server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    with tempfile.TemporaryDirectory() as data:
+        proc = subprocess.Popen(
+            [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", data],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            yield f"redis://127.0.0.1:{port}/0", proc
+        finally:
+            proc.send_signal(signal.SIGCONT)
+            proc.terminate()
+            proc.wait(10)
+
+
+async def test_scoring_goes_on_while_redis_hangs(
+    settings_kwargs: dict[str, Any], pg: asyncpg.Connection, own_redis: tuple[str, subprocess.Popen[bytes]]
+) -> None:
+    url, proc = own_redis
+    redis = Redis.from_url(url)
+    await eventually(lambda: _pings(redis), what="the test's Redis up")
+    settings = scorer_settings(settings_kwargs, redis_url=url)
+    cache = MemberCache(redis, settings.redis_prefix)
+    gus = unique("gus")
+    try:
+        async with running(settings):
+            await publish(settings, [event("post", gus, content_id="p0")])
+            await eventually(lambda: _has_score(cache, gus, 10), what="the first view in Redis")
+            proc.send_signal(signal.SIGSTOP)  # connections are accepted and never answered
+            for i in range(1, 5):  # batch after batch: none may wait on Redis
+                await publish(settings, [event("reply", gus, content_id=f"r{i}")])
+                await eventually(
+                    lambda i=i: _active_is(pg, gus, 10 + 5 * i),  # type: ignore[misc]
+                    timeout=15,
+                    what=f"reply {i} scored while Redis hangs",
+                )
+            proc.send_signal(signal.SIGCONT)
+            await eventually(lambda: _has_score(cache, gus, 30), timeout=20, what="Redis repaired after it woke")
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        await redis.aclose()
+
+
+async def _active_is(pg: asyncpg.Connection, member: str, active: int) -> bool:
+    found = await scores(pg, member)
+    return found is not None and found[0] == active
+
+
+async def _pings(redis: Redis) -> bool:
+    try:
+        return bool(await redis.ping())
+    except OSError:
+        return False
+    except Exception:  # noqa: BLE001 - redis-py's own connection errors while it starts
+        return False
+
+
+async def _has_score(cache: MemberCache, member: str, active: int) -> bool:
+    view = (await cache.get_many([member])).get(member)
+    return view is not None and view["active_score"] == active
+
+
+async def test_views_follow_postgres_after_a_restore_from_a_backup(settings_kwargs: dict[str, Any]) -> None:
+    """The database is copied (the backup), moves on, and the copy is then put in its place:
+    Redis must show the copy's members, not the newer views it had been given."""
+    name = unique("restore").replace("-", "_")
+    live, backup = f"cl_{name}_live", f"cl_{name}_backup"
+    admin = database_url(ADMIN, "postgres").replace("+asyncpg", "")
+    await _create_database(admin, live)
+    try:
+        await asyncio.to_thread(_migrate, database_url(ROLES["owner"], live))
+        base = {**own_topics(settings_kwargs, name), "group_id": name}
+        await ensure_topics(scorer_settings(base))
+        hal = unique("hal")
+        redis = Redis.from_url(scorer_settings(base).redis_url)
+        cache = MemberCache(redis, base["redis_prefix"])
+        on_live = scorer_settings({**base, "database_url": database_url(ROLES["owner"], live)})
+        await publish(on_live, [event("post", hal, content_id="p0")])
+        async with running(on_live):
+            await eventually(lambda: _has_score(cache, hal, 10), what="hal's first view")
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'CREATE DATABASE "{backup}" TEMPLATE "{live}" OWNER {ROLES["owner"]}')
+        finally:
+            await conn.close()
+        await publish(on_live, [event("reply", hal, content_id="r1")])
+        async with running(on_live):
+            await eventually(lambda: _has_score(cache, hal, 15), what="hal's later view")
+            await asyncio.sleep(1)  # a few repair rounds: the view epoch moves past the backup's
+        # The backup replaces the database; the records after it are gone with it (another topic).
+        restored = scorer_settings(
+            {
+                **own_topics(base, "after"),
+                "redis_prefix": base["redis_prefix"],
+                "database_url": database_url(ROLES["owner"], backup),
+            }
+        )
+        await ensure_topics(restored)
+        async with running(restored):
+            await eventually(lambda: _has_score(cache, hal, 10), timeout=20, what="hal's view as the backup has it")
+        await redis.aclose()
+    finally:
+        await _drop_database(admin, live)
+        await _drop_database(admin, backup)
+
+
+def _migrate(url: str) -> None:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["url"] = url
+    command.upgrade(config, "head")
+
+
+async def test_inputs_written_straight_to_the_topic_never_stop_the_partition(
+    settings: ScorerSettings, pg: asyncpg.Connection
+) -> None:
+    ivy = unique("ivy")
+    base = event("reply", ivy, content_id="r0")
+    bad = [
+        {**base, "attributes": {"note": "a\u0000b"}},  # jsonb cannot hold NUL
+        {**base, "attributes": {"a\u0000": 1}},
+        {**base, "occurred_at": "9999-12-31T23:59:59-23:59"},  # past datetime's range in UTC
+        {**base, "occurred_at": "0001-01-01T00:00:00+23:59"},
+    ]
+    raw = [json.dumps({**b, "event_id": unique("bad")}).encode() for b in bad]
+    raw.append(b'{"attributes": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")  # deeper than any parser recurses
+    raw.append(b'{"event_id": "\\ud800"}')  # a lone surrogate
+    await publish(settings, [], raw=tuple((ivy.encode(), value) for value in raw))
+    await publish(settings, [event("post", ivy, content_id="p1")])
+    async with running(settings):
+        await eventually(lambda: _equals(scores(pg, ivy), (10, 0, 5)), what="the record after them applied")
+    dead = await read_topic(settings.kafka_bootstrap, settings.topic_dlq, {ivy})
+    assert [m.value for m in dead] == raw
+    assert all(dict(m.headers)["reason"] for m in dead)
+
+
+async def test_only_the_relay_holding_the_lease_publishes(settings: ScorerSettings, pg: asyncpg.Connection) -> None:
+    jay = unique("jay")
+    await pg.execute("UPDATE relay_lease SET owner = 'another scorer', expires_at = now() + interval '1 minute'")
+    try:
+        await publish(settings, [event("reply", jay, content_id="r1")])
+        async with running(settings):
+            await eventually(lambda: _equals(scores(pg, jay), (5, 0, 5)), what="jay scored")
+            await asyncio.sleep(1)  # several relay rounds
+            unsent = "SELECT count(*) FROM level_changes WHERE member_id = $1 AND sent_at IS NULL"
+            assert await pg.fetchval(unsent, jay) == 1, "another relay's lease is respected"
+            await pg.execute("UPDATE relay_lease SET expires_at = now() - interval '1 second'")  # it died
+            await eventually(lambda: _equals(pg.fetchval(unsent, jay), 0), what="the lease taken over")
+        assert len(await read_topic(settings.kafka_bootstrap, settings.topic_level_changes, {jay})) == 1
+    finally:
+        await pg.execute("UPDATE relay_lease SET expires_at = now()")
+
+
+async def test_metrics_show_lag_backlogs_dead_letters_and_batch_durations(
+    settings_kwargs: dict[str, Any], pg: asyncpg.Connection
+) -> None:
+    port = free_port()
+    settings = scorer_settings(settings_kwargs, port=port)
+    kim = unique("kim")
+    await publish(settings, [event("post", kim, content_id="p1")], raw=((kim.encode(), b"{not json"),))
+    partition = (await _partitions_of(settings, {kim}))[kim].partition
+    async with running(settings), httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        await eventually(lambda: _equals(scores(pg, kim), (10, 0, 5)))
+
+        async def measured() -> bool:
+            try:
+                text = (await client.get("/metrics")).text
+            except httpx.HTTPError:
+                return False
+            return f'scorer_consumer_lag{{partition="{partition}"}} 0.0' in text
+
+        await eventually(measured, what="the partition's lag measured as 0")
+        text = (await client.get("/metrics")).text
+    for name in (
+        "scorer_outbox_backlog",
+        "scorer_outbox_oldest_age_seconds",
+        "scorer_redis_unsynced_members",
+        "scorer_batch_duration_seconds_count",
+        'scorer_dead_letters_total{reason="invalid"}',
+        "scorer_offsets_out_of_range_total",
+    ):
+        assert name in text, name
