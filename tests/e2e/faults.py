@@ -17,6 +17,8 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -327,3 +329,20 @@ def server_pid(name: str) -> int:
         "postgres": ROOT / ".local" / "pg" / "data" / "postmaster.pid",
     }[name]
     return int(path.read_text().split()[0])
+
+
+@asynccontextmanager
+async def outage(name: str, how: str) -> AsyncIterator[None]:
+    """The server is away while the block runs, and back however the block ends: `stopped` by
+    its script (connections refused) or `paused` by SIGSTOP (connections accepted, no answer)."""
+    if how == "paused":
+        os.kill(server_pid(name), signal.SIGSTOP)
+    else:
+        await asyncio.to_thread(server, "stop", name)
+    try:
+        yield
+    finally:
+        if how == "paused":
+            os.kill(server_pid(name), signal.SIGCONT)
+        else:
+            await asyncio.to_thread(server, "start", name)

@@ -1,7 +1,9 @@
-"""Exact under faults (docs/RELIABILITY.md): each fault while a stream of 20,000 events flows.
+"""Exact under faults (docs/RELIABILITY.md): each fault while a stream of events flows.
 
-`make test` runs the short versions of the scorer-kill and poison faults; `make faults` runs
-every fault, with `CL_FAULT_KILLS=20`.
+Each fault runs in two forms of one test body. `make test` runs the short form: 8,000 events,
+outages of 12 s, 5 scorer kills. `make faults` runs the long form (`-m long`): 21,000 events
+(over 20,000 distinct), outages of 30 s, 20 kills; `CL_FAULT_EVENTS`, `CL_FAULT_OUTAGE_S` and
+`CL_FAULT_KILLS` change it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +34,7 @@ from tests.e2e.faults import (
     check,
     failpoints_fired,
     fenced_writes,
+    outage,
     refused_after_stall,
     server,
     server_pid,
@@ -38,10 +42,32 @@ from tests.e2e.faults import (
 from tests.streams import mixed_stream
 from tests.support import eventually, read_topic
 
-# 21,000 posted, about 5% of them client retries: over 20,000 distinct events.
-EVENTS = int(os.environ.get("CL_FAULT_EVENTS", "21000"))
-KILLS = int(os.environ.get("CL_FAULT_KILLS", "5"))
-long = pytest.mark.long
+
+@dataclass(frozen=True)
+class Form:
+    """How big a fault run is."""
+
+    name: str
+    events: int  # posted, about 5% of them client retries
+    outage_s: float  # how long a server is stalled, stopped or paused
+    kills: int  # random SIGKILLs of the scorer
+
+    def report(self, fault: str) -> str:
+        """The figures file's name: the long run's figures are the ones docs/RELIABILITY.md quotes."""
+        return fault if self.name == "long" else f"{fault}.{self.name}"
+
+
+# 12 s outages: longer than ingest's 10 s publish timeout, so a stalled Kafka shows as 503.
+SHORT = Form("short", events=8000, outage_s=12, kills=5)
+LONG = Form(
+    "long",
+    events=int(os.environ.get("CL_FAULT_EVENTS", "21000")),
+    outage_s=float(os.environ.get("CL_FAULT_OUTAGE_S", "30")),
+    kills=int(os.environ.get("CL_FAULT_KILLS", "20")),
+)
+forms = pytest.mark.parametrize(
+    "form", [pytest.param(SHORT, id="short"), pytest.param(LONG, id="long", marks=pytest.mark.long)]
+)
 
 
 @pytest.fixture
@@ -56,8 +82,8 @@ async def scorers(system: System) -> AsyncIterator[Scorers]:
     await system.astart("scorer")
 
 
-def stream(seed: int) -> list[dict[str, Any]]:
-    return mixed_stream(uuid.uuid4().hex[:8], seed=seed, members=EVENTS // 20, count=EVENTS)
+def stream(form: Form, seed: int) -> list[dict[str, Any]]:
+    return mixed_stream(uuid.uuid4().hex[:8], seed=seed, members=form.events // 20, count=form.events)
 
 
 def assert_exact(report: Report) -> None:
@@ -67,10 +93,16 @@ def assert_exact(report: Report) -> None:
     }
 
 
+@forms
 async def test_scorer_killed_repeatedly_loses_nothing_and_counts_nothing_twice(
-    system: System, scorers: Scorers, ingest: httpx.AsyncClient, api: httpx.AsyncClient, pg: asyncpg.Connection
+    form: Form,
+    system: System,
+    scorers: Scorers,
+    ingest: httpx.AsyncClient,
+    api: httpx.AsyncClient,
+    pg: asyncpg.Connection,
 ) -> None:
-    events, ledger, now = stream(seed=1), Ledger(), datetime.now(UTC)
+    events, ledger, now = stream(form, seed=1), Ledger(), datetime.now(UTC)
     # Named points first, one life each: after the PostgreSQL commit but before Redis is
     # written; in the relay after a send but before the row is marked sent. Then SIGKILLs at
     # random moments.
@@ -82,13 +114,13 @@ async def test_scorer_killed_repeatedly_loses_nothing_and_counts_nothing_twice(
 
     await eventually(both_fired, timeout=60, what="both named failpoints fired")
     kills = 0
-    while kills < KILLS:
+    while kills < form.kills:
         await asyncio.sleep(random.uniform(1.0, 3.0))
         scorers.kill("scorer")
         kills += 1
     recovery = asyncio.create_task(catch_up_time(system))
     await posting
-    report = await check("scorer_killed", system, pg, api, ledger, now)
+    report = await check(form.report("scorer_killed"), system, pg, api, ledger, now)
     report.recover_s = await recovery
     report.faults = {
         "sigkill_random": kills,
@@ -99,10 +131,11 @@ async def test_scorer_killed_repeatedly_loses_nothing_and_counts_nothing_twice(
     assert report.faults["failpoints"].get("after_commit") and report.faults["failpoints"].get("relay_after_send")
 
 
+@forms
 async def test_poison_records_go_to_the_dead_letter_topic_and_change_nothing(
-    system: System, ingest: httpx.AsyncClient, api: httpx.AsyncClient, pg: asyncpg.Connection
+    form: Form, system: System, ingest: httpx.AsyncClient, api: httpx.AsyncClient, pg: asyncpg.Connection
 ) -> None:
-    events, ledger, now = stream(seed=6), Ledger(), datetime.now(UTC)
+    events, ledger, now = stream(form, seed=6), Ledger(), datetime.now(UTC)
     members = sorted({e["member_id"] for e in events})
     poison: dict[tuple[int, int], bytes] = {}
     producer = make_producer(Settings(kafka_bootstrap=system.bootstrap), "poisoner")
@@ -110,7 +143,7 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_change_nothing(
 
     async def poison_stream() -> None:
         kinds = [b"{not json", b'{"event_id": "x", "type": "teleport"}', b'{"huge": "' + b"x" * 900_000 + b'"}']
-        for i in range(EVENTS // 100):  # about 1% of the records
+        for i in range(form.events // 100):  # about 1% of the records
             value = kinds[i % len(kinds)]
             meta = await (
                 await producer.send(system.env["CL_TOPIC_ACTIVITY"], value, key=random.choice(members).encode())
@@ -122,7 +155,7 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_change_nothing(
         await asyncio.gather(ledger.post(ingest, events), poison_stream())
     finally:
         await producer.stop()
-    report = await check("poison", system, pg, api, ledger, now)
+    report = await check(form.report("poison"), system, pg, api, ledger, now)
     dead = {
         (int(dict(m.headers)["source_partition"]), int(dict(m.headers)["source_offset"])): m
         for m in await read_topic(system.bootstrap, system.env["CL_TOPIC_DLQ"])
@@ -134,11 +167,16 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_change_nothing(
     assert all(dead[at].value == value and dict(dead[at].headers)["reason"] for at, value in poison.items())
 
 
-@long
+@forms
 async def test_rebalances_and_a_stalled_scorer_keep_every_member_exact(
-    system: System, scorers: Scorers, ingest: httpx.AsyncClient, api: httpx.AsyncClient, pg: asyncpg.Connection
+    form: Form,
+    system: System,
+    scorers: Scorers,
+    ingest: httpx.AsyncClient,
+    api: httpx.AsyncClient,
+    pg: asyncpg.Connection,
 ) -> None:
-    events, ledger, now = stream(seed=2), Ledger(), datetime.now(UTC)
+    events, ledger, now = stream(form, seed=2), Ledger(), datetime.now(UTC)
     await scorers.start("scorer")
     await scorers.start("scorer-2")
     # scorer-3 stalls itself (SIGSTOP) with a batch in hand, past its Kafka session timeout;
@@ -162,7 +200,7 @@ async def test_rebalances_and_a_stalled_scorer_keep_every_member_exact(
             await scorers.start("scorer-2")
             changes += 1
     await posting
-    report = await check("rebalances", system, pg, api, ledger, now)
+    report = await check(form.report("rebalances"), system, pg, api, ledger, now)
     report.recover_s = await recovery if recovery else None
     report.faults = {"scorer_starts_and_stops": changes, "stalled": stalled, "writes_refused": fenced_writes(system)}
     assert_exact(report)
@@ -174,80 +212,101 @@ def _stopped(pid: int) -> bool:
         return stat.read().rsplit(")", 1)[1].split()[0] == "T"
 
 
-@long
+@forms
 async def test_kafka_stalled_and_killed_while_clients_post(
-    system: System, ingest: httpx.AsyncClient, api: httpx.AsyncClient, pg: asyncpg.Connection
+    form: Form, system: System, ingest: httpx.AsyncClient, api: httpx.AsyncClient, pg: asyncpg.Connection
 ) -> None:
-    events, ledger, now = stream(seed=3), Ledger(), datetime.now(UTC)
+    events, ledger, now = stream(form, seed=3), Ledger(), datetime.now(UTC)
     posting = asyncio.create_task(ledger.post(ingest, events, batch=100, pace=0.2))
     await asyncio.sleep(3)
-    os.kill(server_pid("kafka"), signal.SIGSTOP)
-    await asyncio.sleep(30)
-    os.kill(server_pid("kafka"), signal.SIGCONT)
-    await asyncio.sleep(10)
+    async with outage("kafka", "paused"):
+        await asyncio.sleep(form.outage_s)
+    await asyncio.sleep(form.outage_s / 3)
     os.kill(server_pid("kafka"), signal.SIGKILL)
     await asyncio.sleep(2)
     await asyncio.to_thread(server, "start", "kafka")
     recovery = asyncio.create_task(catch_up_time(system))
     await posting
-    report = await check("kafka", system, pg, api, ledger, now)
+    report = await check(form.report("kafka"), system, pg, api, ledger, now)
     report.recover_s = await recovery
-    report.faults = {"kafka_sigstop_s": 30, "kafka_sigkill": 1}
+    report.faults = {"kafka_sigstop_s": form.outage_s, "kafka_sigkill": 1}
     assert_exact(report)
     assert report.answers.get("503", 0) > 0, "ingest answered 503 while Kafka could not acknowledge"
 
 
-@long
-async def test_postgres_stopped_for_30_seconds(
-    system: System, ingest: httpx.AsyncClient, api: httpx.AsyncClient, pg: asyncpg.Connection, run_env: dict[str, str]
+@forms
+async def test_postgres_stopped(
+    form: Form,
+    system: System,
+    ingest: httpx.AsyncClient,
+    api: httpx.AsyncClient,
+    pg: asyncpg.Connection,
+    run_env: dict[str, str],
 ) -> None:
-    events, ledger, now = stream(seed=4), Ledger(), datetime.now(UTC)
+    events, ledger, now = stream(form, seed=4), Ledger(), datetime.now(UTC)
     posting = asyncio.create_task(ledger.post(ingest, events, batch=100, pace=0.2))
     await asyncio.sleep(5)
     served = (await api.get("/v1/members", params={"ids": ledger.acknowledged[0]["member_id"]})).json()["members"]
     await pg.close()
-    await asyncio.to_thread(server, "stop", "postgres")
-    stopped = time.monotonic()
-    await asyncio.sleep(3)
-    ready = await api.get("/readyz")
-    member = await api.get(f"/v1/members/{served[0]['member_id']}") if served else None
-    await asyncio.sleep(max(0.0, 30 - (time.monotonic() - stopped)))
-    await asyncio.to_thread(server, "start", "postgres")
+    async with outage("postgres", "stopped"):
+        stopped = time.monotonic()
+        await asyncio.sleep(3)
+        ready = await api.get("/readyz")
+        member = await api.get(f"/v1/members/{served[0]['member_id']}") if served else None
+        await asyncio.sleep(max(0.0, form.outage_s - (time.monotonic() - stopped)))
     recovery = asyncio.create_task(catch_up_time(system))
     await posting
     pg2 = await asyncpg.connect(run_env["CL_DATABASE_URL"].replace("+asyncpg", ""))
     try:
-        report = await check("postgres", system, pg2, api, ledger, now)
+        report = await check(form.report("postgres"), system, pg2, api, ledger, now)
         report.recover_s = await recovery
     finally:
         await pg2.close()
-    report.faults = {"postgres_stopped_s": 30}
+    report.faults = {"postgres_stopped_s": form.outage_s}
     assert_exact(report)
     assert ready.json()["checks"]["postgres"].startswith("down"), "/readyz says what is down"
     assert member is not None and member.status_code == 200, "member reads are served from Redis"
     assert report.dead_letters == 0
 
 
-@long
-async def test_redis_stopped_for_30_seconds(
-    system: System, ingest: httpx.AsyncClient, api: httpx.AsyncClient, pg: asyncpg.Connection
+@forms
+@pytest.mark.parametrize("how", ["stopped", "paused"])
+async def test_redis_stopped_or_paused_while_the_scorer_keeps_applying(
+    how: str,
+    form: Form,
+    system: System,
+    ingest: httpx.AsyncClient,
+    api: httpx.AsyncClient,
+    pg: asyncpg.Connection,
 ) -> None:
-    events, ledger, now = stream(seed=5), Ledger(), datetime.now(UTC)
+    """Stopped, Redis refuses connections; paused (SIGSTOP), it accepts them and answers nothing."""
+    events, ledger, now = stream(form, seed=5 if how == "stopped" else 7), Ledger(), datetime.now(UTC)
     posting = asyncio.create_task(ledger.post(ingest, events, batch=100, pace=0.2))
     await asyncio.sleep(5)
-    await asyncio.to_thread(server, "stop", "redis")
-    await asyncio.sleep(3)
-    member = ledger.acknowledged[0]["member_id"]
-    read = await api.get(f"/v1/members/{member}")
-    applied_before = await pg.fetchval("SELECT count(*) FROM activity")
-    await asyncio.sleep(27)
-    applied_during = await pg.fetchval("SELECT count(*) FROM activity") - applied_before
-    await asyncio.to_thread(server, "start", "redis")
+    async with outage("redis", how):
+        away = time.monotonic()
+        await asyncio.sleep(3)
+        read = await api.get(f"/v1/members/{ledger.acknowledged[0]['member_id']}")
+        applied_before, acked_before = await _applied(pg), len(ledger.acknowledged)
+        await asyncio.sleep(max(0.0, form.outage_s - (time.monotonic() - away)))
+        applied_during = await _applied(pg) - applied_before
+        acked_during = len(ledger.acknowledged) - acked_before
     recovery = asyncio.create_task(catch_up_time(system))
     await posting
-    report = await check("redis", system, pg, api, ledger, now)
+    report = await check(form.report("redis" if how == "stopped" else "redis_paused"), system, pg, api, ledger, now)
     report.recover_s = await recovery
-    report.faults = {"redis_stopped_s": 30, "records_applied_while_down": applied_during}
+    report.faults = {
+        f"redis_{how}_s": form.outage_s,
+        "events_acknowledged_meanwhile": acked_during,
+        "records_applied_meanwhile": applied_during,
+    }
     assert_exact(report)
-    assert read.status_code == 200, "the API answers from PostgreSQL while Redis is down"
-    assert applied_during > 1000, "the scorer keeps going on PostgreSQL while Redis is down"
+    assert read.status_code == 200, "the API answers from PostgreSQL while Redis is away"
+    # Ingest takes events while Redis is away, and the scorer applies them meanwhile: most of
+    # them (a hung scorer applies none; one behind applies old records, so not all of these).
+    assert acked_during > 0, "ingest takes events while Redis is away"
+    assert applied_during >= acked_during / 2, "the scorer keeps applying while Redis is away"
+
+
+async def _applied(pg: asyncpg.Connection) -> int:
+    return int(await pg.fetchval("SELECT count(*) FROM activity"))
