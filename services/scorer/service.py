@@ -321,9 +321,11 @@ class Scorer:
                 except Exception as exc:  # RecordError, or a validation bug: either way not this partition's end
                     items.append((msg, None))
                     invalid.append((msg, str(exc) or repr(exc)))
+        if not items:
+            return  # partitions not (or no longer) ours: read again by their owner
         if invalid:
             await self._retry("write to the dead-letter topic", lambda: self._dead_letter(invalid, "invalid"))
-        self.failpoints.hit("before_commit")
+        self.failpoints.hit("before_commit")  # only with a batch in hand
         await self._apply(items, now)
         BATCH_SECONDS.observe(time.monotonic() - started)
 
