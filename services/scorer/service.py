@@ -122,7 +122,7 @@ class Scorer:
         self.rules = settings.rules
         self.engine: AsyncEngine = db.engine(
             settings.database_url,
-            f"scorer:{settings.instance}",
+            repo.SESSION_PREFIX + settings.instance,
             idle_in_transaction_ms=int(settings.idle_in_transaction_timeout.total_seconds() * 1000),
         )
         self.failpoints = Failpoints(settings.failpoints)
