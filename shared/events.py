@@ -131,7 +131,9 @@ def _attributes(value: object) -> object:
         elif isinstance(node, str):
             problem = _storable_text(node)
         elif isinstance(node, BadNumber):
-            problem = f"holds the number {node.text[:40]}, which is not a finite double of at most 1000 decimals"
+            problem = (
+                f"holds the number {node.text[:40]}, out of range (a finite double, {MAX_DECIMAL_PLACES} decimals)"
+            )
         elif isinstance(node, float) and not math.isfinite(node):
             problem = f"holds {node}, which JSON cannot write"
         elif not (node is None or isinstance(node, bool | int | float)):
@@ -365,8 +367,10 @@ def _field_errors(index: int, raw: dict[Any, Any], exc: ValidationError) -> list
                 reason = "required" if field in COMMON_FIELDS else f"required for type {kind}"
             case "not_used":
                 reason = f"not used by type {kind}"
-        if isinstance(err.get("input"), BadNumber):
-            reason = f"the number {err['input'].text[:40]} is out of range"
+            case "string_unicode":
+                reason = "holds a lone surrogate (U+D800 to U+DFFF), which cannot be stored"
+            case _ if isinstance(err.get("input"), BadNumber):
+                reason = f"the number {err['input'].text[:40]} is out of range"
         out.append(EventError(index, field or "event", shown(reason)))
     return out
 

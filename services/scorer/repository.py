@@ -13,6 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.rules import Rules
 from shared.scoring import LevelChange, MemberState, tenure_due_at
 
+# A scorer's PostgreSQL sessions are named SESSION_PREFIX + its instance name.
+SESSION_PREFIX = "scorer:"
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -225,14 +228,20 @@ async def take_relay_lease(conn: AsyncConnection, owner: str, ttl_s: float) -> b
     """One relay publishes at a time, so a member's level changes reach Kafka in seq order.
 
     A lease rather than a lock: it is taken (or renewed) in a short transaction, and the relay
-    sends with no transaction open; a relay that dies loses it after `ttl_s`.
+    sends with no transaction open. It passes on when it expires, or at once when its owner
+    has no session left (a scorer's sessions carry its name: a crashed scorer has none).
     """
     row = await conn.execute(
         text(
-            "UPDATE relay_lease SET owner = :owner, expires_at = now() + make_interval(secs => :ttl)"
-            " WHERE owner = :owner OR expires_at < now() RETURNING 1"
+            """
+            UPDATE relay_lease SET owner = :owner, expires_at = now() + make_interval(secs => :ttl)
+            WHERE owner = :owner OR expires_at < now()
+               OR NOT EXISTS (SELECT 1 FROM pg_stat_activity  -- names are cut to 63 bytes
+                              WHERE application_name = left(:prefix || relay_lease.owner, 63))
+            RETURNING 1
+            """
         ),
-        {"owner": owner, "ttl": ttl_s},
+        {"owner": owner, "ttl": ttl_s, "prefix": SESSION_PREFIX},
     )
     return row.first() is not None
 

@@ -122,7 +122,7 @@ class Scorer:
         self.rules = settings.rules
         self.engine: AsyncEngine = db.engine(
             settings.database_url,
-            f"scorer:{settings.instance}",
+            repo.SESSION_PREFIX + settings.instance,
             idle_in_transaction_ms=int(settings.idle_in_transaction_timeout.total_seconds() * 1000),
         )
         self.failpoints = Failpoints(settings.failpoints)
@@ -321,9 +321,11 @@ class Scorer:
                 except Exception as exc:  # RecordError, or a validation bug: either way not this partition's end
                     items.append((msg, None))
                     invalid.append((msg, str(exc) or repr(exc)))
+        if not items:
+            return  # partitions not (or no longer) ours: read again by their owner
         if invalid:
             await self._retry("write to the dead-letter topic", lambda: self._dead_letter(invalid, "invalid"))
-        self.failpoints.hit("before_commit")
+        self.failpoints.hit("before_commit")  # only with a batch in hand
         await self._apply(items, now)
         BATCH_SECONDS.observe(time.monotonic() - started)
 
@@ -336,7 +338,9 @@ class Scorer:
             if not part:
                 continue
             try:
-                states, versions, changes = await self._retry("commit a batch", partial(self._commit, part, now))
+                states, versions, changes = await self._retry(
+                    f"commit {_extent(part)}", partial(self._commit, part, now)
+                )
             except Fenced as fenced:
                 FENCED.inc()
                 log.warning("%s; this batch's records of them are dropped", fenced)
@@ -371,11 +375,7 @@ class Scorer:
         part = [item for item in part if item[0].partition in self.epochs]  # a revoke may land between tries
         if not part:
             return {}, {}, 0
-        ends: dict[int, tuple[int, int]] = {}
-        for msg, _ in part:
-            first, _ = ends.get(msg.partition, (msg.offset, 0))
-            ends[msg.partition] = (first, msg.offset + 1)
-        moves = [repo.OffsetMove(p, self.epochs[p], first, nxt) for p, (first, nxt) in ends.items()]
+        moves = [repo.OffsetMove(p, self.epochs[p], first, last + 1) for (_, p), (first, last) in _ranges(part).items()]
         first_seen: dict[tuple[str, str], tuple[ConsumerRecord[bytes, bytes], ActivityRecord]] = {}
         for msg, record in part:  # a repeated member/event id counts once, first one wins
             if record is not None:
@@ -561,6 +561,20 @@ class Scorer:
         await self.redis.delete(self.cache.rebuild_key)
         log.info("Redis views rebuilt from PostgreSQL")
         return 0
+
+
+def _ranges(part: list[Item]) -> dict[tuple[str, int], tuple[int, int]]:
+    """The first and last offset of a part's records in each topic partition."""
+    ends: dict[tuple[str, int], tuple[int, int]] = {}
+    for msg, _ in part:
+        first, _ = ends.get((msg.topic, msg.partition), (msg.offset, 0))
+        ends[(msg.topic, msg.partition)] = (first, msg.offset)
+    return ends
+
+
+def _extent(part: list[Item]) -> str:
+    """Where a part's records are, for the log: topic[partition]@first-last, ..."""
+    return ", ".join(f"{topic}[{p}]@{first}-{last}" for (topic, p), (first, last) in _ranges(part).items())
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

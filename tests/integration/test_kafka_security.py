@@ -69,7 +69,8 @@ async def read_level_changes(settings: ScorerSettings, member: str) -> list[Any]
 async def test_events_flow_through_ingest_and_the_scorer_over_sasl(
     sasl_kwargs: dict[str, Any], pg: asyncpg.Connection
 ) -> None:
-    scorer_settings = ScorerSettings(**sasl_kwargs, port=0, relay_interval=timedelta(milliseconds=200))
+    scorer_settings = ScorerSettings(**sasl_kwargs, relay_interval=timedelta(milliseconds=200))
+    scorer_settings = scorer_settings.model_copy(update={"port": 0})  # CL_SCORER_PORT is read by alias only
     ingest_settings = IngestSettings(**sasl_kwargs, env="test", api_keys=KEY, rate_limit="1000/second")
     await ensure_topics(scorer_settings)  # the admin client, over SASL too
     member = unique("sasl")

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
 from alembic import command
 from alembic.config import Config
@@ -176,6 +177,8 @@ async def test_offsets_the_broker_no_longer_holds_resume_at_the_log_start(
     settings = scorer_settings({**own_topics(settings_kwargs, name), "group_id": name})
     await ensure_topics(settings)
     eve, fox = unique("eve"), unique("fox")
+    while _partition(fox, settings) == _partition(eve, settings):  # one stored offset each
+        fox = unique("fox")
     await publish(settings, [event("post", eve, content_id=f"p{i}") for i in range(3)])
     await publish(settings, [event("post", fox, content_id="p0")])
     # Retention took eve's first two records before they were scored; fox's stored offset
@@ -204,6 +207,11 @@ async def test_offsets_the_broker_no_longer_holds_resume_at_the_log_start(
     after = metric("scorer_offsets_out_of_range_total", partition=str(tps[eve].partition), where="below_log_start")
     assert after == below + 1
     assert metric("scorer_offsets_out_of_range_total", partition=str(tps[fox].partition), where="past_log_end") >= 1
+
+
+def _partition(member: str, settings: ScorerSettings) -> int:
+    partitions = list(range(settings.topic_partitions))
+    return int(DefaultPartitioner()(member.encode(), partitions, partitions))
 
 
 async def _partitions_of(settings: ScorerSettings, members: set[str]) -> dict[str, TopicPartition]:
@@ -368,20 +376,31 @@ async def test_inputs_written_straight_to_the_topic_never_stop_the_partition(
     assert all(dict(m.headers)["reason"] for m in dead)
 
 
-async def test_only_the_relay_holding_the_lease_publishes(settings: ScorerSettings, pg: asyncpg.Connection) -> None:
-    jay = unique("jay")
-    await pg.execute("UPDATE relay_lease SET owner = 'another scorer', expires_at = now() + interval '1 minute'")
+async def test_only_the_relay_holding_the_lease_publishes(
+    settings: ScorerSettings, pg: asyncpg.Connection, run_env: dict[str, str]
+) -> None:
+    jay, kay = unique("jay"), unique("kay")
+    # Another scorer, alive (it has a session) and holding the lease.
+    other = await asyncpg.connect(
+        run_env["CL_DATABASE_URL"].replace("+asyncpg", ""), server_settings={"application_name": "scorer:another"}
+    )
+    await pg.execute("UPDATE relay_lease SET owner = 'another', expires_at = now() + interval '1 minute'")
+    unsent = "SELECT count(*) FROM level_changes WHERE member_id = $1 AND sent_at IS NULL"
     try:
         await publish(settings, [event("reply", jay, content_id="r1")])
         async with running(settings):
             await eventually(lambda: _equals(scores(pg, jay), (5, 0, 5)), what="jay scored")
             await asyncio.sleep(1)  # several relay rounds
-            unsent = "SELECT count(*) FROM level_changes WHERE member_id = $1 AND sent_at IS NULL"
-            assert await pg.fetchval(unsent, jay) == 1, "another relay's lease is respected"
-            await pg.execute("UPDATE relay_lease SET expires_at = now() - interval '1 second'")  # it died
-            await eventually(lambda: _equals(pg.fetchval(unsent, jay), 0), what="the lease taken over")
+            assert await pg.fetchval(unsent, jay) == 1, "a live relay's lease is respected"
+            await other.close()  # it crashed: its sessions are gone, so its lease is void at once
+            await eventually(lambda: _equals(pg.fetchval(unsent, jay), 0), timeout=5, what="the lease taken over")
+            # A relay that stalls keeps its sessions; its lease passes on when it expires.
+            await pg.execute("UPDATE relay_lease SET owner = 'stalled', expires_at = now() - interval '1 second'")
+            await publish(settings, [event("reply", kay, content_id="r1")])
+            await eventually(lambda: _equals(pg.fetchval(unsent, kay), 0), timeout=5, what="an expired lease taken")
         assert len(await read_topic(settings.kafka_bootstrap, settings.topic_level_changes, {jay})) == 1
     finally:
+        await other.close()
         await pg.execute("UPDATE relay_lease SET expires_at = now()")
 
 

@@ -97,6 +97,13 @@ def test_content_id_refuses_empty_long_and_invisible_characters(content_id: str)
     assert "content_id" in problems(event(LIKE, content_id=content_id))
 
 
+@pytest.mark.parametrize("field", ["event_id", "member_id", "content_id", "target_member_id"])
+def test_a_lone_surrogate_in_any_string_field_is_named_as_unstorable(field: str) -> None:
+    assert problems(event(LIKE, **{field: "a\ud800"})) == {
+        field: "holds a lone surrogate (U+D800 to U+DFFF), which cannot be stored"
+    }
+
+
 # --- occurred_at ---
 
 
