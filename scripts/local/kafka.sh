@@ -111,9 +111,11 @@ start() {
   # Static quorum (controller.quorum.voters) formats the same way on every 4.x,
   # unlike the dynamic --standalone mode. Format only once: it is the data.
   if [[ ! -f $DATA/meta.properties ]]; then
-    local id  # a cluster id is 16 random bytes in url-safe base64, as random-uuid makes
+    # A cluster id is 16 random bytes in url-safe base64, as random-uuid makes; one in 64
+    # starts with "-", so it is passed as --cluster-id=ID, never as an argument of its own.
+    local id
     id=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
-    "${jvm[@]}" -cp "$cp" kafka.tools.StorageTool format -t "$id" -c "$KDIR/server.properties" >>"$LOG" 2>&1 ||
+    "${jvm[@]}" -cp "$cp" kafka.tools.StorageTool format --cluster-id="$id" -c "$KDIR/server.properties" >>"$LOG" 2>&1 ||
       die_log "formatting $DATA failed" "$LOG"
   fi
   rm -f "$PIDFILE"
