@@ -98,6 +98,16 @@ class Scorers:
         self.keep.discard(name)
         self.system.kill(name, signal.SIGTERM)
 
+    async def answering(self, name: str) -> None:
+        """Wait until the scorer, however often restarted, answers /readyz: its HTTP server
+        starts once it has joined its group, so it is reading its partitions."""
+
+        async def answers() -> bool:
+            proc = self.system.procs.get(name)
+            return proc is not None and proc.poll() is None and await asyncio.to_thread(self.system.ready, name)
+
+        await eventually(answers, timeout=60, what=f"{name} answers")
+
     def kill(self, name: str) -> None:
         """SIGKILL; the supervisor starts it again."""
         proc = self.system.procs.get(name)

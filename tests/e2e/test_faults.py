@@ -93,7 +93,13 @@ def assert_exact(report: Report) -> None:
     }
 
 
+# A random kill waits until the restarted scorer answers (it joins its group once the killed
+# member's 10 s session is over), then 1–3 s: about 13 s a kill, which the client posts through.
+KILL_S = 13
+
+
 @forms
+@pytest.mark.timeout(600)
 async def test_scorer_killed_repeatedly_loses_nothing_and_counts_nothing_twice(
     form: Form,
     system: System,
@@ -105,10 +111,12 @@ async def test_scorer_killed_repeatedly_loses_nothing_and_counts_nothing_twice(
     events, ledger, now = stream(form, seed=1), Ledger(), datetime.now(UTC)
     # Named points first, one life each: after the PostgreSQL commit but before Redis is
     # written; in the relay after a send but before the row is marked sent. Then SIGKILLs at
-    # random moments.
+    # random moments of a scorer that reads its partitions (not one still joining the group).
     before = failpoints_fired(system)  # the session's earlier runs are in the same logs
     await scorers.start("scorer", "after_commit:kill:@3", "relay_after_send:kill:@1")
-    posting = asyncio.create_task(ledger.post(ingest, events))
+    batch = 200
+    pace = KILL_S * form.kills / (len(events) / batch)
+    posting = asyncio.create_task(ledger.post(ingest, events, batch=batch, pace=pace))
 
     async def both_fired() -> bool:
         return len(failpoints_fired(system) - before) == 2
@@ -116,6 +124,7 @@ async def test_scorer_killed_repeatedly_loses_nothing_and_counts_nothing_twice(
     await eventually(both_fired, timeout=60, what="both named failpoints fired")
     kills = 0
     while kills < form.kills:
+        await scorers.answering("scorer")
         await asyncio.sleep(random.uniform(1.0, 3.0))
         scorers.kill("scorer")
         kills += 1
