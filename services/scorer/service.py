@@ -295,6 +295,7 @@ class Scorer:
 
     async def measure(self) -> int:
         """Refresh the lag, outbox and Redis backlog gauges."""
+        LAG.clear()  # partitions this scorer no longer owns are not its to report
         for partition, waiting in self.lag().items():
             LAG.labels(str(partition)).set(waiting)
         async with self.engine.connect() as conn:
