@@ -10,7 +10,7 @@ SERVICES := scripts/local/services.sh
 # Migrations run as the role that owns the schema; the services get roles of their own.
 OWNER_DATABASE_URL ?= postgresql+asyncpg://cl_owner:cl_owner@localhost:$${PG_PORT:-15432}/community_levels
 
-.PHONY: run stop status test test-unit faults servers migrate lint
+.PHONY: run stop status test test-unit faults servers migrate lint bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,3 +58,8 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy shared services tests migrations
+
+# Throughput and latency beside same-run baselines (docs/PERFORMANCE.md); not part of `make test`.
+# Uses make run's servers; BENCH_* variables set the sizes (README "Benchmark").
+bench: servers migrate
+	$(PY) -m benchmarks.bench
