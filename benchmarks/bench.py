@@ -66,8 +66,8 @@ SIZES = {
     "api_seconds": env_int("BENCH_API_SECONDS", 10),
     "probes": env_int("BENCH_PROBES", 200),
 }
-# Each day of that history: views, posts, likes received (issue 7's measured member).
-HISTORY_DAY = os.environ.get("BENCH_HISTORY_DAY", "60,1,5")
+# Each day of that history: views, posts, likes received (issue 7's heavy member; it measured 60,1,5).
+HISTORY_DAY = os.environ.get("BENCH_HISTORY_DAY", "200,20,200")
 SECTIONS = os.environ.get("BENCH_SECTIONS", "scorer,api,ingest,freshness,history,scale").split(",")
 API_KEY = "bench-key"
 console = Console(width=200)
@@ -117,6 +117,7 @@ class Bench:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.databases: list[str] = []
         self.topics: list[str] = []
+        self.cpu: dict[str, float] = {}
         self.notes: dict[str, Any] = {"run": RUN, "sizes": SIZES, "history_day": HISTORY_DAY}
         self.logs = OUT / RUN
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -268,11 +269,14 @@ class Bench:
                         raise RuntimeError(f"a scorer exited; logs in {self.logs}")
                 if first is None and done > 0:
                     first = (done, now)
+                    cpu = cpu_seconds({p.pid for p in procs})
                     deadline = time.monotonic() + limit
                 if first is None and time.monotonic() > deadline:
                     raise RuntimeError("the scorer committed nothing in 300 s")
                 if first is not None and (done >= total or time.monotonic() > deadline):
                     rss = max(peak_rss(p.pid) for p in procs)
+                    used = cpu_seconds({p.pid for p in procs})
+                    self.cpu = {k: (used[k] - cpu[k]) / (now - first[1]) for k in used}
                     return done - first[0], now - first[1], rss
                 await asyncio.sleep(0.05)
         finally:
@@ -306,6 +310,8 @@ class Bench:
         self.scorer_db = await self.database("one")
         one, rss = await self.run_scorers(self.scorer_db, self.scorer_topic, "one", 1, total)
         self.say(f"1 scorer: {one:,.0f} records/s, peak RSS {rss / 2**20:.0f} MB")
+        busy = ", ".join(f"{k} {v:.0%}" for k, v in sorted(self.cpu.items(), key=lambda kv: -kv[1]))
+        self.notes["cpu_one_scorer"] = self.cpu
         self.rows.append(
             Row(
                 "scorer",
@@ -343,6 +349,7 @@ class Bench:
             )
         )
         self.rows.append(Row("scorer", "peak RSS, 1 process", f"{rss / 2**20:.0f} MB", target="< 300 MB"))
+        self.rows.append(Row("scorer", "CPU while 1 process drains (of one core)", busy))
         await self.profile(total)
 
     async def profile(self, total: int) -> None:
@@ -776,6 +783,26 @@ def peak_rss(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+SERVERS = {"postgres": "postgres", "java": "kafka", "redis-server": "redis"}
+
+
+def cpu_seconds(scorers: set[int]) -> dict[str, float]:
+    """CPU seconds used so far by the scorers and by each local server (all their processes)."""
+    out: dict[str, float] = dict.fromkeys(["scorer", *SERVERS.values()], 0.0)
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended
+            continue
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        name = "scorer" if int(stat.parent.name) in scorers else SERVERS.get(comm)
+        if name:
+            out[name] += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return out
 
 
 def summarize_profile(raw: Path, top: int = 15) -> dict[str, list[tuple[str, float]]]:
