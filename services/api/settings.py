@@ -6,13 +6,11 @@ from typing import Annotated
 from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_settings import NoDecode
 
-from services.common.settings import Settings
+from services.common.settings import Settings, comma_separated
 
 
 def _comma_separated(value: object) -> object:
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value
+    return comma_separated(value) if isinstance(value, str) else value
 
 
 def _origin(value: str) -> str:

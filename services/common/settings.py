@@ -30,6 +30,12 @@ def _seconds(value: object) -> object:
 
 Seconds = Annotated[timedelta, BeforeValidator(_seconds)]
 
+
+def comma_separated(text: str) -> list[str]:
+    """The items of a comma-separated setting, blanks around them and empty ones dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 Env = Literal["local", "test", "staging", "production"]
 # Where development defaults (the documented API key, crash points) are allowed.
 DEVELOPMENT_ENVS: frozenset[str] = frozenset({"local", "test"})

@@ -10,7 +10,7 @@ from limits import parse, parse_many
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from services.common.settings import DEVELOPMENT_ENVS, Seconds, Settings
+from services.common.settings import DEVELOPMENT_ENVS, Seconds, Settings, comma_separated
 from shared.events import MAX_BATCH
 
 LOCAL_DEV_KEY = "local-dev-key"  # the key the README documents for local runs
@@ -25,7 +25,7 @@ def _key_digests(value: object) -> object:
     # Keys arrive comma-separated; only their SHA-256 digests are kept, so the keys themselves
     # never sit in memory (or in a repr of the settings) after start.
     if isinstance(value, str):
-        return frozenset(digest(key.strip()) for key in value.split(",") if key.strip())
+        return frozenset(digest(key) for key in comma_separated(value))
     return value
 
 
@@ -101,7 +101,7 @@ class IngestSettings(Settings):
         # a field of the base class, so it is validated (into info.data) before the keys.
         env = info.data.get("env", "local")
         if isinstance(value, str) and env not in DEVELOPMENT_ENVS:
-            keys = [key.strip() for key in value.split(",") if key.strip()]
+            keys = comma_separated(value)
             if LOCAL_DEV_KEY in keys:
                 raise ValueError(f"must not hold the published local key {LOCAL_DEV_KEY!r} when CL_ENV={env}")
             if any(len(key) < MIN_KEY_LENGTH for key in keys):

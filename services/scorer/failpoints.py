@@ -13,13 +13,15 @@ import os
 import random
 import signal
 
+from services.common.settings import comma_separated
+
 log = logging.getLogger("scorer.failpoints")
 ACTIONS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}
 
 
 def parse(spec: str) -> dict[str, tuple[signal.Signals, str]]:
     points = {}
-    for item in filter(None, (part.strip() for part in spec.split(","))):
+    for item in comma_separated(spec):
         try:
             name, action, when = item.split(":")
             valid = action in ACTIONS and (int(when[1:]) >= 1 if when.startswith("@") else 0 <= float(when) <= 1)

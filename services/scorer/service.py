@@ -335,7 +335,7 @@ class Scorer:
         record at fault is found; that record is dead-lettered and its offset moves on."""
         stack = [items]
         while stack:
-            part = [item for item in stack.pop() if item[0].partition in self.epochs]
+            part = stack.pop()  # _commit leaves out partitions revoked meanwhile, on every try
             if not part:
                 continue
             try:
