@@ -61,6 +61,7 @@ SIZES = {
     "scale_members": env_int("BENCH_SCALE_MEMBERS", 1_000_000),
     "scale_base": env_int("BENCH_SCALE_BASE", 10_000),
     "scale_records": env_int("BENCH_SCALE_RECORDS", 40_000),
+    "scale_events": env_int("BENCH_SCALE_EVENTS", 10),  # the history of each member copied
     "ingest_events": env_int("BENCH_INGEST_EVENTS", 200_000),
     "clients": env_int("BENCH_CLIENTS", 4),
     "api_seconds": env_int("BENCH_API_SECONDS", 10),
@@ -608,8 +609,8 @@ class Bench:
             event = validate_event(raw)
             assert not isinstance(event, list), event
             apply(heavy, ActivityRecord(subject, event), now, self.settings.rules)
-        size = len(json.dumps(heavy.to_dict()))
-        self.say(f"heavy state: {size / 2**20:.1f} MB of JSON")
+        size = sum(len(key) + len(json.dumps(value)) for key, value in heavy.facts.items())
+        self.say(f"heavy history: {len(heavy.facts):,} facts, {size / 2**20:.1f} MB")
         await self.clone(db, heavy, "old", n)
         rates = {}
         for kind in ("new", "old"):
@@ -625,7 +626,7 @@ class Bench:
             Row(
                 "history",
                 f"{n} members, {SIZES['history_days']} days of history"
-                f" (views,posts,likes a day: {HISTORY_DAY}; {size / 2**20:.1f} MB)",
+                f" (views,posts,likes a day: {HISTORY_DAY}; {len(heavy.facts):,} facts, {size / 2**20:.1f} MB)",
                 f"{per_old:,.0f} µs/rec",
                 f"{n} new members",
                 f"{per_new:,.0f} µs/rec",
@@ -638,7 +639,7 @@ class Bench:
         base, big, count = SIZES["scale_base"], SIZES["scale_members"], SIZES["scale_records"]
         now = datetime.now(UTC)
         typical = MemberState("tpl")
-        for raw in workload.events(["tpl"], 40, days=30, tag="t"):
+        for raw in workload.events(["tpl"], SIZES["scale_events"], days=30, tag="t"):
             event = validate_event(raw)
             assert not isinstance(event, list), event
             apply(typical, ActivityRecord("tpl", event), now, self.settings.rules)
@@ -683,6 +684,7 @@ class Bench:
         try:
             async with engine.begin() as conn:
                 await repository.save_states(conn, [state], self.settings.rules, datetime.now(UTC))
+                await repository.save_facts(conn, [state], {})
         finally:
             await engine.dispose()
         conn = await asyncpg.connect(db.dsn)
@@ -690,17 +692,29 @@ class Bench:
             await conn.execute(
                 """
                 INSERT INTO members (member_id, level_rank, level_seq, active_score, passive_score, points,
-                                     joined_at, state, tenure_due_at, version, updated_at, redis_synced)
+                                     joined_at, joined_declared, first_seen, tenure_due_at, version, updated_at,
+                                     redis_synced)
                 SELECT $1 || '-' || g, level_rank, level_seq, active_score, passive_score, points, joined_at,
-                       jsonb_set(state, '{member_id}', to_jsonb($1 || '-' || g)), tenure_due_at, 1, updated_at, true
+                       joined_declared, first_seen, tenure_due_at, 1, updated_at, true
                 FROM members, generate_series(0, $2 - 1) AS g WHERE member_id = $3
                 """,
                 prefix,
                 count,
                 state.member_id,
             )
+            await conn.execute(
+                """
+                INSERT INTO member_facts (member_id, fact, value)
+                SELECT $1 || '-' || g, fact, value FROM generate_series(0, $2 - 1) AS g, member_facts
+                WHERE member_id = $3
+                """,
+                prefix,
+                count,
+                state.member_id,
+            )
             await conn.execute("DELETE FROM members WHERE member_id = $1", state.member_id)
-            await conn.execute("VACUUM ANALYZE members")
+            await conn.execute("DELETE FROM member_facts WHERE member_id = $1", state.member_id)
+            await conn.execute("VACUUM ANALYZE members, member_facts")
         finally:
             await conn.close()
 

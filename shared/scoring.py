@@ -2,9 +2,12 @@
 any level change. Pure: no I/O, and the clock is passed in.
 
 `apply` changes the `MemberState` it is given (the caller owns it and decides what to
-persist); everything a later record needs (what was created, liked, viewed, how much of a
-day's cap is used) is in the state, so replaying a member's records in order from an empty
-state always gives the same result.
+persist). A state is small: the member's points, level and dates, and beside them the
+*facts* later records need (what each content earned, each like, each day's visits and cap
+use), each under a key of its own. A record reads and writes only the facts `fact_keys`
+names (plus, for a reversal, the cap `freed_cap` names), so a store can keep the facts as
+rows and load just those a batch names, whatever the length of the member's history;
+replaying a member's records in order from an empty state always gives the same result.
 """
 
 from __future__ import annotations
@@ -24,21 +27,25 @@ _LEVEL_CHANGE_NS = uuid.UUID("6f0e7c8e-3a51-4a0e-9d43-0d2b8f3c1a77")
 
 @dataclass
 class MemberState:
+    """A member's figures, and the facts (by key) loaded for the records at hand.
+
+    Fact keys and values:
+      cap|<metric>|<day>          points of a capped metric earned that day
+      visit|<day>                 seconds browsed that day
+      view|<day>|<content>        1: viewed that day (kept only while the day's view cap has room)
+      group_joined|<content>, event_attended|<content>, solution|<content>    1
+      created|<content>           [metric, day, points earned, removed]
+      like_given|<content>        [day, points]
+      like_received|<liker>|<content>    [day, points]
+    """
+
     member_id: str
     points: dict[str, int] = field(default_factory=dict)
     level: int | None = None  # rank; None before the first applied record
     seq: int = 0  # level changes so far
     joined_declared: datetime | None = None  # earliest member_joined
     first_seen: datetime | None = None  # earliest occurred_at of any event naming the member
-    daily: dict[str, int] = field(default_factory=dict)  # "metric|day" -> points earned that day
-    visits: dict[str, int] = field(default_factory=dict)  # day -> seconds browsed
-    views: dict[str, list[str]] = field(default_factory=dict)  # day -> content viewed
-    groups: list[str] = field(default_factory=list)
-    events: list[str] = field(default_factory=list)
-    created: dict[str, list[Any]] = field(default_factory=dict)  # content -> [metric, day, points, removed]
-    likes_given: dict[str, list[Any]] = field(default_factory=dict)  # content -> [day, points]
-    likes_received: dict[str, list[Any]] = field(default_factory=dict)  # "liker|content" -> [day, points]
-    solutions: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def joined_at(self) -> datetime | None:
@@ -50,20 +57,6 @@ class MemberState:
     def tenure_days(self, now: datetime) -> int:
         joined = self.joined_at
         return max(0, (now - joined).days) if joined else 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """The state as JSON-ready data (timestamps as ISO strings)."""
-        out = dict(self.__dict__)
-        for key in ("joined_declared", "first_seen"):
-            out[key] = out[key].isoformat() if out[key] else None
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MemberState:
-        data = dict(data)
-        for key in ("joined_declared", "first_seen"):
-            data[key] = datetime.fromisoformat(data[key]) if data.get(key) else None
-        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -105,15 +98,66 @@ class LevelChange:
         }
 
 
+def _cap(metric: str, day: str) -> str:
+    return f"cap|{metric}|{day}"
+
+
+def _like(record: ActivityRecord) -> tuple[str, str]:
+    """The metric a like or unlike counts under for this record's subject, and its fact key."""
+    ev = record.event
+    if record.subject == ev.member_id:
+        return "like_given", f"like_given|{ev.content_id}"
+    return "like_received", f"like_received|{ev.member_id}|{ev.content_id}"
+
+
+_CREATION = {"post", "reply", "comment", "article"}
+_ONCE = {"group_joined": "group_joined", "event_attended": "event_attended", "solution_accepted": "solution"}
+
+
+def fact_keys(record: ActivityRecord) -> list[str]:
+    """The facts applying this record may read or write (see `freed_cap` for one more)."""
+    ev = record.event
+    kind, day, content = ev.type, ev.day, ev.content_id
+    if kind == "visit":
+        return [f"visit|{day}", _cap("visit_day", day), _cap("browse_time", day)]
+    if kind == "view":
+        return [f"view|{day}|{content}", _cap("view", day)]
+    if kind in _ONCE:
+        return [f"{_ONCE[kind]}|{content}", _cap(kind, day)]
+    if kind in _CREATION:
+        return [f"created|{content}", _cap(kind, day)]
+    if kind == "content_removed":
+        return [f"created|{content}"]
+    if kind in ("like", "unlike"):
+        metric, key = _like(record)
+        return [key, _cap(metric, day)]
+    return []
+
+
+def freed_cap(key: str, value: Any) -> str | None:
+    """The cap counter that reversing this fact gives room back to (it names another day)."""
+    kind = key.split("|", 1)[0]
+    if kind == "created":
+        return _cap(value[0], value[1])
+    if kind in ("like_given", "like_received"):
+        return _cap(kind, value[0])
+    return None
+
+
+def _room(state: MemberState, rules: Rules, metric: str, day: str) -> bool:
+    cap = rules.metrics[metric].daily_cap
+    return cap is None or state.facts.get(_cap(metric, day), 0) < cap
+
+
 def _earn(state: MemberState, rules: Rules, metric: str, day: str, points: int) -> int:
     """Add up to `points` of `metric`, as far as the day's cap allows; return what was earned."""
     cap = rules.metrics[metric].daily_cap
     if cap is not None:
-        key = f"{metric}|{day}"
-        used = state.daily.get(key, 0)
+        key = _cap(metric, day)
+        used = state.facts.get(key, 0)
         points = max(0, min(points, cap - used))
         if points:
-            state.daily[key] = used + points
+            state.facts[key] = used + points
     if points:
         state.points[metric] = state.points.get(metric, 0) + points
     return points
@@ -124,16 +168,13 @@ def _reverse(state: MemberState, rules: Rules, metric: str, day: str, points: in
     if not points:
         return
     if rules.metrics[metric].daily_cap is not None:
-        key = f"{metric}|{day}"
-        state.daily[key] -= points
-        if not state.daily[key]:
-            del state.daily[key]
+        key = _cap(metric, day)
+        state.facts[key] -= points
+        if not state.facts[key]:
+            del state.facts[key]
     state.points[metric] -= points
     if not state.points[metric]:
         del state.points[metric]
-
-
-_CREATION = {"post", "reply", "comment", "article"}
 
 
 def _score(state: MemberState, rules: Rules, record: ActivityRecord) -> None:
@@ -141,49 +182,49 @@ def _score(state: MemberState, rules: Rules, record: ActivityRecord) -> None:
     kind, day, content = ev.type, ev.day, ev.content_id or ""
     acting = record.subject == ev.member_id
     selfish = ev.target_member_id == ev.member_id
+    facts = state.facts
 
     if kind == "visit":
-        if day not in state.visits:
-            state.visits[day] = 0
+        key = f"visit|{day}"
+        if key not in facts:
+            facts[key] = 0
             _earn(state, rules, "visit_day", day, rules.metrics["visit_day"].points)
         per = rules.metrics["browse_time"].seconds_per_point or 1
-        before = state.visits[day]
-        state.visits[day] = before + (ev.duration_s or 0)
-        full = state.visits[day] // per - before // per
+        before = facts[key]
+        facts[key] = before + (ev.duration_s or 0)
+        full = facts[key] // per - before // per
         _earn(state, rules, "browse_time", day, full * rules.metrics["browse_time"].points)
     elif kind == "view":
-        seen = state.views.setdefault(day, [])
-        if content not in seen:
-            seen.append(content)
+        # Once the day's cap is used up no view can earn, so later ones need not be kept.
+        key = f"view|{day}|{content}"
+        if key not in facts and _room(state, rules, "view", day):
+            facts[key] = 1
             _earn(state, rules, "view", day, rules.metrics["view"].points)
     elif kind in ("group_joined", "event_attended"):
-        joined = state.groups if kind == "group_joined" else state.events
-        if content not in joined:
-            joined.append(content)
+        key = f"{kind}|{content}"
+        if key not in facts:
+            facts[key] = 1
             _earn(state, rules, kind, day, rules.metrics[kind].points)
     elif kind in _CREATION:
-        if content not in state.created:
-            earned = _earn(state, rules, kind, day, rules.metrics[kind].points)
-            state.created[content] = [kind, day, earned, False]
+        key = f"created|{content}"
+        if key not in facts:
+            facts[key] = [kind, day, _earn(state, rules, kind, day, rules.metrics[kind].points), False]
     elif kind == "content_removed":
-        made = state.created.get(content)
+        made = facts.get(f"created|{content}")
         if made and not made[3]:
             _reverse(state, rules, made[0], made[1], made[2])
             made[3] = True
     elif kind in ("like", "unlike") and not selfish:
-        metric, likes, key = (
-            ("like_given", state.likes_given, content)
-            if acting
-            else ("like_received", state.likes_received, f"{ev.member_id}|{content}")
-        )
-        if kind == "like" and key not in likes:
-            likes[key] = [day, _earn(state, rules, metric, day, rules.metrics[metric].points)]
-        elif kind == "unlike" and key in likes:
-            liked_day, earned = likes.pop(key)
+        metric, key = _like(record)
+        if kind == "like" and key not in facts:
+            facts[key] = [day, _earn(state, rules, metric, day, rules.metrics[metric].points)]
+        elif kind == "unlike" and key in facts:
+            liked_day, earned = facts.pop(key)
             _reverse(state, rules, metric, liked_day, earned)
     elif kind == "solution_accepted" and not acting and not selfish:
-        if content not in state.solutions:
-            state.solutions.append(content)
+        key = f"solution|{content}"
+        if key not in facts:
+            facts[key] = 1
             _earn(state, rules, "solution_accepted", day, rules.metrics["solution_accepted"].points)
     # member_joined, and the accepter's side of solution_accepted, earn nothing.
 
@@ -235,6 +276,23 @@ def apply_batch(
         if change:
             changes.append(change)
     return changes
+
+
+def distinct(records: Iterable[ActivityRecord]) -> list[ActivityRecord]:
+    """The records with each member/event id once, the first one seen (a repeat counts once)."""
+    seen: dict[tuple[str, str], ActivityRecord] = {}
+    for record in records:
+        seen.setdefault((record.subject, record.event.event_id), record)
+    return list(seen.values())
+
+
+def facts_needed(records: Iterable[ActivityRecord]) -> dict[str, set[str]]:
+    """By member, the facts these records may read or write; with the caps `freed_cap` names
+    for the facts found among them, that is every fact applying them touches."""
+    wanted: dict[str, set[str]] = {}
+    for record in records:
+        wanted.setdefault(record.subject, set()).update(fact_keys(record))
+    return wanted
 
 
 def reevaluate_tenure(state: MemberState, now: datetime, rules: Rules) -> LevelChange | None:

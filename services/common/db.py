@@ -6,6 +6,7 @@ which Alembic's migrations create.
 
 from __future__ import annotations
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -33,8 +34,8 @@ metadata = MetaData(
     }
 )
 
-# One row per member: the scoring state (everything later records need) and, beside it, the
-# figures the read path and leaderboards query.
+# One row per member: the figures scoring keeps (the facts are in `member_facts`), which the
+# read path and leaderboards query too.
 members = Table(
     "members",
     metadata,
@@ -44,8 +45,9 @@ members = Table(
     Column("active_score", BigInteger, nullable=False),  # uncapped metrics: no 4-byte ceiling
     Column("passive_score", BigInteger, nullable=False),
     Column("points", JSONB, nullable=False),
-    Column("joined_at", DateTime(timezone=True), nullable=False),
-    Column("state", JSONB, nullable=False),
+    Column("joined_at", DateTime(timezone=True), nullable=False),  # joined_declared, else first_seen
+    Column("joined_declared", DateTime(timezone=True)),  # earliest member_joined
+    Column("first_seen", DateTime(timezone=True)),  # earliest occurred_at of any event naming the member
     Column("tenure_due_at", DateTime(timezone=True)),
     Column("version", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -53,6 +55,16 @@ members = Table(
     Column("redis_synced", Boolean, nullable=False, server_default=text("false")),
     Index("ix_members_tenure_due_at", "tenure_due_at", postgresql_where=text("tenure_due_at IS NOT NULL")),
     Index("ix_members_redis_unsynced", "member_id", postgresql_where=text("NOT redis_synced")),
+)
+
+# The facts later records need (`shared.scoring.MemberState`), one row per member and fact
+# key, so a batch reads and writes only the facts its records name, however long the history.
+member_facts = Table(
+    "member_facts",
+    metadata,
+    Column("member_id", Text, primary_key=True),
+    Column("fact", Text, primary_key=True),
+    Column("value", JSONB, nullable=False),
 )
 
 # Every applied activity record, once per member and event id: the dedupe key, and the
@@ -125,6 +137,10 @@ def engine(
         server_settings["idle_in_transaction_session_timeout"] = str(idle_in_transaction_ms)
     return create_async_engine(
         database_url,
+        # jsonb comes back through orjson: members' points and facts are small integers and
+        # strings. (It reads integers past 64 bits as floats: read client-sent JSON, such as
+        # `activity.event`, as text and parse it with `shared.events.parse_json`.)
+        json_deserializer=orjson.loads,
         pool_size=pool_size,
         pool_pre_ping=True,
         # Errors and logs show the statement, never its values (members' ids, events' contents).

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.rules import Rules
-from shared.scoring import LevelChange, MemberState, tenure_due_at
+from shared.scoring import LevelChange, MemberState, freed_cap, tenure_due_at
 
 # A scorer's PostgreSQL sessions are named SESSION_PREFIX + its instance name.
 SESSION_PREFIX = "scorer:"
@@ -121,37 +121,104 @@ async def record_activity(
     return {(row[0], row[1]) for row in result}
 
 
+_FIGURES = "member_id, points, level_rank, level_seq, joined_declared, first_seen"
+
+
+def _state(row: Any) -> MemberState:
+    """A member's figures from a `members` row (selected as `_FIGURES`), with no facts loaded."""
+    return MemberState(row[0], dict(row[1]), row[2], row[3], row[4], row[5])
+
+
 async def lock_states(conn: AsyncConnection, member_ids: list[str]) -> dict[str, MemberState]:
-    """Load and lock members' states (in id order, so concurrent writers cannot deadlock)."""
+    """Load and lock members' figures (in id order, so concurrent writers cannot deadlock)."""
     rows = await conn.execute(
-        text("SELECT state FROM members WHERE member_id = ANY(CAST(:ids AS text[])) ORDER BY member_id FOR UPDATE"),
+        text(
+            f"SELECT {_FIGURES} FROM members WHERE member_id = ANY(CAST(:ids AS text[])) ORDER BY member_id FOR UPDATE"
+        ),
         {"ids": member_ids},
     )
-    return {state.member_id: state for state in (_state(row[0]) for row in rows)}
+    return {state.member_id: state for state in map(_state, rows)}
 
 
 async def lock_tenure_due(conn: AsyncConnection, now: datetime, limit: int) -> dict[str, MemberState]:
     """Members whose tenure may now raise their level; rows another writer holds are left for later."""
     rows = await conn.execute(
         text(
-            "SELECT state FROM members WHERE tenure_due_at <= :now"
+            f"SELECT {_FIGURES} FROM members WHERE tenure_due_at <= :now"
             " ORDER BY member_id LIMIT :limit FOR UPDATE SKIP LOCKED"
         ),
         {"now": now, "limit": limit},
     )
-    return {state.member_id: state for state in (_state(row[0]) for row in rows)}
+    return {state.member_id: state for state in map(_state, rows)}
 
 
-def _state(raw: Any) -> MemberState:
-    return MemberState.from_dict(json.loads(raw) if isinstance(raw, str) else raw)
+Facts = dict[tuple[str, str], bytes]  # (member, fact) -> its JSON as loaded, to tell what changed
+
+
+async def load_facts(conn: AsyncConnection, states: dict[str, MemberState], wanted: dict[str, set[str]]) -> Facts:
+    """Put into the states the facts a batch names that exist (each by its key: an index lookup,
+    whatever the member's history), then the caps their reversal would free. Returns what was
+    loaded, for `save_facts`."""
+    loaded: Facts = {}
+    while wanted := {m: keys - states[m].facts.keys() for m, keys in wanted.items() if m in states}:
+        pairs = [(m, k) for m, keys in wanted.items() for k in keys]
+        if not pairs:
+            break
+        rows = await conn.execute(
+            text(
+                "SELECT f.member_id, f.fact, f.value FROM unnest(CAST(:ids AS text[]), CAST(:facts AS text[]))"
+                " AS w(member_id, fact) JOIN member_facts AS f USING (member_id, fact)"
+            ),
+            {"ids": [m for m, _ in pairs], "facts": [k for _, k in pairs]},
+        )
+        found: dict[str, set[str]] = {}
+        for member, key, value in rows:
+            states[member].facts[key] = value
+            loaded[(member, key)] = orjson.dumps(value)
+            if cap := freed_cap(key, value):
+                found.setdefault(member, set()).add(cap)
+        wanted = found
+    return loaded
+
+
+async def save_facts(conn: AsyncConnection, states: list[MemberState], loaded: Facts) -> None:
+    """Write the facts that are new or changed, and delete those loaded that are gone."""
+    upsert: list[tuple[str, str, str]] = []
+    for state in states:
+        for key, value in state.facts.items():
+            raw = orjson.dumps(value)
+            if loaded.get((state.member_id, key)) != raw:
+                upsert.append((state.member_id, key, raw.decode()))
+    held = {(s.member_id, k) for s in states for k in s.facts}
+    gone = [pair for pair in loaded if pair not in held]
+    if upsert:
+        await conn.execute(
+            text(
+                """
+                INSERT INTO member_facts (member_id, fact, value)
+                SELECT m, f, CAST(v AS jsonb)
+                FROM unnest(CAST(:ids AS text[]), CAST(:facts AS text[]), CAST(:values AS text[])) AS u(m, f, v)
+                ON CONFLICT (member_id, fact) DO UPDATE SET value = excluded.value
+                """
+            ),
+            {"ids": [u[0] for u in upsert], "facts": [u[1] for u in upsert], "values": [u[2] for u in upsert]},
+        )
+    if gone:
+        await conn.execute(
+            text(
+                "DELETE FROM member_facts AS f USING unnest(CAST(:ids AS text[]), CAST(:facts AS text[])) AS g(m, k)"
+                " WHERE f.member_id = g.m AND f.fact = g.k"
+            ),
+            {"ids": [m for m, _ in gone], "facts": [k for _, k in gone]},
+        )
 
 
 async def save_states(conn: AsyncConnection, states: list[MemberState], rules: Rules, now: datetime) -> dict[str, int]:
-    """Write members' states and read figures; returns each member's new version."""
+    """Write members' figures; returns each member's new version."""
     if not states:
         return {}
     cols: dict[str, list[Any]] = {
-        k: [] for k in ("ids", "ranks", "seqs", "actives", "passives", "points", "joined", "states", "dues")
+        k: [] for k in ("ids", "ranks", "seqs", "actives", "passives", "points", "declared", "first", "dues")
     }
     for s in states:
         cols["ids"].append(s.member_id)
@@ -159,24 +226,27 @@ async def save_states(conn: AsyncConnection, states: list[MemberState], rules: R
         cols["seqs"].append(s.seq)
         cols["actives"].append(s.score(rules, "active"))
         cols["passives"].append(s.score(rules, "passive"))
-        cols["points"].append(json.dumps(s.points))
-        cols["joined"].append(s.joined_at)
-        cols["states"].append(json.dumps(s.to_dict(), separators=(",", ":")))
+        cols["points"].append(orjson.dumps(s.points).decode())
+        cols["declared"].append(s.joined_declared)
+        cols["first"].append(s.first_seen)
         cols["dues"].append(tenure_due_at(s, rules))
     rows = await conn.execute(
         text(
             """
             INSERT INTO members AS m (member_id, level_rank, level_seq, active_score, passive_score, points,
-                                      joined_at, state, tenure_due_at, version, updated_at, redis_synced)
-            SELECT i, r, q, a, p, CAST(pt AS jsonb), j, CAST(s AS jsonb), d, 1, :now, false
+                                      joined_at, joined_declared, first_seen, tenure_due_at, version,
+                                      updated_at, redis_synced)
+            SELECT i, r, q, a, p, CAST(pt AS jsonb), coalesce(jd, fs), jd, fs, d, 1, :now, false
             FROM unnest(CAST(:ids AS text[]), CAST(:ranks AS smallint[]), CAST(:seqs AS int[]),
                         CAST(:actives AS bigint[]), CAST(:passives AS bigint[]), CAST(:points AS text[]),
-                        CAST(:joined AS timestamptz[]), CAST(:states AS text[]), CAST(:dues AS timestamptz[]))
-                 AS u(i, r, q, a, p, pt, j, s, d)
+                        CAST(:declared AS timestamptz[]), CAST(:first AS timestamptz[]),
+                        CAST(:dues AS timestamptz[]))
+                 AS u(i, r, q, a, p, pt, jd, fs, d)
             ON CONFLICT (member_id) DO UPDATE SET
                 level_rank = excluded.level_rank, level_seq = excluded.level_seq,
                 active_score = excluded.active_score, passive_score = excluded.passive_score,
-                points = excluded.points, joined_at = excluded.joined_at, state = excluded.state,
+                points = excluded.points, joined_at = excluded.joined_at,
+                joined_declared = excluded.joined_declared, first_seen = excluded.first_seen,
                 tenure_due_at = excluded.tenure_due_at, version = m.version + 1,
                 updated_at = excluded.updated_at, redis_synced = false
             RETURNING member_id, version
@@ -202,7 +272,7 @@ async def record_level_changes(conn: AsyncConnection, changes: list[LevelChange]
         {
             "ids": [c.member_id for c in changes],
             "seqs": [c.seq for c in changes],
-            "payloads": [json.dumps(c.payload(rules, now), separators=(",", ":")) for c in changes],
+            "payloads": [orjson.dumps(c.payload(rules, now)).decode() for c in changes],
             "occurred": [c.occurred_at for c in changes],
         },
     )
@@ -253,10 +323,10 @@ async def release_relay_lease(conn: AsyncConnection, owner: str) -> None:
 async def unsynced_views(conn: AsyncConnection, limit: int) -> list[tuple[MemberState, int, datetime]]:
     """Members whose latest version Redis may not hold: (state, version, updated_at)."""
     rows = await conn.execute(
-        text("SELECT state, version, updated_at FROM members WHERE NOT redis_synced LIMIT :limit"),
+        text(f"SELECT {_FIGURES}, version, updated_at FROM members WHERE NOT redis_synced LIMIT :limit"),
         {"limit": limit},
     )
-    return [(_state(row[0]), row[1], row[2]) for row in rows]
+    return [(_state(row), row[6], row[7]) for row in rows]
 
 
 async def mark_synced(conn: AsyncConnection, versions: dict[str, int]) -> None:
@@ -278,10 +348,13 @@ async def mark_synced(conn: AsyncConnection, versions: dict[str, int]) -> None:
 async def views_after(conn: AsyncConnection, after: str, limit: int) -> list[tuple[MemberState, int, datetime]]:
     """A page of every member in id order, for rebuilding Redis: (state, version, updated_at)."""
     rows = await conn.execute(
-        text("SELECT state, version, updated_at FROM members WHERE member_id > :after ORDER BY member_id LIMIT :limit"),
+        text(
+            f"SELECT {_FIGURES}, version, updated_at FROM members WHERE member_id > :after"
+            " ORDER BY member_id LIMIT :limit"
+        ),
         {"after": after, "limit": limit},
     )
-    return [(_state(row[0]), row[1], row[2]) for row in rows]
+    return [(_state(row), row[6], row[7]) for row in rows]
 
 
 async def next_view_epoch(conn: AsyncConnection) -> int:

@@ -50,7 +50,7 @@ from services.scorer import repository as repo
 from services.scorer.failpoints import Failpoints
 from services.scorer.settings import ScorerSettings
 from shared.events import ActivityRecord, decode_record
-from shared.scoring import MemberState, apply_batch, reevaluate_tenure
+from shared.scoring import MemberState, apply_batch, facts_needed, reevaluate_tenure
 
 log = logging.getLogger("scorer")
 
@@ -393,8 +393,10 @@ class Scorer:
             fresh = [record for key, (_, record) in first_seen.items() if key in new]
             members = sorted({r.subject for r in fresh})
             states = await repo.lock_states(conn, members)
+            loaded = await repo.load_facts(conn, states, facts_needed(fresh))
             changes = apply_batch(states, fresh, now, self.rules)
             versions = await repo.save_states(conn, [states[m] for m in members], self.rules, now)
+            await repo.save_facts(conn, [states[m] for m in members], loaded)
             await repo.record_level_changes(conn, changes, self.rules, now)
         for move in moves:
             self.committed[move.partition] = move.next_offset

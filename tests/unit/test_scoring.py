@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from itertools import count
@@ -14,7 +15,15 @@ from hypothesis import strategies as st
 
 from shared.events import ActivityEvent, ActivityRecord
 from shared.rules import RulesError, default_rules, load_rules
-from shared.scoring import LevelChange, MemberState, apply_batch, reevaluate_tenure, tenure_due_at
+from shared.scoring import (
+    LevelChange,
+    MemberState,
+    apply_batch,
+    facts_needed,
+    freed_cap,
+    reevaluate_tenure,
+    tenure_due_at,
+)
 
 RULES = default_rules()
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
@@ -308,23 +317,72 @@ def _events(draw: st.DrawFn) -> ActivityEvent:
     return ev(kind, draw(_members), at=draw(_days), **fields)
 
 
-@settings(max_examples=150, deadline=None)
+class Store:
+    """What the scorer keeps between batches: each member's figures, and facts as separate
+    rows, of which a batch gets only those its records name (as `repository` loads them)."""
+
+    def __init__(self) -> None:
+        self.members: dict[str, MemberState] = {}
+        self.facts: dict[tuple[str, str], str] = {}  # (member, key) -> JSON value
+
+    def load(self, records: list[ActivityRecord]) -> dict[str, MemberState]:
+        states = {m: dataclasses.replace(s, points=dict(s.points), facts={}) for m, s in self.members.items()}
+        wanted = facts_needed(records)
+        for _ in range(2):  # the named facts, then the caps their reversal frees
+            for member, keys in wanted.items():
+                for key in keys:
+                    if (member, key) in self.facts and member in states:
+                        states[member].facts[key] = json.loads(self.facts[(member, key)])
+            wanted = {m: {c for k, v in s.facts.items() if (c := freed_cap(k, v))} for m, s in states.items()}
+        self.loaded = {(m, k) for m, s in states.items() for k in s.facts}
+        return states
+
+    def save(self, states: dict[str, MemberState]) -> None:
+        for member, state in states.items():
+            self.members[member] = dataclasses.replace(state, points=dict(state.points), facts={})
+            self.facts |= {(member, k): json.dumps(v) for k, v in state.facts.items()}
+        for member, key in self.loaded:
+            if key not in states[member].facts:
+                del self.facts[(member, key)]
+
+
+@settings(max_examples=300, deadline=None)
 @given(st.lists(_events(), max_size=60), st.lists(st.integers(1, 7), min_size=1, max_size=20))
 def test_splitting_a_stream_into_batches_changes_nothing(events: list[ActivityEvent], sizes: list[int]) -> None:
     records = [ActivityRecord(s, e) for e in events for s in e.subjects()]
     whole: dict[str, MemberState] = {}
     whole_changes = apply_batch(whole, records, NOW, RULES)
 
-    # As the scorer does: each batch starts from the states stored (serialized) after the last.
-    stored: dict[str, dict[str, Any]] = {}
+    # As the scorer does: each batch starts from the figures stored after the last, and only
+    # the facts its records name.
+    store = Store()
     split_changes: list[LevelChange] = []
     start, i = 0, 0
     while start < len(records):
-        size = sizes[i % len(sizes)]
-        states = {m: MemberState.from_dict(json.loads(json.dumps(d))) for m, d in stored.items()}
-        split_changes += apply_batch(states, records[start : start + size], NOW, RULES)
-        stored |= {m: s.to_dict() for m, s in states.items()}
-        start, i = start + size, i + 1
+        batch = records[start : start + sizes[i % len(sizes)]]
+        states = store.load(batch)
+        split_changes += apply_batch(states, batch, NOW, RULES)
+        store.save(states)
+        start, i = start + len(batch), i + 1
 
     assert split_changes == whole_changes
-    assert stored == {m: s.to_dict() for m, s in whole.items()}
+    for member, state in whole.items():
+        assert store.members[member] == dataclasses.replace(state, facts={})
+        assert {k: json.loads(v) for (m, k), v in store.facts.items() if m == member} == state.facts
+
+
+def test_views_past_the_days_cap_are_not_kept() -> None:
+    states, _ = play(*(ev("view", content_id=f"t{i}") for i in range(40)))
+    views = [key for key in states["ann"].facts if key.startswith("view|")]
+    assert len(views) == RULES.metrics["view"].daily_cap
+    assert states["ann"].points["view"] == RULES.metrics["view"].daily_cap
+
+
+def test_a_batch_needs_only_the_facts_its_records_name() -> None:
+    history = [
+        ev("view", content_id=f"t{i}", at=f"2026-{1 + i % 10:02d}-{1 + i % 28:02d}T09:00:00Z") for i in range(500)
+    ]
+    states, _ = play(*history, ev("post", content_id="p1"))
+    assert len(states["ann"].facts) > 250
+    batch = [ActivityRecord("ann", ev("like", "bob", content_id="p1", target_member_id="ann"))]
+    assert facts_needed(batch) == {"ann": {"like_received|bob|p1", "cap|like_received|2026-11-20"}}
