@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from shared.events import ActivityRecord, iso_utc
+from shared.events import ActivityRecord
 from shared.rules import Rules
 
 CauseKind = Literal["activity", "tenure", "rescore"]
@@ -76,26 +76,6 @@ class LevelChange:
     def event_id(self) -> str:
         """Derived from member and seq, so a consumer can dedupe redeliveries on it."""
         return str(uuid.uuid5(_LEVEL_CHANGE_NS, f"{self.member_id}\x00{self.seq}"))
-
-    def payload(self, rules: Rules, emitted_at: datetime) -> dict[str, Any]:
-        """The level-change event of SPEC §6."""
-        cause: dict[str, Any] = {"kind": self.cause_kind}
-        if self.cause_event_id is not None:
-            cause |= {"event_id": self.cause_event_id, "type": self.cause_type}
-        return {
-            "event_id": self.event_id,
-            "member_id": self.member_id,
-            "seq": self.seq,
-            "direction": "promoted" if self.from_rank is None or self.to_rank > self.from_rank else "demoted",
-            "from_level": rules.level_by_rank(self.from_rank).ref() if self.from_rank else None,
-            "to_level": rules.level_by_rank(self.to_rank).ref(),
-            "active_score": self.active_score,
-            "passive_score": self.passive_score,
-            "cause": cause,
-            "rules_version": rules.version,
-            "occurred_at": iso_utc(self.occurred_at),
-            "emitted_at": iso_utc(emitted_at),
-        }
 
 
 def _cap(metric: str, day: str) -> str:
@@ -266,9 +246,14 @@ def apply(state: MemberState, record: ActivityRecord, now: datetime, rules: Rule
 def apply_batch(
     states: dict[str, MemberState], records: Iterable[ActivityRecord], now: datetime, rules: Rules
 ) -> list[LevelChange]:
-    """Apply records in order, creating the state of members seen for the first time."""
-    changes = []
+    """The batch step: apply records in order, each member/event id once (the first one seen;
+    a repeat counts once, SPEC §3), creating the state of members seen for the first time."""
+    changes, seen = [], set()
     for record in records:
+        key = (record.subject, record.event.event_id)
+        if key in seen:
+            continue
+        seen.add(key)
         state = states.get(record.subject)
         if state is None:
             state = states[record.subject] = MemberState(record.subject)
@@ -276,14 +261,6 @@ def apply_batch(
         if change:
             changes.append(change)
     return changes
-
-
-def distinct(records: Iterable[ActivityRecord]) -> list[ActivityRecord]:
-    """The records with each member/event id once, the first one seen (a repeat counts once)."""
-    seen: dict[tuple[str, str], ActivityRecord] = {}
-    for record in records:
-        seen.setdefault((record.subject, record.event.event_id), record)
-    return list(seen.values())
 
 
 def facts_needed(records: Iterable[ActivityRecord]) -> dict[str, set[str]]:

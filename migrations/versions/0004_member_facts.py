@@ -1,4 +1,4 @@
-"""member facts as rows: a member's state no longer grows with history
+"""member facts as rows, pending views: per-record cost independent of history
 
 Revision ID: 0004
 Revises: 0003
@@ -7,7 +7,8 @@ Create Date: 2026-11-30 14:30:00
 The whole-state document (`members.state`) is split: the figures become columns of
 `members`, and every fact later records need becomes a row of `member_facts`, keyed by member
 and fact (the keys of `shared.scoring.MemberState`), so a batch reads and writes only the facts
-its records name.
+its records name. The per-member `redis_synced` flag (written twice a batch) gives way to
+`pending_views`, one row per commit naming the members whose views Redis is yet to get.
 """
 
 from collections.abc import Sequence
@@ -80,9 +81,22 @@ def upgrade() -> None:
     )
     op.execute(_FACTS_FROM_STATE)
     op.drop_column("members", "state")
+    op.create_table(
+        "pending_views",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("member_ids", postgresql.ARRAY(sa.Text()), nullable=False),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_pending_views")),
+    )
+    op.drop_index("ix_members_redis_unsynced", table_name="members", postgresql_where=sa.text("NOT redis_synced"))
+    op.drop_column("members", "redis_synced")
 
 
 def downgrade() -> None:
+    # Every member unsynced: the repair loop rewrites every view, as after a flush.
+    op.add_column("members", sa.Column("redis_synced", sa.Boolean(), server_default=sa.text("false"), nullable=False))
+    op.create_index("ix_members_redis_unsynced", "members", ["member_id"], postgresql_where=sa.text("NOT redis_synced"))
+    op.drop_table("pending_views")
     op.add_column("members", sa.Column("state", postgresql.JSONB(astext_type=sa.Text())))
     op.execute(_STATE_FROM_FACTS)
     op.alter_column("members", "state", nullable=False)

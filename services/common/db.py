@@ -9,7 +9,6 @@ from __future__ import annotations
 import orjson
 from sqlalchemy import (
     BigInteger,
-    Boolean,
     Column,
     DateTime,
     Identity,
@@ -21,7 +20,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 metadata = MetaData(
@@ -51,10 +50,7 @@ members = Table(
     Column("tenure_due_at", DateTime(timezone=True)),
     Column("version", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-    # False until Redis holds this version of the member; the scorer repairs what is left false.
-    Column("redis_synced", Boolean, nullable=False, server_default=text("false")),
     Index("ix_members_tenure_due_at", "tenure_due_at", postgresql_where=text("tenure_due_at IS NOT NULL")),
-    Index("ix_members_redis_unsynced", "member_id", postgresql_where=text("NOT redis_synced")),
 )
 
 # The facts later records need (`shared.scoring.MemberState`), one row per member and fact
@@ -65,6 +61,16 @@ member_facts = Table(
     Column("member_id", Text, primary_key=True),
     Column("fact", Text, primary_key=True),
     Column("value", JSONB, nullable=False),
+)
+
+# The members each commit changed, until their views are in Redis (`services.scorer.views`):
+# one row a commit, so the hot path writes no per-member flag.
+pending_views = Table(
+    "pending_views",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("member_ids", ARRAY(Text), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
 )
 
 # Every applied activity record, once per member and event id: the dedupe key, and the

@@ -37,7 +37,7 @@ def create_app(scorer: Scorer) -> FastAPI:
         }
         problems = scorer.problems()
         ready = checks["postgres"] == checks["kafka"] == "ok" and not problems
-        checks |= {"consumer": "ok", **{name: "ok" for name in scorer.workers}} | problems
+        checks |= {"consumer": "ok", **{name: "ok" for name in scorer.workers.workers}} | problems
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)

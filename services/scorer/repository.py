@@ -234,9 +234,8 @@ async def save_states(conn: AsyncConnection, states: list[MemberState], rules: R
         text(
             """
             INSERT INTO members AS m (member_id, level_rank, level_seq, active_score, passive_score, points,
-                                      joined_at, joined_declared, first_seen, tenure_due_at, version,
-                                      updated_at, redis_synced)
-            SELECT i, r, q, a, p, CAST(pt AS jsonb), coalesce(jd, fs), jd, fs, d, 1, :now, false
+                                      joined_at, joined_declared, first_seen, tenure_due_at, version, updated_at)
+            SELECT i, r, q, a, p, CAST(pt AS jsonb), coalesce(jd, fs), jd, fs, d, 1, :now
             FROM unnest(CAST(:ids AS text[]), CAST(:ranks AS smallint[]), CAST(:seqs AS int[]),
                         CAST(:actives AS bigint[]), CAST(:passives AS bigint[]), CAST(:points AS text[]),
                         CAST(:declared AS timestamptz[]), CAST(:first AS timestamptz[]),
@@ -248,7 +247,7 @@ async def save_states(conn: AsyncConnection, states: list[MemberState], rules: R
                 points = excluded.points, joined_at = excluded.joined_at,
                 joined_declared = excluded.joined_declared, first_seen = excluded.first_seen,
                 tenure_due_at = excluded.tenure_due_at, version = m.version + 1,
-                updated_at = excluded.updated_at, redis_synced = false
+                updated_at = excluded.updated_at
             RETURNING member_id, version
             """
         ),
@@ -257,7 +256,7 @@ async def save_states(conn: AsyncConnection, states: list[MemberState], rules: R
     return {row[0]: row[1] for row in rows}
 
 
-async def record_level_changes(conn: AsyncConnection, changes: list[LevelChange], rules: Rules, now: datetime) -> None:
+async def record_level_changes(conn: AsyncConnection, changes: list[LevelChange], payloads: list[bytes]) -> None:
     """Add level changes to the members' history, which is also the relay's outbox."""
     if not changes:
         return
@@ -272,7 +271,7 @@ async def record_level_changes(conn: AsyncConnection, changes: list[LevelChange]
         {
             "ids": [c.member_id for c in changes],
             "seqs": [c.seq for c in changes],
-            "payloads": [orjson.dumps(c.payload(rules, now)).decode() for c in changes],
+            "payloads": [p.decode() for p in payloads],
             "occurred": [c.occurred_at for c in changes],
         },
     )
@@ -320,29 +319,52 @@ async def release_relay_lease(conn: AsyncConnection, owner: str) -> None:
     await conn.execute(text("UPDATE relay_lease SET expires_at = now() WHERE owner = :owner"), {"owner": owner})
 
 
-async def unsynced_views(conn: AsyncConnection, limit: int) -> list[tuple[MemberState, int, datetime]]:
-    """Members whose latest version Redis may not hold: (state, version, updated_at)."""
-    rows = await conn.execute(
-        text(f"SELECT {_FIGURES}, version, updated_at FROM members WHERE NOT redis_synced LIMIT :limit"),
-        {"limit": limit},
-    )
-    return [(_state(row), row[6], row[7]) for row in rows]
-
-
-async def mark_synced(conn: AsyncConnection, versions: dict[str, int]) -> None:
-    """Note that Redis holds these versions (a member written since stays unsynced)."""
-    if not versions:
-        return
-    await conn.execute(
+async def add_pending_views(conn: AsyncConnection, member_ids: list[str], written: list[int]) -> int:
+    """Note that these members' views are to be written to Redis (one row for the commit), and
+    delete the rows whose views have been written; returns the new row's id."""
+    row = await conn.execute(
         text(
             """
-            UPDATE members AS m SET redis_synced = true
-            FROM unnest(CAST(:ids AS text[]), CAST(:versions AS bigint[])) AS v(id, version)
-            WHERE m.member_id = v.id AND m.version = v.version AND NOT m.redis_synced
+            WITH written AS (DELETE FROM pending_views WHERE id = ANY(CAST(:written AS bigint[])))
+            INSERT INTO pending_views (member_ids) VALUES (CAST(:ids AS text[])) RETURNING id
             """
         ),
-        {"ids": list(versions), "versions": list(versions.values())},
+        {"ids": member_ids, "written": written},
     )
+    return int(row.scalar_one())
+
+
+async def left_pending_views(
+    conn: AsyncConnection, written: list[int], grace_s: float, limit: int
+) -> list[tuple[int, list[str]]]:
+    """Delete the rows whose views have been written; lock and return those older than the
+    grace (left behind by a failed write or a crash), skipping any another scorer holds."""
+    rows = await conn.execute(
+        text(
+            """
+            WITH written AS (DELETE FROM pending_views WHERE id = ANY(CAST(:written AS bigint[])))
+            SELECT id, member_ids FROM pending_views
+            WHERE recorded_at < now() - make_interval(secs => :grace) AND id <> ALL(CAST(:written AS bigint[]))
+            ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
+            """
+        ),
+        {"written": written, "grace": grace_s, "limit": limit},
+    )
+    return [(row[0], list(row[1])) for row in rows]
+
+
+async def drop_pending_views(conn: AsyncConnection, ids: list[int]) -> None:
+    if ids:
+        await conn.execute(text("DELETE FROM pending_views WHERE id = ANY(CAST(:ids AS bigint[]))"), {"ids": ids})
+
+
+async def member_views(conn: AsyncConnection, member_ids: list[str]) -> list[tuple[MemberState, int, datetime]]:
+    """Members' figures as views are made of them: (state, version, updated_at)."""
+    rows = await conn.execute(
+        text(f"SELECT {_FIGURES}, version, updated_at FROM members WHERE member_id = ANY(CAST(:ids AS text[]))"),
+        {"ids": member_ids},
+    )
+    return [(_state(row), row[6], row[7]) for row in rows]
 
 
 async def views_after(conn: AsyncConnection, after: str, limit: int) -> list[tuple[MemberState, int, datetime]]:
@@ -382,16 +404,16 @@ async def reset_offset(
 class Backlog:
     unsent_level_changes: int
     oldest_unsent_at: datetime | None
-    unsynced_members: int
+    unsynced_members: int  # members of pending view rows (the last commit's, until the next one)
 
 
 async def backlog(conn: AsyncConnection) -> Backlog:
-    """What waits for the relay and for the Redis repair (both read through partial indexes)."""
+    """What waits for the relay (read through a partial index) and for Redis."""
     row = await conn.execute(
         text(
             "SELECT (SELECT count(*) FROM level_changes WHERE sent_at IS NULL),"
             " (SELECT recorded_at FROM level_changes WHERE sent_at IS NULL ORDER BY id LIMIT 1),"
-            " (SELECT count(*) FROM members WHERE NOT redis_synced)"
+            " (SELECT coalesce(sum(cardinality(member_ids)), 0) FROM pending_views)"
         )
     )
     unsent, oldest, unsynced = row.one()

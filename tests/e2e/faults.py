@@ -203,7 +203,7 @@ async def drained(system: System, pg: asyncpg.Connection) -> bool:
     if any(stored.get(p, 0) < end for p, end in ends.items()):
         return False
     unsent = await pg.fetchval("SELECT count(*) FROM level_changes WHERE sent_at IS NULL")
-    unsynced = await pg.fetchval("SELECT count(*) FROM members WHERE NOT redis_synced")
+    unsynced = await pg.fetchval("SELECT count(*) FROM pending_views")
     return unsent == 0 and unsynced == 0
 
 

@@ -210,9 +210,7 @@ async def test_redis_is_rebuilt_from_postgres_after_a_flush(settings: ScorerSett
     try:
         async with running(settings):
             await eventually(lambda: _equals(scores(pg, fay), (10, 0, 5)))
-            await eventually(
-                lambda: _equals(pg.fetchval("SELECT redis_synced FROM members WHERE member_id = $1", fay), True)
-            )
+            await eventually(lambda: _has_view(cache, fay))
             row_version = await pg.fetchval("SELECT xmin::text FROM members WHERE member_id = $1", fay)
             keys = [k async for k in redis.scan_iter(f"{settings.redis_prefix}*")]
             await redis.delete(*keys)

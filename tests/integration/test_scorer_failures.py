@@ -231,7 +231,7 @@ async def test_readiness_fails_when_a_worker_has_ended(settings_kwargs: dict[str
             return response is not None and response.status_code == status
 
         await eventually(lambda: answer(200), what="the scorer ready")
-        task = scorer.workers["relay"].task
+        task = scorer.workers.workers["relay"].task
         assert task is not None
         task.cancel()
         await eventually(lambda: answer(503), what="/readyz to fail")

@@ -1,0 +1,83 @@
+"""Level changes on the wire (SPEC §6): the payload recorded with each change, and the relay
+that publishes the outbox (`level_changes` rows not yet sent) to Kafka in order."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.scorer import repository as repo
+from services.scorer.failpoints import Failpoints
+from services.scorer.metrics import PUBLISHED
+from shared.events import iso_utc
+from shared.rules import Rules
+from shared.scoring import LevelChange
+
+LEASE_S = 30.0
+PAGE = 500
+
+
+def payload(change: LevelChange, rules: Rules, emitted_at: datetime) -> bytes:
+    """The level-change event of SPEC §6, as published (and stored, so a resend is identical)."""
+    cause: dict[str, Any] = {"kind": change.cause_kind}
+    if change.cause_event_id is not None:
+        cause |= {"event_id": change.cause_event_id, "type": change.cause_type}
+    promoted = change.from_rank is None or change.to_rank > change.from_rank
+    return orjson.dumps(
+        {
+            "event_id": change.event_id,
+            "member_id": change.member_id,
+            "seq": change.seq,
+            "direction": "promoted" if promoted else "demoted",
+            "from_level": rules.level_by_rank(change.from_rank).ref() if change.from_rank else None,
+            "to_level": rules.level_by_rank(change.to_rank).ref(),
+            "active_score": change.active_score,
+            "passive_score": change.passive_score,
+            "cause": cause,
+            "rules_version": rules.version,
+            "occurred_at": iso_utc(change.occurred_at),
+            "emitted_at": iso_utc(emitted_at),
+        }
+    )
+
+
+class Relay:
+    """Publishes the oldest unsent level changes; one relay at a time holds the lease, so a
+    member's changes reach Kafka in seq order."""
+
+    def __init__(
+        self, engine: AsyncEngine, producer: AIOKafkaProducer, topic: str, owner: str, failpoints: Failpoints
+    ) -> None:
+        self.engine, self.producer, self.topic, self.owner, self.failpoints = engine, producer, topic, owner, failpoints
+        self.wake = asyncio.Event()  # set when a commit recorded level changes
+
+    async def once(self) -> int:
+        """Publish a page; returns how many (0 when idle or another relay has the lease).
+
+        No transaction is open while sending: the lease says who may send, and a send is
+        bounded well within it."""
+        async with self.engine.begin() as conn:
+            if not await repo.take_relay_lease(conn, self.owner, LEASE_S):
+                return 0
+            rows = await repo.unsent_level_changes(conn, PAGE)
+        if not rows:
+            return 0
+        async with asyncio.timeout(LEASE_S / 2):
+            sent = [
+                await self.producer.send(self.topic, body.encode(), key=member.encode()) for _, member, body in rows
+            ]
+            await asyncio.gather(*sent)
+        self.failpoints.hit("relay_after_send")
+        async with self.engine.begin() as conn:
+            await repo.mark_sent(conn, [row_id for row_id, _, _ in rows], datetime.now(UTC))
+        PUBLISHED.inc(len(rows))
+        return len(rows)
+
+    async def release(self) -> None:
+        async with self.engine.begin() as conn:
+            await repo.release_relay_lease(conn, self.owner)

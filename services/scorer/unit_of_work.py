@@ -1,0 +1,91 @@
+"""The scorer's transactions. Each one stores, together, what a step changed: the partitions'
+next offsets (guarded by the epoch this consumer claimed), the records applied (a repeated
+member/event id is skipped), the members' figures and the facts they touched, their level
+changes (the outbox) and the note that their views are due in Redis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import NamedTuple
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.scorer import outbox
+from services.scorer import repository as repo
+from shared.events import ActivityRecord
+from shared.rules import Rules
+from shared.scoring import LevelChange, MemberState, apply_batch, facts_needed, reevaluate_tenure
+
+
+class Incoming(NamedTuple):
+    record: ActivityRecord
+    raw: str  # the event as received, kept in `activity`
+    partition: int
+    offset: int
+
+
+@dataclass
+class Committed:
+    states: dict[str, MemberState] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)  # each member's new row version
+    changes: list[LevelChange] = field(default_factory=list)
+    pending: int | None = None  # the pending_views row naming the members changed
+    applied: int = 0  # records not seen before
+
+
+class Fenced(Exception):
+    """The stored offsets of these partitions refused this consumer's write."""
+
+    def __init__(self, partitions: set[int]) -> None:
+        super().__init__(f"offset write refused for partitions {sorted(partitions)}")
+        self.partitions = partitions
+
+
+class UnitOfWork:
+    def __init__(self, engine: AsyncEngine, rules: Rules, group_id: str, topic: str) -> None:
+        self.engine, self.rules, self.group_id, self.topic = engine, rules, group_id, topic
+
+    async def commit(
+        self, moves: list[repo.OffsetMove], incoming: list[Incoming], now: datetime, written: list[int]
+    ) -> Committed:
+        """Apply a batch: only the figures and facts its records name are read and written.
+        `written` are pending view rows whose views Redis now holds, deleted here."""
+        async with self.engine.begin() as conn:
+            refused = await repo.advance_offsets(conn, self.group_id, self.topic, moves)
+            if refused:
+                raise Fenced(refused)
+            rows = [(i.record.subject, i.record.event.event_id, i.raw, i.partition, i.offset) for i in incoming]
+            new = await repo.record_activity(conn, rows, now)
+            fresh = [i.record for i in incoming if (i.record.subject, i.record.event.event_id) in new]
+            states = await repo.lock_states(conn, sorted({r.subject for r in fresh}))
+            loaded = await repo.load_facts(conn, states, facts_needed(fresh))
+            changes = apply_batch(states, fresh, now, self.rules)
+            committed = await self._save(conn, states, loaded, changes, now, written)
+        committed.applied = len(new)
+        return committed
+
+    async def sweep_tenure(self, now: datetime, limit: int, written: list[int]) -> Committed:
+        """Raise the levels that tenure alone now allows, for up to `limit` members."""
+        async with self.engine.begin() as conn:
+            states = await repo.lock_tenure_due(conn, now, limit)
+            changes = [c for s in states.values() if (c := reevaluate_tenure(s, now, self.rules))]
+            return await self._save(conn, states, {}, changes, now, written)
+
+    async def _save(
+        self,
+        conn: AsyncConnection,
+        states: dict[str, MemberState],
+        loaded: repo.Facts,
+        changes: list[LevelChange],
+        now: datetime,
+        written: list[int],
+    ) -> Committed:
+        if not states:
+            return Committed()
+        members = [states[m] for m in sorted(states)]
+        versions = await repo.save_states(conn, members, self.rules, now)
+        await repo.save_facts(conn, members, loaded)
+        await repo.record_level_changes(conn, changes, [outbox.payload(c, self.rules, now) for c in changes])
+        pending = await repo.add_pending_views(conn, sorted(states), written)
+        return Committed(states, versions, changes, pending)
