@@ -48,8 +48,9 @@ from services.common.members import MemberCache, view_of
 from services.scorer import http as scorer_http
 from services.scorer import repository as repo
 from services.scorer.failpoints import Failpoints
+from services.scorer.records import decode_record
 from services.scorer.settings import ScorerSettings
-from shared.events import ActivityRecord, decode_record
+from shared.events import ActivityRecord
 from shared.scoring import MemberState, apply_batch, facts_needed, reevaluate_tenure
 
 log = logging.getLogger("scorer")
