@@ -50,6 +50,7 @@ MAX_BATCH = 1000
 MAX_DECIMAL_PLACES = 1000
 
 _RFC3339 = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+_TIMESTAMP = re.compile(_RFC3339, re.ASCII)
 
 
 class BadNumber:
@@ -73,13 +74,11 @@ def shown(text: str) -> str:
 
 
 def _timestamp(value: object) -> datetime:
-    if not isinstance(value, str) or not re.fullmatch(_RFC3339, value, re.ASCII):
+    if not isinstance(value, str) or not (match := _TIMESTAMP.fullmatch(value)):
         raise ValueError("must be an RFC 3339 timestamp with an offset, like 2026-11-20T09:00:00Z")
-    head, dot, tail = value.upper().partition(".")
-    if dot:  # Python keeps microseconds: drop digits past the sixth.
-        digits = re.match(r"[0-9]+", tail)
-        assert digits is not None
-        value = f"{head}.{digits.group()[:6]}{tail[digits.end() :]}"
+    start, end = match.span(1)
+    if end - start > 7:  # the dot and six digits: Python keeps microseconds, drop the rest
+        value = value[: start + 7] + value[end:]
     try:
         parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00")).astimezone(UTC)
     except ValueError as exc:
@@ -99,6 +98,8 @@ def iso_utc(at: datetime) -> str:
 def _printable(value: str) -> str:
     # Control, format (zero-width), surrogate, private-use and unassigned characters make ids
     # that look equal and are not; refuse them.
+    if value.isprintable():  # no "Other" character (nor a separator but the space): the usual case
+        return value
     for ch in value:
         if unicodedata.category(ch)[0] == "C":
             raise ValueError(f"must not contain the character U+{ord(ch):04X}")
@@ -107,6 +108,8 @@ def _printable(value: str) -> str:
 
 def _storable_text(text: str) -> str | None:
     """Why jsonb cannot store this string, or None."""
+    if text.isascii() and "\x00" not in text:  # the usual case, without a loop
+        return None
     for ch in text:
         if ch == "\x00" or "\ud800" <= ch <= "\udfff":
             return f"holds the character U+{ord(ch):04X}, which cannot be stored"
@@ -329,6 +332,7 @@ AnyEvent = Annotated[
     Field(discriminator="type"),
 ]
 EVENT: TypeAdapter[ActivityEvent] = TypeAdapter(AnyEvent)
+_FIELDS = frozenset(ActivityEvent.model_fields)
 
 
 class ActivityRecord(NamedTuple):
@@ -381,9 +385,10 @@ def validate_event(raw: object, now: datetime | None = None) -> ActivityEvent | 
     if not isinstance(raw, dict):
         return [Problem("event", "must be a JSON object")]
     # pydantic cannot read a name holding a lone surrogate, and no field is named so.
-    odd = [Problem(shown(str(name)), "unknown field") for name in raw if _storable_text(str(name))]
-    if odd:
-        return odd
+    if not raw.keys() <= _FIELDS:
+        odd = [Problem(shown(str(name)), "unknown field") for name in raw if _storable_text(str(name))]
+        if odd:
+            return odd
     try:
         event = EVENT.validate_python(raw)
     except ValidationError as exc:
