@@ -9,6 +9,9 @@ U+0000 nor a lone surrogate, nor every number JSON can write.
 An accepted event becomes one activity record per member whose totals it can change (a
 like touches the member who liked and the author who was liked); each record is keyed by
 that member, so all of a member's records land on one partition, in order.
+
+Reading events from bytes is the services' work: strict JSON in services.common.strict_json,
+Kafka records in services.scorer.records, request bodies and their answers in services.ingest.
 """
 
 from __future__ import annotations
@@ -17,9 +20,7 @@ import json
 import math
 import re
 import unicodedata
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
@@ -49,11 +50,13 @@ MAX_BATCH = 1000
 MAX_DECIMAL_PLACES = 1000
 
 _RFC3339 = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+_TIMESTAMP = re.compile(_RFC3339, re.ASCII)
 
 
 class BadNumber:
-    """A JSON number that cannot be held as a finite double or stored in jsonb. `parse_json`
-    leaves it in place of the number, so validation refuses it naming the field it is in."""
+    """A JSON number that cannot be held as a finite double or stored in jsonb. The services'
+    JSON parser (services.common.strict_json) leaves it in place of the number, so validation
+    refuses it naming the field it is in."""
 
     __slots__ = ("text",)
 
@@ -71,13 +74,11 @@ def shown(text: str) -> str:
 
 
 def _timestamp(value: object) -> datetime:
-    if not isinstance(value, str) or not re.fullmatch(_RFC3339, value, re.ASCII):
+    if not isinstance(value, str) or not (match := _TIMESTAMP.fullmatch(value)):
         raise ValueError("must be an RFC 3339 timestamp with an offset, like 2026-11-20T09:00:00Z")
-    head, dot, tail = value.upper().partition(".")
-    if dot:  # Python keeps microseconds: drop digits past the sixth.
-        digits = re.match(r"[0-9]+", tail)
-        assert digits is not None
-        value = f"{head}.{digits.group()[:6]}{tail[digits.end() :]}"
+    start, end = match.span(1)
+    if end - start > 7:  # the dot and six digits: Python keeps microseconds, drop the rest
+        value = value[: start + 7] + value[end:]
     try:
         parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00")).astimezone(UTC)
     except ValueError as exc:
@@ -97,6 +98,8 @@ def iso_utc(at: datetime) -> str:
 def _printable(value: str) -> str:
     # Control, format (zero-width), surrogate, private-use and unassigned characters make ids
     # that look equal and are not; refuse them.
+    if value.isprintable():  # no "Other" character (nor a separator but the space): the usual case
+        return value
     for ch in value:
         if unicodedata.category(ch)[0] == "C":
             raise ValueError(f"must not contain the character U+{ord(ch):04X}")
@@ -105,6 +108,8 @@ def _printable(value: str) -> str:
 
 def _storable_text(text: str) -> str | None:
     """Why jsonb cannot store this string, or None."""
+    if text.isascii() and "\x00" not in text:  # the usual case, without a loop
+        return None
     for ch in text:
         if ch == "\x00" or "\ud800" <= ch <= "\udfff":
             return f"holds the character U+{ord(ch):04X}, which cannot be stored"
@@ -327,6 +332,7 @@ AnyEvent = Annotated[
     Field(discriminator="type"),
 ]
 EVENT: TypeAdapter[ActivityEvent] = TypeAdapter(AnyEvent)
+_FIELDS = frozenset(ActivityEvent.model_fields)
 
 
 class ActivityRecord(NamedTuple):
@@ -336,11 +342,10 @@ class ActivityRecord(NamedTuple):
     event: ActivityEvent
 
 
-@dataclass(frozen=True)
-class EventError:
-    """Why an event is invalid; `index` is its place in the batch (None: the request as a whole)."""
+class Problem(NamedTuple):
+    """Why an event is invalid: the field at fault ("event" for the whole) and the reason, both
+    text that encodes, so either may travel in an answer or a Kafka header."""
 
-    index: int | None
     field: str
     reason: str
 
@@ -349,7 +354,7 @@ class EventError:
 COMMON_FIELDS = frozenset({"event_id", "type", "member_id", "occurred_at"})
 
 
-def _field_errors(index: int, raw: dict[Any, Any], exc: ValidationError) -> list[EventError]:
+def _problems(raw: dict[Any, Any], exc: ValidationError) -> list[Problem]:
     kind = raw.get("type")
     out = []
     for err in exc.errors(include_url=False):
@@ -371,88 +376,23 @@ def _field_errors(index: int, raw: dict[Any, Any], exc: ValidationError) -> list
                 reason = "holds a lone surrogate (U+D800 to U+DFFF), which cannot be stored"
             case _ if isinstance(err.get("input"), BadNumber):
                 reason = f"the number {err['input'].text[:40]} is out of range"
-        out.append(EventError(index, field or "event", shown(reason)))
+        out.append(Problem(field or "event", shown(reason)))
     return out
 
 
-def validate_event(raw: object, index: int = 0, now: datetime | None = None) -> ActivityEvent | list[EventError]:
+def validate_event(raw: object, now: datetime | None = None) -> ActivityEvent | list[Problem]:
     """The event, or every reason it is invalid. With `now`, timestamps ahead of it are refused."""
     if not isinstance(raw, dict):
-        return [EventError(index, "event", "must be a JSON object")]
+        return [Problem("event", "must be a JSON object")]
     # pydantic cannot read a name holding a lone surrogate, and no field is named so.
-    odd = [EventError(index, shown(str(name)), "unknown field") for name in raw if _storable_text(str(name))]
-    if odd:
-        return odd
+    if not raw.keys() <= _FIELDS:
+        odd = [Problem(shown(str(name)), "unknown field") for name in raw if _storable_text(str(name))]
+        if odd:
+            return odd
     try:
         event = EVENT.validate_python(raw)
     except ValidationError as exc:
-        return _field_errors(index, raw, exc)
+        return _problems(raw, exc)
     if now is not None and event.occurred_at > now + MAX_FUTURE:
-        return [EventError(index, "occurred_at", "must not be more than 5 minutes ahead of the server clock")]
+        return [Problem("occurred_at", "must not be more than 5 minutes ahead of the server clock")]
     return event
-
-
-class RecordError(ValueError):
-    """An activity record that cannot be decoded or validated (it goes to the dead-letter topic).
-    Its message is always encodable text, so it can travel as a Kafka header."""
-
-
-def decode_record(key: bytes | None, value: bytes | None) -> ActivityRecord:
-    """The record, or RecordError for any bytes that are not a valid event keyed by a member it
-    changes. A record that passes is also one PostgreSQL can store as jsonb, as it was sent."""
-    try:
-        raw = parse_json(value or b"")
-    except ValueError as exc:  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors
-        raise RecordError(f"value is not JSON: {shown(str(exc))}") from None
-    result = validate_event(raw)
-    if isinstance(result, list):
-        raise RecordError("; ".join(f"{e.field}: {e.reason}" for e in result))
-    subject = key.decode(errors="replace") if key is not None else ""
-    if subject not in result.subjects():
-        raise RecordError(f"key {shown(subject)!r} is not a member this event changes")
-    return ActivityRecord(subject, result)
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _float(text: str) -> float | BadNumber:
-    number = float(text)
-    exponent = Decimal(text).as_tuple().exponent
-    if not math.isfinite(number) or (isinstance(exponent, int) and -exponent > MAX_DECIMAL_PLACES):
-        return BadNumber(text)
-    return number
-
-
-def _int(text: str) -> int | BadNumber:
-    try:
-        return int(text)
-    except ValueError:  # past Python's limit on digits (4,300 by default)
-        return BadNumber(text)
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Refused, not "the last one wins": jsonb would still read the value a duplicate hides.
-    out: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in out:
-            raise ValueError(f"the name {json.dumps(name)} appears twice in one object")
-        out[name] = value
-    return out
-
-
-def parse_json(body: bytes) -> Any:
-    """Strict JSON (RFC 8259): UTF-8 without a byte order mark, no NaN or Infinity, no name
-    twice in one object, and a ValueError rather than a RecursionError when nested too deeply.
-    A number no double can hold is left as a BadNumber for validation to name."""
-    try:
-        return json.loads(
-            body.decode(),  # bytes given to json.loads may be read as UTF-16 or -32, or with a BOM
-            parse_constant=_refuse_constant,
-            parse_float=_float,
-            parse_int=_int,
-            object_pairs_hook=_object,
-        )
-    except RecursionError:
-        raise ValueError("it is nested too deeply") from None

@@ -145,7 +145,7 @@ def engine(
         database_url,
         # jsonb comes back through orjson: members' points and facts are small integers and
         # strings. (It reads integers past 64 bits as floats: read client-sent JSON, such as
-        # `activity.event`, as text and parse it with `shared.events.parse_json`.)
+        # `activity.event`, as text and parse it with `services.common.strict_json.parse_json`.)
         json_deserializer=orjson.loads,
         pool_size=pool_size,
         pool_pre_ping=True,

@@ -7,11 +7,19 @@ one `{"index", "field", "reason"}` per problem (`index` is null for a problem of
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fastapi.responses import JSONResponse
 
-from shared.events import EventError
+
+@dataclass(frozen=True)
+class EventError:
+    """Why an event is invalid; `index` is its place in the batch (None: the request as a whole)."""
+
+    index: int | None
+    field: str
+    reason: str
 
 
 class IngestError(Exception):

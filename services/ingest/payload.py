@@ -7,8 +7,9 @@ from typing import Any
 
 from starlette.requests import Request
 
-from services.ingest.errors import InvalidEvents, NotJson, TooLarge
-from shared.events import MAX_BATCH, ActivityEvent, EventError, parse_json, shown, validate_event
+from services.common.strict_json import parse_json
+from services.ingest.errors import EventError, InvalidEvents, NotJson, TooLarge
+from shared.events import MAX_BATCH, ActivityEvent, shown, validate_event
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -70,9 +71,9 @@ def events_of(raw: Any, now: datetime) -> list[tuple[ActivityEvent, bytes]]:
     accepted: list[tuple[ActivityEvent, bytes]] = []
     errors: list[EventError] = []
     for index, item in enumerate(items):
-        result = validate_event(item, index, now)
+        result = validate_event(item, now)
         if isinstance(result, list):
-            errors.extend(result)
+            errors.extend(EventError(index, field, reason) for field, reason in result)
             continue
         accepted.append((result, result.to_json()))
     if errors:

@@ -56,11 +56,12 @@ from services.scorer.metrics import (
     UNSYNCED,
 )
 from services.scorer.outbox import Relay
+from services.scorer.records import decode_record
 from services.scorer.settings import ScorerSettings
 from services.scorer.unit_of_work import Committed, Fenced, Incoming, UnitOfWork
 from services.scorer.views import Views
 from services.scorer.workers import Supervisor
-from shared.events import ActivityRecord, decode_record
+from shared.events import ActivityRecord
 
 log = logging.getLogger("scorer")
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.events import RecordError, decode_record
+from services.scorer.records import RecordError, decode_record
 from tests.unit.test_records import JSON, event_like, to_json
 
 

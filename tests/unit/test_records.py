@@ -10,7 +10,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.events import ActivityRecord, RecordError, decode_record
+from services.scorer.records import RecordError, decode_record
+from shared.events import ActivityRecord
 
 # Every code point, lone surrogates included: json.dumps writes them as \\ud800 escapes.
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=12)
