@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -105,8 +105,19 @@ class Rules(BaseModel):
         )
         return self
 
-    def tier_score(self, points: dict[str, int], tier: Tier) -> int:
-        return sum(n for metric, n in points.items() if self.metrics[metric].tier == tier)
+    @cached_property
+    def _active_metrics(self) -> frozenset[str]:
+        return frozenset(name for name, metric in self.metrics.items() if metric.tier == "active")
+
+    def scores(self, points: dict[str, int]) -> tuple[int, int]:
+        """The active and the passive score of these points by metric."""
+        active = passive = 0
+        for metric, n in points.items():
+            if metric in self._active_metrics:
+                active += n
+            else:
+                passive += n
+        return active, passive
 
     def level_for(self, active: int, passive: int, tenure_days: int) -> Level:
         best = self.levels[0]

@@ -51,8 +51,9 @@ class MemberState:
     def joined_at(self) -> datetime | None:
         return self.joined_declared or self.first_seen
 
-    def score(self, rules: Rules, tier: Literal["passive", "active"]) -> int:
-        return rules.tier_score(self.points, tier)
+    def scores(self, rules: Rules) -> tuple[int, int]:
+        """The member's active and passive scores."""
+        return rules.scores(self.points)
 
     def tenure_days(self, now: datetime) -> int:
         joined = self.joined_at
@@ -212,7 +213,7 @@ def _score(state: MemberState, rules: Rules, record: ActivityRecord) -> None:
 def _settle(
     state: MemberState, rules: Rules, now: datetime, cause: CauseKind, record: ActivityRecord | None, at: datetime
 ) -> LevelChange | None:
-    active, passive = state.score(rules, "active"), state.score(rules, "passive")
+    active, passive = state.scores(rules)
     level = rules.level_for(active, passive, state.tenure_days(now)).rank
     if level == state.level:
         return None
@@ -285,5 +286,5 @@ def tenure_due_at(state: MemberState, rules: Rules) -> datetime | None:
     joined = state.joined_at
     if joined is None or state.level is None:
         return None
-    active, passive = state.score(rules, "active"), state.score(rules, "passive")
+    active, passive = state.scores(rules)
     return rules.tenure_due_at(active, passive, state.level, joined)

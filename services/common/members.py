@@ -39,11 +39,12 @@ return 0
 def view_of(state: MemberState, rules: Rules, version: int, updated_at: datetime) -> dict[str, Any]:
     """The stored view of a member: the same fields as the `members` row the API may read instead."""
     assert state.level is not None and state.joined_at is not None
+    active, passive = state.scores(rules)
     return {
         "member_id": state.member_id,
         "level_rank": state.level,
-        "active_score": state.score(rules, "active"),
-        "passive_score": state.score(rules, "passive"),
+        "active_score": active,
+        "passive_score": passive,
         "points": dict(state.points),
         "joined_at": iso_utc(state.joined_at),
         "updated_at": iso_utc(updated_at),

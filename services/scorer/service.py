@@ -138,6 +138,9 @@ class Scorer:
         self.workers.start("tenure", s.tenure_interval, self.tenure_once)
         self.workers.start("repair", s.repair_interval, self.views.repair_once)
         self.workers.start("health", s.health_interval, self.measure)
+        # A batch commits while the next is fetched and decoded: one commit in flight at a time,
+        # in order. (A fetch that a fence or rebalance made stale is refused by the offset guard.)
+        committing: asyncio.Task[None] | None = None
         try:
             while not self.stopping.is_set():
                 try:
@@ -150,17 +153,30 @@ class Scorer:
                     await asyncio.sleep(0.1)
                     continue
                 except OffsetOutOfRangeError as exc:
+                    if committing:
+                        await committing
+                        committing = None
                     await self._retry("resume partitions out of range", partial(self._out_of_range, exc.args[0]))
                     continue
                 if batch:
-                    await self.handle(batch)
-                elif not self.lag():
+                    items = await self.decode(batch)
+                    if committing:
+                        await committing
+                        committing = None
+                    if items:
+                        self.failpoints.hit("before_commit")  # only with a batch in hand
+                        committing = asyncio.create_task(self._apply(items, utcnow(), time.monotonic()))
+                elif not committing and not self.lag():
                     self.progress_at = time.monotonic()
+            if committing:
+                await committing
         except Exception as exc:
             if not (self.stopping.is_set() and transient(exc)):
                 raise
             # stopping while a dependency is away: what was not committed is read again later
         finally:
+            if committing:
+                await asyncio.gather(committing, return_exceptions=True)
             http.should_exit = True
             await self.workers.stop()
             await asyncio.gather(serving, return_exceptions=True)
@@ -223,32 +239,28 @@ class Scorer:
 
     # -- a batch of activity -----------------------------------------------------------
 
-    async def handle(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        started = time.monotonic()
-        now = utcnow()
+    async def decode(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> list[Item]:
+        """The batch's records of partitions still ours, decoded; those that cannot be are
+        dead-lettered (and kept as items without a record, so their offsets move on)."""
         items: list[Item] = []
         invalid: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
         for tp, msgs in batch.items():
             if tp.partition not in self.epochs:
-                continue
+                continue  # partitions not (or no longer) ours: read again by their owner
             for msg in msgs:
                 try:
                     items.append((msg, decode_record(msg.key, msg.value)))
                 except Exception as exc:  # RecordError, or a validation bug: either way not this partition's end
                     items.append((msg, None))
                     invalid.append((msg, str(exc) or repr(exc)))
-        if not items:
-            return  # partitions not (or no longer) ours: read again by their owner
         if invalid:
             await self._retry(
                 "write to the dead-letter topic",
                 partial(dead_letter, self.producer, self.settings.topic_dlq, invalid, "invalid"),
             )
-        self.failpoints.hit("before_commit")  # only with a batch in hand
-        await self._apply(items, now)
-        BATCH_SECONDS.observe(time.monotonic() - started)
+        return items
 
-    async def _apply(self, items: list[Item], now: datetime) -> None:
+    async def _apply(self, items: list[Item], now: datetime, fetched_at: float) -> None:
         """Commit the items in order. When the store refuses a part, it is halved until the one
         record at fault is found; that record is dead-lettered and its offset moves on."""
         stack = [items]
@@ -284,6 +296,7 @@ class Scorer:
                 continue
             self.failpoints.hit("after_commit")
             await self._after_commit(done)
+        BATCH_SECONDS.observe(time.monotonic() - fetched_at)
 
     async def _commit(self, part: list[Item], now: datetime) -> Committed:
         """The part's offsets and records in one transaction, as far as its partitions are still ours."""

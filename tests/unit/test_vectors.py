@@ -34,8 +34,8 @@ def first_occurrences(records: list[ActivityRecord]) -> list[ActivityRecord]:
 def outcome(states: dict[str, MemberState], chains: dict[str, list[list[int | None]]]) -> dict[str, Any]:
     return {
         member: {
-            "active_score": state.score(RULES, "active"),
-            "passive_score": state.score(RULES, "passive"),
+            "active_score": state.scores(RULES)[0],
+            "passive_score": state.scores(RULES)[1],
             "level": RULES.level_by_rank(state.level).id if state.level else None,
             "points": state.points,
             "level_changes": chains[member],
