@@ -65,6 +65,10 @@ class System:
 
     def ready(self, name: str) -> bool:
         assert self.procs[name].poll() is None, f"{name} exited; see {self.logs / name}.log"
+        return self.answers(name)
+
+    def answers(self, name: str) -> bool:
+        """Its health check answers 200 (a process that just died, or is starting, does not)."""
         try:
             return httpx.get(self.health[name], timeout=1).status_code == 200
         except httpx.HTTPError:

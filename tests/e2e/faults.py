@@ -104,7 +104,8 @@ class Scorers:
 
         async def answers() -> bool:
             proc = self.system.procs.get(name)
-            return proc is not None and proc.poll() is None and await asyncio.to_thread(self.system.ready, name)
+            # a scorer may die between the two checks (a failpoint logs, then kills): not yet an answer
+            return proc is not None and proc.poll() is None and await asyncio.to_thread(self.system.answers, name)
 
         await eventually(answers, timeout=60, what=f"{name} answers")
 
