@@ -247,3 +247,45 @@ async def test_the_scorer_answers_health_readiness_and_metrics(settings: ScorerS
         }
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         assert "scorer_records_total" in (await client.get("/metrics")).text
+
+
+async def test_a_batch_reads_only_the_facts_its_records_name(settings: ScorerSettings, pg: asyncpg.Connection) -> None:
+    """A member with a long history: applying an unlike reads the like and the cap of the
+    like's day (the unlike's own day has none yet), not the history."""
+    from services.common import db
+    from shared.events import ActivityRecord
+    from shared.rules import default_rules
+    from shared.scoring import MemberState, apply_batch, facts_needed
+
+    rules, ann = default_rules(), unique("ann")
+
+    def record(kind: str, member: str, day: int, **fields: Any) -> ActivityRecord:
+        at = (NOW - timedelta(days=day)).isoformat()
+        raw = event(kind, member, at=datetime.fromisoformat(at), **fields)
+        return ActivityRecord(ann, ActivityEvent.model_validate(raw))
+
+    history = [record("view", ann, day % 300, content_id=f"t{day}") for day in range(3000)]
+    history.append(record("like", ann, 10, content_id="p1", target_member_id="bob"))
+    states: dict[str, MemberState] = {}
+    apply_batch(states, history, NOW, rules)
+    engine = db.engine(settings.database_url, "test")
+    try:
+        async with engine.begin() as conn:
+            await repo.save_states(conn, [states[ann]], rules, NOW)
+            await repo.save_facts(conn, [states[ann]], {})
+        assert await pg.fetchval("SELECT count(*) FROM member_facts WHERE member_id = $1", ann) > 3000
+        unlike = [record("unlike", ann, 0, content_id="p1", target_member_id="bob")]
+        async with engine.begin() as conn:
+            locked = await repo.lock_states(conn, [ann])
+            loaded = await repo.load_facts(conn, locked, facts_needed(unlike))
+            assert set(locked[ann].facts) == {"like_given|p1", f"cap|like_given|{history[-1].event.day}"}
+            apply_batch(locked, unlike, NOW, rules)
+            await repo.save_facts(conn, [locked[ann]], loaded)
+        assert (
+            await pg.fetchval(
+                "SELECT count(*) FROM member_facts WHERE member_id = $1 AND fact LIKE 'like_given|%'", ann
+            )
+            == 0
+        )
+    finally:
+        await engine.dispose()
