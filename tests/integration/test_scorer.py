@@ -14,12 +14,15 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from services.common import db
 from services.common.kafka import producer as make_producer
 from services.common.members import MemberCache
 from services.scorer import repository as repo
 from services.scorer.service import Scorer
 from services.scorer.settings import ScorerSettings
-from shared.events import ActivityEvent
+from shared.events import ActivityEvent, ActivityRecord
+from shared.rules import default_rules
+from shared.scoring import MemberState, apply_batch, facts_needed
 from tests.conftest import unique
 from tests.support import eventually, free_port, read_topic, values
 
@@ -252,11 +255,6 @@ async def test_the_scorer_answers_health_readiness_and_metrics(settings: ScorerS
 async def test_a_batch_reads_only_the_facts_its_records_name(settings: ScorerSettings, pg: asyncpg.Connection) -> None:
     """A member with a long history: applying an unlike reads the like and the cap of the
     like's day (the unlike's own day has none yet), not the history."""
-    from services.common import db
-    from shared.events import ActivityRecord
-    from shared.rules import default_rules
-    from shared.scoring import MemberState, apply_batch, facts_needed
-
     rules, ann = default_rules(), unique("ann")
 
     def record(kind: str, member: str, day: int, **fields: Any) -> ActivityRecord:
