@@ -1,10 +1,12 @@
 """The API's baseline: a FastAPI app answering a constant member document, served the way
-`python -m services.api` serves the real one (uvicorn.run, one worker, same options)."""
+`python -m services.api` serves the real one (uvicorn.run, one worker, the same options)."""
 
 import os
 
 import uvicorn
 from fastapi import FastAPI
+
+from services.api.settings import SERVER
 
 app = FastAPI()
 
@@ -24,4 +26,4 @@ async def member(member_id: str) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(os.environ["BENCH_PORT"]), log_level="warning")
+    uvicorn.run(app, host="127.0.0.1", port=int(os.environ["BENCH_PORT"]), **SERVER)

@@ -5,9 +5,9 @@ import logging
 import uvicorn
 
 from services.api.app import create_app
-from services.api.settings import ApiSettings
+from services.api.settings import SERVER, ApiSettings
 from services.common.settings import load_settings
 
 settings = load_settings(ApiSettings, "api")
 logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning")
+uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, **SERVER)

@@ -30,7 +30,14 @@ def main() -> None:
     settings = load_settings(IngestSettings, "ingest")
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(_ensure_topics(settings))
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        loop="uvloop",  # as the api: C event loop and HTTP parser
+        http="httptools",
+    )
 
 
 if __name__ == "__main__":
