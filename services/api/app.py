@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -36,6 +37,7 @@ from services.common.members import MemberCache, render
 log = logging.getLogger("api")
 
 READS = Counter("api_member_reads_total", "Member views read", ["source"])
+READS_REDIS, READS_POSTGRES = READS.labels("redis"), READS.labels("postgres")
 _ID = r"[A-Za-z0-9._:@\-]{1,128}"
 MEMBER_ID = f"^{_ID}$"
 MANY_MAX = 100
@@ -82,10 +84,6 @@ def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers or None)
 
 
-def _json(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode()
-
-
 def _ids_problem(ids: str) -> str:
     wanted = ids.split(",")
     bad = [i for i in wanted if not re.fullmatch(MEMBER_ID, i)]
@@ -130,7 +128,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         found: dict[str, dict[str, Any]] = {}
         try:
             found = await request.app.state.cache.get_many(member_ids)
-            READS.labels("redis").inc(len(found))
+            READS_REDIS.inc(len(found))
         except RedisError as exc:
             log.warning("Redis unavailable, reading PostgreSQL: %r", exc)
         missing = [m for m in member_ids if m not in found]
@@ -138,7 +136,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             try:
                 async with request.app.state.engine.connect() as conn:
                     found |= await repo.member_views(conn, missing)
-                READS.labels("postgres").inc(len(missing))
+                READS_POSTGRES.inc(len(missing))
             except DB_ERRORS as exc:
                 raise Unavailable("the member store is unavailable; retry shortly") from exc
         return found
@@ -174,7 +172,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         found = (await views(request, [member_id])).get(member_id)
         if found is None:
             return _error(404, "not_found", f"no member {member_id!r} has been seen")
-        body = _json(render(found, rules, datetime.now(UTC)))
+        body = orjson.dumps(render(found, rules, datetime.now(UTC)))
         etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
         if etag in (t.strip() for t in request.headers.get("if-none-match", "").split(",")):
@@ -201,7 +199,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             "members": [render(found[m], rules, now) for m in wanted if m in found],
             "missing": [m for m in wanted if m not in found],
         }
-        return Response(_json(body), media_type="application/json")
+        return Response(orjson.dumps(body), media_type="application/json")
 
     @app.get(
         "/v1/members/{member_id}/level-changes",
@@ -221,10 +219,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             raise Unavailable("the level history is unavailable; retry shortly") from exc
         if not payloads and before is None:
             return _error(404, "not_found", f"no member {member_id!r} has been seen")
-        changes = [json.loads(p) for p in payloads]
+        changes = [orjson.loads(p) for p in payloads]
         more = len(changes) == limit and changes[-1]["seq"] > 1
         body = {"member_id": member_id, "level_changes": changes, "next_before": changes[-1]["seq"] if more else None}
-        return Response(_json(body), media_type="application/json")
+        return Response(orjson.dumps(body), media_type="application/json")
 
     ladder = {
         "rules_version": rules.version,
@@ -237,14 +235,17 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             for name, m in rules.metrics.items()
         ],
     }
+    # The ladder changes only with the rules: checked against its document and rendered once.
+    schemas.Ladder.model_validate(ladder)
+    ladder_body = orjson.dumps(ladder)
 
     @app.get(
         "/v1/levels",
         summary="The ladder: each level's requirements and how points are earned",
         response_model=schemas.Ladder,
     )
-    async def levels() -> dict[str, Any]:
-        return ladder
+    async def levels() -> Response:
+        return Response(ladder_body, media_type="application/json")
 
     @app.get("/healthz", summary="Alive")
     async def healthz() -> dict[str, str]:

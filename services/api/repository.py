@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -26,7 +26,7 @@ async def member_views(conn: AsyncConnection, member_ids: list[str]) -> dict[str
             "level_rank": row.level_rank,
             "active_score": row.active_score,
             "passive_score": row.passive_score,
-            "points": json.loads(row.points) if isinstance(row.points, str) else row.points,
+            "points": orjson.loads(row.points) if isinstance(row.points, str) else row.points,
             "joined_at": iso_utc(row.joined_at),
             "updated_at": iso_utc(row.updated_at),
             "version": row.version,

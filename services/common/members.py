@@ -6,10 +6,10 @@ commit; the API reads it from Redis, or from PostgreSQL when Redis lacks it or i
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from shared.events import iso_utc
@@ -110,7 +110,7 @@ class MemberCache:
         keys = [self.key(v["member_id"]) for v in views]
         args: list[Any] = []
         for v in views:
-            args += [v["version"], json.dumps(v, separators=(",", ":"))]
+            args += [v["version"], orjson.dumps(v)]
         await self._set_if_newer(keys=keys, args=args)
 
     async def get_many(self, member_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -118,7 +118,7 @@ class MemberCache:
             for member_id in member_ids:
                 pipe.hget(self.key(member_id), "d")
             found = await pipe.execute()
-        return {m: json.loads(raw) for m, raw in zip(member_ids, found, strict=True) if raw is not None}
+        return {m: orjson.loads(raw) for m, raw in zip(member_ids, found, strict=True) if raw is not None}
 
 
 async def _chunks(keys: Any, size: int) -> Any:
