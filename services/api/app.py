@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException
 from services.api import repository as repo
 from services.api import schemas
 from services.api.http_metrics import HttpMetrics
+from services.api.reads import CoalescedViews
 from services.api.settings import ApiSettings
 from services.common import db
 from services.common.members import MemberCache, render
@@ -102,7 +103,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         app.state.redis = Redis.from_url(
             settings.redis_url, client_name="api", socket_timeout=1, socket_connect_timeout=1
         )
-        app.state.cache = MemberCache(app.state.redis, settings.redis_prefix)
+        app.state.views = CoalescedViews(MemberCache(app.state.redis, settings.redis_prefix))
         yield
         await app.state.redis.aclose()
         await app.state.engine.dispose()
@@ -127,7 +128,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         """Stored views of these members: Redis first, PostgreSQL for the rest."""
         found: dict[str, dict[str, Any]] = {}
         try:
-            found = await request.app.state.cache.get_many(member_ids)
+            found = await request.app.state.views.get_many(member_ids)
             READS_REDIS.inc(len(found))
         except RedisError as exc:
             log.warning("Redis unavailable, reading PostgreSQL: %r", exc)
