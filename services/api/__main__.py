@@ -1,5 +1,6 @@
 """`python -m services.api`: serve the read API."""
 
+import gc
 import logging
 
 import uvicorn
@@ -10,4 +11,9 @@ from services.common.settings import load_settings
 
 settings = load_settings(ApiSettings, "api")
 logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, **SERVER)
+app = create_app(settings)
+# What start-up made lives as long as the process: frozen out of the collector's sight, each
+# full collection walks only what requests leave behind (40 to 75 ms each otherwise, about
+# twice a second under load).
+gc.freeze()
+uvicorn.run(app, host=settings.api_host, port=settings.api_port, **SERVER)
