@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -29,7 +30,6 @@ from starlette.exceptions import HTTPException
 
 from services.api import repository as repo
 from services.api import schemas
-from services.api.http_metrics import HttpMetrics
 from services.api.reads import CoalescedViews
 from services.api.settings import ApiSettings
 from services.common import db
@@ -112,7 +112,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     # Request counts and latencies per route, in a registry of this app's own (several apps in
     # one process, as in the tests, would otherwise share one).
     http_metrics = CollectorRegistry()
-    app.add_middleware(HttpMetrics(http_metrics, excluded=["/metrics"]).middleware)
+    Instrumentator(registry=http_metrics, excluded_handlers=["/metrics"]).instrument(app)
     if settings.api_cors_origins:
         # Browser frontends on other origins read members (SPEC §7): GET only, and the ETag
         # readable so they can poll with If-None-Match.
