@@ -161,7 +161,7 @@ async def load_facts(conn: AsyncConnection, states: dict[str, MemberState], want
     loaded, for `save_facts`."""
     loaded: Facts = {}
     while wanted := {m: keys - states[m].facts.keys() for m, keys in wanted.items() if m in states}:
-        pairs = [(m, k) for m, keys in wanted.items() for k in keys]
+        pairs = sorted((m, k) for m, keys in wanted.items() for k in keys)  # in index order
         if not pairs:
             break
         rows = await conn.execute(
@@ -189,6 +189,7 @@ async def save_facts(conn: AsyncConnection, states: list[MemberState], loaded: F
             raw = orjson.dumps(value)
             if loaded.get((state.member_id, key)) != raw:
                 upsert.append((state.member_id, key, raw.decode()))
+    upsert.sort()  # in index order
     held = {(s.member_id, k) for s in states for k in s.facts}
     gone = [pair for pair in loaded if pair not in held]
     if upsert:
