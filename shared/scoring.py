@@ -74,6 +74,11 @@ class LevelChange:
     occurred_at: datetime
 
     @property
+    def promoted(self) -> bool:
+        """A first level, or a higher one; otherwise a demotion."""
+        return self.from_rank is None or self.to_rank > self.from_rank
+
+    @property
     def event_id(self) -> str:
         """Derived from member and seq, so a consumer can dedupe redeliveries on it."""
         return str(uuid.uuid5(_LEVEL_CHANGE_NS, f"{self.member_id}\x00{self.seq}"))

@@ -225,6 +225,35 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         body = {"member_id": member_id, "level_changes": changes, "next_before": changes[-1]["seq"] if more else None}
         return Response(orjson.dumps(body), media_type="application/json")
 
+    @app.get(
+        "/v1/stats",
+        summary="Members per level and tier, recent level changes, records applied",
+        responses={200: _ok(schemas.Stats), 503: DOWN},
+    )
+    async def stats(request: Request) -> Response:
+        try:
+            async with request.app.state.engine.connect() as conn:
+                levels, hours = await repo.stats(conn)
+        except DB_ERRORS as exc:
+            raise Unavailable("the stats are unavailable; retry shortly") from exc
+        by_level = [{**level.ref(), "members": levels.get(level.rank, 0)} for level in rules.levels]
+        by_tier = {
+            tier: sum(levels.get(level.rank, 0) for level in rules.levels if level.tier == tier)
+            for tier in ("passive", "active")
+        }
+
+        def changes(window: int) -> dict[str, int]:
+            return {what: hours.get(what, (0, 0))[window] for what in ("promoted", "demoted")}
+
+        body = {
+            "members": sum(by_tier.values()),
+            "by_level": by_level,
+            "by_tier": by_tier,
+            "level_changes": {"last_24h": changes(0), "last_7d": changes(1)},
+            "records_applied_last_24h": hours.get("applied", (0, 0))[0],
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
+
     ladder = {
         "rules_version": rules.version,
         "levels": [{**level.ref(), "requires": level.requirements()} for level in rules.levels],

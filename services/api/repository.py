@@ -47,5 +47,21 @@ async def level_changes(conn: AsyncConnection, member_id: str, before_seq: int |
     return [row[0] for row in rows]
 
 
+async def stats(conn: AsyncConnection) -> tuple[dict[int, int], dict[str, tuple[int, int]]]:
+    """Members per level rank, and per counted thing its totals over the last 24 and 168 hours
+    (this hour included). A few dozen rows, whatever the number of members."""
+    levels = await conn.execute(text("SELECT level_rank, members FROM level_counts"))
+    hours = await conn.execute(
+        text(
+            """
+            SELECT what, coalesce(sum(n) FILTER (WHERE hour > date_trunc('hour', now()) - interval '24 hours'), 0),
+                   sum(n)
+            FROM hourly_counts WHERE hour > date_trunc('hour', now()) - interval '168 hours' GROUP BY what
+            """
+        )
+    )
+    return {row[0]: row[1] for row in levels}, {row[0]: (int(row[1]), int(row[2])) for row in hours}
+
+
 async def ping(conn: AsyncConnection) -> None:
     await conn.execute(text("SELECT 1"))

@@ -96,3 +96,32 @@ class Ladder(Schema):
     levels: list[LadderLevel]
     scores: dict[Tier, list[str]]
     points: list[PointsRule]
+
+
+class LevelCount(LevelRef):
+    members: int
+
+
+class TierCounts(Schema):
+    passive: int
+    active: int
+
+
+class ChangeCounts(Schema):
+    promoted: int
+    demoted: int
+
+
+class RecentChanges(Schema):
+    last_24h: ChangeCounts
+    last_7d: ChangeCounts
+
+
+class Stats(Schema):
+    """Counts kept by the scorer as it goes; the windows are whole UTC hours (the last 24, the last 168)."""
+
+    members: int
+    by_level: list[LevelCount]
+    by_tier: TierCounts
+    level_changes: RecentChanges
+    records_applied_last_24h: int

@@ -116,6 +116,24 @@ consumer_offsets = Table(
 )
 
 
+# Members per level, kept by the scorer with the level changes (`GET /v1/stats`).
+level_counts = Table(
+    "level_counts",
+    metadata,
+    Column("level_rank", SmallInteger, primary_key=True),
+    Column("members", BigInteger, nullable=False),
+)
+
+# Per hour: level changes (`promoted`, `demoted`) and records applied (`applied`), kept by the
+# scorer in the transaction that makes them, so stats over a day or a week read a few rows.
+hourly_counts = Table(
+    "hourly_counts",
+    metadata,
+    Column("hour", DateTime(timezone=True), primary_key=True),
+    Column("what", Text, primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
+
 # One row: which relay may publish the outbox, until when (a lease, not a lock held while sending).
 relay_lease = Table(
     "relay_lease",

@@ -27,13 +27,12 @@ def payload(change: LevelChange, rules: Rules, emitted_at: datetime) -> bytes:
     cause: dict[str, Any] = {"kind": change.cause_kind}
     if change.cause_event_id is not None:
         cause |= {"event_id": change.cause_event_id, "type": change.cause_type}
-    promoted = change.from_rank is None or change.to_rank > change.from_rank
     return orjson.dumps(
         {
             "event_id": change.event_id,
             "member_id": change.member_id,
             "seq": change.seq,
-            "direction": "promoted" if promoted else "demoted",
+            "direction": "promoted" if change.promoted else "demoted",
             "from_level": rules.level_by_rank(change.from_rank).ref() if change.from_rank else None,
             "to_level": rules.level_by_rank(change.to_rank).ref(),
             "active_score": change.active_score,

@@ -279,6 +279,35 @@ async def record_level_changes(conn: AsyncConnection, changes: list[LevelChange]
     )
 
 
+async def count(conn: AsyncConnection, levels: dict[int, int], hourly: dict[str, int], now: datetime) -> None:
+    """Add to the members per level (by rank) and to this hour's counts (by what)."""
+    levels = {rank: n for rank, n in levels.items() if n}
+    if levels:
+        await conn.execute(
+            text(
+                """
+                INSERT INTO level_counts AS c (level_rank, members)
+                SELECT * FROM unnest(CAST(:ranks AS smallint[]), CAST(:deltas AS bigint[]))
+                ON CONFLICT (level_rank) DO UPDATE SET members = c.members + excluded.members
+                """
+            ),
+            {"ranks": sorted(levels), "deltas": [levels[r] for r in sorted(levels)]},
+        )
+    hourly = {what: n for what, n in hourly.items() if n}
+    if hourly:
+        await conn.execute(
+            text(
+                """
+                INSERT INTO hourly_counts AS c (hour, what, n)
+                SELECT date_trunc('hour', CAST(:now AS timestamptz)), w, d
+                FROM unnest(CAST(:whats AS text[]), CAST(:deltas AS bigint[])) AS u(w, d)
+                ON CONFLICT (hour, what) DO UPDATE SET n = c.n + excluded.n
+                """
+            ),
+            {"now": now, "whats": sorted(hourly), "deltas": [hourly[w] for w in sorted(hourly)]},
+        )
+
+
 async def unsent_level_changes(conn: AsyncConnection, limit: int) -> list[tuple[int, str, str]]:
     """The oldest level changes not yet published: (id, member_id, payload)."""
     rows = await conn.execute(

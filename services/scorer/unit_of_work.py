@@ -5,6 +5,7 @@ changes (the outbox) and the note that their views are due in Redis."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
@@ -61,7 +62,7 @@ class UnitOfWork:
             states = await repo.lock_states(conn, sorted({r.subject for r in fresh}))
             loaded = await repo.load_facts(conn, states, facts_needed(fresh))
             changes = apply_batch(states, fresh, now, self.rules)
-            committed = await self._save(conn, states, loaded, changes, now, written)
+            committed = await self._save(conn, states, loaded, changes, now, written, applied=len(new))
         committed.applied = len(new)
         return committed
 
@@ -80,7 +81,9 @@ class UnitOfWork:
         changes: list[LevelChange],
         now: datetime,
         written: list[int],
+        applied: int = 0,
     ) -> Committed:
+        await repo.count(conn, *_counts(changes, applied), now)
         if not states:
             return Committed()
         members = [states[m] for m in sorted(states)]
@@ -89,3 +92,16 @@ class UnitOfWork:
         await repo.record_level_changes(conn, changes, [outbox.payload(c, self.rules, now) for c in changes])
         pending = await repo.add_pending_views(conn, sorted(states), written)
         return Committed(states, versions, changes, pending)
+
+
+def _counts(changes: list[LevelChange], applied: int) -> tuple[dict[int, int], dict[str, int]]:
+    """What these changes and records add to the stats: members per level, and this hour's
+    promotions, demotions and records applied."""
+    levels: Counter[int] = Counter()
+    hourly = Counter({"applied": applied})
+    for change in changes:
+        levels[change.to_rank] += 1
+        if change.from_rank is not None:
+            levels[change.from_rank] -= 1
+        hourly["promoted" if change.promoted else "demoted"] += 1
+    return dict(levels), dict(hourly)
