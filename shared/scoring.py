@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 from shared.events import ActivityRecord
@@ -46,6 +46,9 @@ class MemberState:
     joined_declared: datetime | None = None  # earliest member_joined
     first_seen: datetime | None = None  # earliest occurred_at of any event naming the member
     facts: dict[str, Any] = field(default_factory=dict)
+    # What the records applied since the caller last took them earned (+) or gave back (-), as
+    # (metric, day, points): the windowed leaderboards count points by the day they were earned.
+    moves: list[tuple[str, str, int]] = field(default_factory=list, compare=False)
 
     @property
     def joined_at(self) -> datetime | None:
@@ -146,6 +149,7 @@ def _earn(state: MemberState, rules: Rules, metric: str, day: str, points: int) 
             state.facts[key] = used + points
     if points:
         state.points[metric] = state.points.get(metric, 0) + points
+        state.moves.append((metric, day, points))
     return points
 
 
@@ -159,6 +163,7 @@ def _reverse(state: MemberState, rules: Rules, metric: str, day: str, points: in
         if not state.facts[key]:
             del state.facts[key]
     state.points[metric] -= points
+    state.moves.append((metric, day, -points))
     if not state.points[metric]:
         del state.points[metric]
 
@@ -276,6 +281,35 @@ def facts_needed(records: Iterable[ActivityRecord]) -> dict[str, set[str]]:
     for record in records:
         wanted.setdefault(record.subject, set()).update(fact_keys(record))
     return wanted
+
+
+def periods(day: str) -> tuple[str, str]:
+    """The calendar month and ISO week a day (YYYY-MM-DD, UTC) falls in: "month:2026-11", "week:2026-W48"."""
+    year, week, _ = date.fromisoformat(day).isocalendar()
+    return f"month:{day[:7]}", f"week:{year}-W{week:02d}"
+
+
+def period_end(period: str) -> datetime:
+    """When a period ("month:2026-11", "week:2026-W48") ends: UTC midnight after its last day."""
+    kind, name = period.split(":", 1)
+    if kind == "month":
+        year, month = map(int, name.split("-"))
+        first = date(year + month // 12, month % 12 + 1, 1)
+    else:
+        iso_year, week = map(int, name.split("-W"))
+        first = date.fromisocalendar(iso_year, week, 1) + timedelta(days=7)
+    return datetime(first.year, first.month, first.day, tzinfo=UTC)
+
+
+def period_points(moves: Iterable[tuple[str, str, int]], rules: Rules) -> dict[tuple[str, str], int]:
+    """What moves add to each (tier, period): points count in the month and week of the day
+    they were earned, and a reversal takes them out of that same month and week."""
+    out: dict[tuple[str, str], int] = {}
+    for metric, day, points in moves:
+        tier = rules.metrics[metric].tier
+        for period in periods(day):
+            out[(tier, period)] = out.get((tier, period), 0) + points
+    return {key: n for key, n in out.items() if n}
 
 
 def reevaluate_tenure(state: MemberState, now: datetime, rules: Rules) -> LevelChange | None:

@@ -90,6 +90,25 @@ async def _drop_database(dsn: str, name: str) -> None:
         await conn.close()
 
 
+def migrate(url: str, step: str = "upgrade", revision: str = "head") -> None:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["url"] = url
+    getattr(command, step)(config, revision)
+
+
+@pytest.fixture
+async def fresh_database() -> AsyncIterator[str]:
+    """A database of the test's own, migrated, as the owner role (URL); dropped afterwards."""
+    admin, name = database_url(ADMIN, "postgres").replace("+asyncpg", ""), unique("cl_own").replace("-", "_")
+    await _create_database(admin, name)
+    try:
+        url = database_url(ROLES["owner"], name)
+        await asyncio.to_thread(migrate, url)
+        yield url
+    finally:
+        await _drop_database(admin, name)
+
+
 @pytest.fixture(scope="session")
 def settings_kwargs(run_env: dict[str, str]) -> dict[str, Any]:
     """The session's CL_* values as keyword arguments for any service's Settings."""

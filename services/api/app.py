@@ -13,7 +13,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import FastAPI, Path, Query, Request
@@ -33,7 +33,8 @@ from services.api import schemas
 from services.api.reads import CoalescedViews
 from services.api.settings import ApiSettings
 from services.common import db
-from services.common.members import MemberCache, render
+from services.common.members import MemberCache, Rebuilding, render
+from shared.scoring import periods
 
 log = logging.getLogger("api")
 
@@ -103,7 +104,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         app.state.redis = Redis.from_url(
             settings.redis_url, client_name="api", socket_timeout=1, socket_connect_timeout=1
         )
-        app.state.views = CoalescedViews(MemberCache(app.state.redis, settings.redis_prefix))
+        app.state.cache = MemberCache(app.state.redis, settings.redis_prefix)
+        app.state.views = CoalescedViews(app.state.cache)
         yield
         await app.state.redis.aclose()
         await app.state.engine.dispose()
@@ -224,6 +226,60 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         more = len(changes) == limit and changes[-1]["seq"] > 1
         body = {"member_id": member_id, "level_changes": changes, "next_before": changes[-1]["seq"] if more else None}
         return Response(orjson.dumps(body), media_type="application/json")
+
+    def period_name(period: str) -> str:
+        """The board a period means now: "all", or the UTC month or ISO week now running."""
+        if period == "all":
+            return "all"
+        month, week = periods(datetime.now(UTC).date().isoformat())
+        return month if period == "month" else week
+
+    @app.get(
+        "/v1/leaderboard",
+        summary="Members ranked by score, all time or this month or week",
+        responses={200: _ok(schemas.Leaderboard), 422: INVALID, 503: DOWN},
+    )
+    async def leaderboard(
+        request: Request,
+        tier: Annotated[Literal["active", "passive"], Query()] = "active",
+        period: Annotated[Literal["all", "month", "week"], Query()] = "all",
+        limit: Annotated[int, Query(ge=1, le=100)] = 25,
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    ) -> Response:
+        name = period_name(period)
+        try:
+            page, total = await request.app.state.cache.board(tier, name, offset, limit)
+        except (RedisError, Rebuilding) as exc:
+            raise Unavailable("the leaderboards are unavailable; retry shortly") from exc
+        found = await views(request, [member for member, _, _ in page])
+        entries = [
+            {"rank": rank, "member_id": m, "level": rules.level_by_rank(found[m]["level_rank"]).ref(), "score": points}
+            for m, points, rank in page
+            if m in found
+        ]
+        body = {"tier": tier, "period": period, "period_name": name, "total": total, "entries": entries}
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    @app.get(
+        "/v1/members/{member_id}/rank",
+        summary="One member's rank and score on a leaderboard",
+        responses={200: _ok(schemas.Rank), 404: NOT_FOUND, 422: INVALID, 503: DOWN},
+    )
+    async def rank(
+        request: Request,
+        member_id: Annotated[str, Path(pattern=MEMBER_ID)],
+        tier: Annotated[Literal["active", "passive"], Query()] = "active",
+        period: Annotated[Literal["all", "month", "week"], Query()] = "all",
+    ) -> Response:
+        if member_id not in await views(request, [member_id]):
+            return _error(404, "not_found", f"no member {member_id!r} has been seen")
+        name = period_name(period)
+        try:
+            place, points = await request.app.state.cache.place(tier, name, member_id)
+        except (RedisError, Rebuilding) as exc:
+            raise Unavailable("the leaderboards are unavailable; retry shortly") from exc
+        body = {"member_id": member_id, "tier": tier, "period": period, "period_name": name, "rank": place}
+        return Response(orjson.dumps(body | {"score": points}), media_type="application/json")
 
     @app.get(
         "/v1/stats",

@@ -125,3 +125,27 @@ class Stats(Schema):
     by_tier: TierCounts
     level_changes: RecentChanges
     records_applied_last_24h: int
+
+
+class BoardEntry(Schema):
+    rank: int
+    member_id: str
+    level: LevelRef
+    score: int
+
+
+class Leaderboard(Schema):
+    tier: Tier
+    period: Literal["all", "month", "week"]
+    period_name: str  # "all", or the month or ISO week now running in UTC: "month:2026-11", "week:2026-W48"
+    total: int  # members with points on this board
+    entries: list[BoardEntry]
+
+
+class Rank(Schema):
+    member_id: str
+    tier: Tier
+    period: Literal["all", "month", "week"]
+    period_name: str
+    rank: int | None  # none without points on this board
+    score: int

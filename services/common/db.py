@@ -116,6 +116,17 @@ consumer_offsets = Table(
 )
 
 
+# Each member's points per tier in each calendar month ("month:2026-11") and ISO week
+# ("week:2026-W48") they earned some: the truth behind the windowed leaderboards.
+member_periods = Table(
+    "member_periods",
+    metadata,
+    Column("member_id", Text, primary_key=True),
+    Column("tier", Text, primary_key=True),
+    Column("period", Text, primary_key=True),
+    Column("points", BigInteger, nullable=False),
+)
+
 # Members per level, kept by the scorer with the level changes (`GET /v1/stats`).
 level_counts = Table(
     "level_counts",

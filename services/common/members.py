@@ -6,7 +6,7 @@ commit; the API reads it from Redis, or from PostgreSQL when Redis lacks it or i
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -14,15 +14,26 @@ from redis.asyncio import Redis
 
 from shared.events import iso_utc
 from shared.rules import Rules
-from shared.scoring import MemberState
+from shared.scoring import MemberState, period_end
+
+Periods = dict[str, dict[tuple[str, str], int]]  # member -> (tier, period) -> points
 
 # Writes a member only if the version is newer than the one stored, so a slow writer (the
 # repair loop, a fenced scorer) never puts an older view over a newer one.
+# With the view go the member's places on the leaderboards: [board key, points, expire-at]
+# each, a sorted set scored by minus the points (so ties sort by member id, ascending).
 _SET_IF_NEWER = """
 for i, key in ipairs(KEYS) do
-  local version = tonumber(ARGV[2 * i - 1])
+  local version = tonumber(ARGV[3 * i - 2])
   local stored = tonumber(redis.call('HGET', key, 'v') or '-1')
-  if stored < version then redis.call('HSET', key, 'v', version, 'd', ARGV[2 * i]) end
+  if stored < version then
+    redis.call('HSET', key, 'v', version, 'd', ARGV[3 * i - 1])
+    local boards = cjson.decode(ARGV[3 * i])
+    for _, b in ipairs(boards[2]) do
+      if b[2] > 0 then redis.call('ZADD', b[1], -b[2], boards[1]) else redis.call('ZREM', b[1], boards[1]) end
+      if b[3] > 0 then redis.call('EXPIREAT', b[1], b[3]) end
+    end
+  end
 end
 return #KEYS
 """
@@ -72,6 +83,10 @@ def render(view: dict[str, Any], rules: Rules, now: datetime) -> dict[str, Any]:
     }
 
 
+class Rebuilding(Exception):
+    """Redis is being rebuilt from PostgreSQL: it does not hold every member yet."""
+
+
 class MemberCache:
     """Member views in Redis, one hash per member under the configured prefix."""
 
@@ -104,14 +119,63 @@ class MemberCache:
         async for keys in _chunks(self.redis.scan_iter(match=f"{self.prefix}member:*", count=1000), 1000):
             await self.redis.unlink(*keys)
 
-    async def put(self, views: list[dict[str, Any]]) -> None:
+    def board_key(self, tier: str, period: str) -> str:
+        """A leaderboard: `period` is "all", or a month or week as `shared.scoring.periods` names it."""
+        return f"{self.prefix}board:{tier}:{period}"
+
+    async def put(self, views: list[dict[str, Any]], periods: Periods, now: datetime) -> None:
+        """Write views, if newer than those stored, and with each its leaderboard places: the
+        all-time scores, and the points of the periods given (members' (tier, period) points)
+        that have not ended more than a day ago; a period's board expires a day after it ends."""
         if not views:
             return
         keys = [self.key(v["member_id"]) for v in views]
         args: list[Any] = []
         for v in views:
-            args += [v["version"], orjson.dumps(v)]
+            boards: list[tuple[str, int, int]] = [
+                (self.board_key("active", "all"), v["active_score"], 0),
+                (self.board_key("passive", "all"), v["passive_score"], 0),
+            ]
+            for (tier, period), points in periods.get(v["member_id"], {}).items():
+                ends = period_end(period)
+                if ends > now - timedelta(days=1):
+                    boards.append((self.board_key(tier, period), points, int((ends + timedelta(days=1)).timestamp())))
+            args += [v["version"], orjson.dumps(v), orjson.dumps([v["member_id"], boards])]
         await self._set_if_newer(keys=keys, args=args)
+
+    async def board(self, tier: str, period: str, offset: int, limit: int) -> tuple[list[tuple[str, int, int]], int]:
+        """A page of a leaderboard, (member, points, rank) each, and how many members it has.
+        Ties share a rank: one more than the members with more points. None when Redis does
+        not hold every member (after a flush, until the rebuild is done): a partial board
+        would rank wrongly."""
+        key = self.board_key(tier, period)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(self.built_key)
+            pipe.zrange(key, offset, offset + limit - 1, withscores=True)
+            pipe.zcard(key)
+            built, page, total = await pipe.execute()
+        if not built:
+            raise Rebuilding()
+        scores = sorted({score for _, score in page})
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for score in scores:
+                pipe.zcount(key, "-inf", f"({score}")
+            higher = await pipe.execute()
+        rank = {score: n + 1 for score, n in zip(scores, higher, strict=True)}
+        return [(member.decode(), int(-score), rank[score]) for member, score in page], total
+
+    async def place(self, tier: str, period: str, member_id: str) -> tuple[int | None, int]:
+        """A member's rank and points on a leaderboard; no rank with no points."""
+        key = self.board_key(tier, period)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(self.built_key)
+            pipe.zscore(key, member_id)
+            built, score = await pipe.execute()
+        if not built:
+            raise Rebuilding()
+        if score is None:
+            return None, 0
+        return await self.redis.zcount(key, "-inf", f"({score}") + 1, int(-score)
 
     async def get_many(self, member_ids: list[str]) -> dict[str, dict[str, Any]]:
         async with self.redis.pipeline(transaction=False) as pipe:

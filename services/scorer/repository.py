@@ -10,6 +10,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.common.members import Periods
 from shared.rules import Rules
 from shared.scoring import LevelChange, MemberState, freed_cap, tenure_due_at
 
@@ -277,6 +278,49 @@ async def record_level_changes(conn: AsyncConnection, changes: list[LevelChange]
             "occurred": [c.occurred_at for c in changes],
         },
     )
+
+
+async def add_period_points(conn: AsyncConnection, deltas: Periods) -> Periods:
+    """Add to members' points per tier and period; returns the new totals of those touched."""
+    rows = sorted((m, tier, period, n) for m, by in deltas.items() for (tier, period), n in by.items())
+    if not rows:
+        return {}
+    result = await conn.execute(
+        text(
+            """
+            INSERT INTO member_periods AS p (member_id, tier, period, points)
+            SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:tiers AS text[]), CAST(:periods AS text[]),
+                                 CAST(:deltas AS bigint[]))
+            ON CONFLICT (member_id, tier, period) DO UPDATE SET points = p.points + excluded.points
+            RETURNING member_id, tier, period, points
+            """
+        ),
+        {
+            "ids": [r[0] for r in rows],
+            "tiers": [r[1] for r in rows],
+            "periods": [r[2] for r in rows],
+            "deltas": [r[3] for r in rows],
+        },
+    )
+    out: Periods = {}
+    for member, tier, period, points in result:
+        out.setdefault(member, {})[(tier, period)] = points
+    return out
+
+
+async def period_points(conn: AsyncConnection, member_ids: list[str], periods: list[str]) -> Periods:
+    """Members' points in these periods (for rebuilding the leaderboards in Redis)."""
+    result = await conn.execute(
+        text(
+            "SELECT member_id, tier, period, points FROM member_periods"
+            " WHERE member_id = ANY(CAST(:ids AS text[])) AND period = ANY(CAST(:periods AS text[]))"
+        ),
+        {"ids": member_ids, "periods": periods},
+    )
+    out: Periods = {}
+    for member, tier, period, points in result:
+        out.setdefault(member, {})[(tier, period)] = points
+    return out
 
 
 async def count(conn: AsyncConnection, levels: dict[int, int], hourly: dict[str, int], now: datetime) -> None:

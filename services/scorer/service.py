@@ -320,7 +320,7 @@ class Scorer:
 
     async def _after_commit(self, done: Committed) -> None:
         """What follows a commit outside its transaction: views to Redis, the relay woken."""
-        await self.views.publish(done.states, done.versions, done.pending)
+        await self.views.publish(done.states, done.versions, done.periods, done.pending)
         if done.changes:
             self.relay.wake.set()
 

@@ -16,7 +16,7 @@ from services.scorer import outbox
 from services.scorer import repository as repo
 from shared.events import ActivityRecord
 from shared.rules import Rules
-from shared.scoring import LevelChange, MemberState, apply_batch, facts_needed, reevaluate_tenure
+from shared.scoring import LevelChange, MemberState, apply_batch, facts_needed, period_points, reevaluate_tenure
 
 
 class Incoming(NamedTuple):
@@ -32,6 +32,7 @@ class Committed:
     versions: dict[str, int] = field(default_factory=dict)  # each member's new row version
     changes: list[LevelChange] = field(default_factory=list)
     pending: int | None = None  # the pending_views row naming the members changed
+    periods: repo.Periods = field(default_factory=dict)  # new points of the (tier, period)s touched
     applied: int = 0  # records not seen before
 
 
@@ -90,8 +91,10 @@ class UnitOfWork:
         versions = await repo.save_states(conn, members, self.rules, now)
         await repo.save_facts(conn, members, loaded)
         await repo.record_level_changes(conn, changes, [outbox.payload(c, self.rules, now) for c in changes])
+        deltas = {m: by for m, s in states.items() if (by := period_points(s.moves, self.rules))}
+        periods = await repo.add_period_points(conn, deltas)
         pending = await repo.add_pending_views(conn, sorted(states), written)
-        return Committed(states, versions, changes, pending)
+        return Committed(states, versions, changes, pending, periods)
 
 
 def _counts(changes: list[LevelChange], applied: int) -> tuple[dict[int, int], dict[str, int]]:

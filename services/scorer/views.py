@@ -14,13 +14,14 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.common.members import MemberCache, view_of
+from services.common.members import MemberCache, Periods, view_of
 from services.scorer import repository as repo
 from services.scorer.failures import transient
 from shared.rules import Rules
 from shared.scoring import MemberState
+from shared.scoring import periods as shared_periods
 
 log = logging.getLogger("scorer")
 
@@ -41,14 +42,16 @@ class Views:
         """These pending rows are gone from PostgreSQL."""
         self.written.difference_update(ids)
 
-    async def publish(self, states: dict[str, MemberState], versions: dict[str, int], pending: int | None) -> None:
+    async def publish(
+        self, states: dict[str, MemberState], versions: dict[str, int], periods: Periods, pending: int | None
+    ) -> None:
         """Write the members' views; after a Redis failure, leave them to the repair loop for a
         while, so a hung Redis costs one timeout now and then, not one per batch."""
         if pending is None or time.monotonic() < self.paused_until:
             return
         now = datetime.now(UTC)
         try:
-            await self.cache.put([view_of(states[m], self.rules, v, now) for m, v in versions.items()])
+            await self.cache.put([view_of(states[m], self.rules, v, now) for m, v in versions.items()], periods, now)
         except Exception as exc:
             if not transient(exc):
                 raise
@@ -73,10 +76,17 @@ class Views:
             pending = await repo.left_pending_views(conn, written, self.grace, PAGE)
             members = sorted({m for _, ids in pending for m in ids})
             rows = await repo.member_views(conn, members)
-            await self.cache.put([view_of(state, self.rules, version, at) for state, version, at in rows])
+            await self._put(conn, rows)
             await repo.drop_pending_views(conn, [row_id for row_id, _ in pending])
         self.deleted(written)
         return len(pending) if len(pending) == PAGE else 0
+
+    async def _put(self, conn: AsyncConnection, rows: list[tuple[MemberState, int, datetime]]) -> None:
+        """Write these members' views and leaderboard places as PostgreSQL has them."""
+        now = datetime.now(UTC)
+        members = [state.member_id for state, _, _ in rows]
+        periods = await repo.period_points(conn, members, list(shared_periods(now.date().isoformat())))
+        await self.cache.put([view_of(state, self.rules, version, at) for state, version, at in rows], periods, now)
 
     async def _rebuild_page(self) -> int:
         """Write the next page of members (in id order) to Redis; mark Redis built after the last.
@@ -85,7 +95,7 @@ class Views:
         after = (await self.redis.get(self.cache.rebuild_key) or b"").decode()  # type: ignore[union-attr]
         async with self.engine.connect() as conn:
             rows = await repo.views_after(conn, after, PAGE)
-        await self.cache.put([view_of(state, self.rules, version, at) for state, version, at in rows])
+            await self._put(conn, rows)
         if len(rows) == PAGE:
             await self.redis.set(self.cache.rebuild_key, rows[-1][0].member_id)
             return len(rows)

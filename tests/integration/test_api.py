@@ -46,7 +46,7 @@ async def score(settings: ApiSettings, events: list[dict[str, Any]], *, cache: b
         redis = Redis.from_url(settings.redis_url)
         try:
             await MemberCache(redis, settings.redis_prefix).put(
-                [view_of(states[m], RULES, v, NOW) for m, v in versions.items()]
+                [view_of(states[m], RULES, v, NOW) for m, v in versions.items()], {}, NOW
             )
         finally:
             await redis.aclose()

@@ -58,7 +58,7 @@ def view(member_id: str) -> dict[str, Any]:
 
 async def test_concurrent_requests_share_one_read_and_each_gets_its_own_members(cache: CountedCache) -> None:
     ann, bob, cid, nobody = unique("ann"), unique("bob"), unique("cid"), unique("nobody")
-    await cache.put([view(ann), view(bob), view(cid)])
+    await cache.put([view(ann), view(bob), view(cid)], {}, datetime.now(UTC))
     views = CoalescedViews(cache)
     found = await asyncio.gather(views.get_many([ann]), views.get_many([bob, nobody]), views.get_many([ann, cid]))
     assert found == [{ann: view(ann)}, {bob: view(bob)}, {ann: view(ann), cid: view(cid)}]
@@ -67,7 +67,7 @@ async def test_concurrent_requests_share_one_read_and_each_gets_its_own_members(
 
 async def test_requests_after_a_read_has_started_get_a_read_of_their_own(cache: CountedCache) -> None:
     ann, bob = unique("ann"), unique("bob")
-    await cache.put([view(ann), view(bob)])
+    await cache.put([view(ann), view(bob)], {}, datetime.now(UTC))
     views = CoalescedViews(cache)
     assert await views.get_many([ann]) == {ann: view(ann)}
     assert await views.get_many([bob]) == {bob: view(bob)}
@@ -76,7 +76,7 @@ async def test_requests_after_a_read_has_started_get_a_read_of_their_own(cache: 
 
 async def test_a_request_cancelled_leaves_the_shared_read_to_the_others(cache: CountedCache) -> None:
     ann, bob = unique("ann"), unique("bob")
-    await cache.put([view(ann), view(bob)])
+    await cache.put([view(ann), view(bob)], {}, datetime.now(UTC))
     views = CoalescedViews(cache)
     gone, kept = asyncio.ensure_future(views.get_many([ann])), asyncio.ensure_future(views.get_many([bob]))
     await asyncio.sleep(0)  # both have joined the read

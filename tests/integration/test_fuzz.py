@@ -22,6 +22,7 @@ import hypothesis
 import pytest
 import schemathesis
 from fastapi import FastAPI
+from redis.asyncio import Redis
 from schemathesis import Case
 from schemathesis.config import SchemathesisConfig
 from schemathesis.schemas import BaseSchema
@@ -29,6 +30,7 @@ from schemathesis.schemas import BaseSchema
 from services.api.app import create_app as create_api
 from services.api.settings import ApiSettings
 from services.common.kafka import ensure_topics
+from services.common.members import MemberCache
 from services.ingest.app import create_app as create_ingest
 from services.ingest.settings import IngestSettings
 from tests.conftest import ROOT, unique
@@ -114,7 +116,18 @@ def apps(settings_kwargs: dict[str, Any]) -> None:
     # A member with a level history: promoted, demoted, promoted again.
     events = [ev("post", MEMBER, content_id="p1"), ev("content_removed", MEMBER, content_id="p1")]
     asyncio.run(score(api, [*events, ev("reply", MEMBER, content_id="r1")], cache=True))
+    asyncio.run(mark_built(api))
     API_APP.app, API_LINKED_APP.app, API_KNOWN_APP.app = create_api(api), create_api(api), create_api(api)
+
+
+async def mark_built(api: ApiSettings) -> None:
+    """Say Redis holds every member, as a scorer's repair loop does once it has rebuilt the views
+    (until then the leaderboards answer 503)."""
+    redis = Redis.from_url(api.redis_url)
+    try:
+        await redis.set(MemberCache(redis, api.redis_prefix).built_key, "fuzz")
+    finally:
+        await redis.aclose()
 
 
 # Function-scoped, as each test's lifespan is; not an argument of the tests, so Hypothesis

@@ -9,15 +9,13 @@ from typing import Any
 
 import asyncpg
 import orjson
-from alembic import command
-from alembic.config import Config
 
 from services.common import db
 from services.scorer import repository as repo
 from shared.events import ActivityEvent, ActivityRecord
 from shared.rules import default_rules
 from shared.scoring import MemberState, apply_batch
-from tests.conftest import ADMIN, ROLES, ROOT, _create_database, _drop_database, database_url, unique
+from tests.conftest import ADMIN, ROLES, _create_database, _drop_database, database_url, migrate, unique
 
 RULES = default_rules()
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
@@ -57,18 +55,12 @@ def _history() -> dict[str, MemberState]:
     return states
 
 
-def _alembic(url: str, step: str, revision: str) -> None:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["url"] = url
-    getattr(command, step)(config, revision)
-
-
 async def test_facts_survive_a_downgrade_to_whole_states_and_back() -> None:
     admin, name = database_url(ADMIN, "postgres").replace("+asyncpg", ""), unique("cl_migrate").replace("-", "_")
     url = database_url(ROLES["owner"], name)
     await _create_database(admin, name)
     try:
-        await asyncio.to_thread(_alembic, url, "upgrade", "head")
+        await asyncio.to_thread(migrate, url, "upgrade", "head")
         states = _history()
         engine = db.engine(url, "test")
         async with engine.begin() as conn:
@@ -76,7 +68,7 @@ async def test_facts_survive_a_downgrade_to_whole_states_and_back() -> None:
             await repo.save_facts(conn, list(states.values()), {})
         await engine.dispose()
 
-        await asyncio.to_thread(_alembic, url, "downgrade", "0003")
+        await asyncio.to_thread(migrate, url, "downgrade", "0003")
         pg = await asyncpg.connect(url.replace("+asyncpg", ""))
         try:
             old = orjson.loads(await pg.fetchval("SELECT state::text FROM members WHERE member_id = 'ann'"))
@@ -86,7 +78,7 @@ async def test_facts_survive_a_downgrade_to_whole_states_and_back() -> None:
             assert old["groups"] == ["g1"] and old["events"] == ["m1"] and old["solutions"] == ["p1"]
             assert old["points"] == states["ann"].points
 
-            await asyncio.to_thread(_alembic, url, "upgrade", "head")
+            await asyncio.to_thread(migrate, url, "upgrade", "head")
             for member, state in states.items():
                 rows = await pg.fetch("SELECT fact, value::text FROM member_facts WHERE member_id = $1", member)
                 assert {r["fact"]: orjson.loads(r["value"]) for r in rows} == state.facts

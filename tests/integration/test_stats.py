@@ -3,14 +3,11 @@ record: the counters it keeps must equal what counting the tables finds."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import orjson
-import pytest
 
 from services.api.app import create_app
 from services.api.settings import ApiSettings
@@ -18,24 +15,10 @@ from services.common import db
 from services.scorer.unit_of_work import Incoming, UnitOfWork
 from shared.events import ActivityEvent, ActivityRecord
 from shared.rules import default_rules
-from tests.conftest import ADMIN, ROLES, _create_database, _drop_database, database_url, unique
-from tests.integration.test_migrations import _alembic
 from tests.support import in_process
 
 RULES = default_rules()
 NOW = datetime.now(UTC)
-
-
-@pytest.fixture
-async def database() -> AsyncIterator[str]:
-    admin, name = database_url(ADMIN, "postgres").replace("+asyncpg", ""), unique("cl_stats").replace("-", "_")
-    await _create_database(admin, name)
-    try:
-        url = database_url(ROLES["owner"], name)
-        await asyncio.to_thread(_alembic, url, "upgrade", "head")
-        yield url
-    finally:
-        await _drop_database(admin, name)
 
 
 def incoming(events: list[dict[str, Any]]) -> list[Incoming]:
@@ -46,7 +29,8 @@ def incoming(events: list[dict[str, Any]]) -> list[Incoming]:
     return out
 
 
-async def test_stats_count_what_the_tables_hold(database: str, settings_kwargs: dict[str, Any]) -> None:
+async def test_stats_count_what_the_tables_hold(fresh_database: str, settings_kwargs: dict[str, Any]) -> None:
+    database = fresh_database
     records = incoming(
         [
             {"type": "reply", "member_id": "ann", "content_id": "r1"},  # ann: New Contributor

@@ -21,6 +21,8 @@ from shared.scoring import (
     apply_batch,
     facts_needed,
     freed_cap,
+    period_end,
+    period_points,
     reevaluate_tenure,
     tenure_due_at,
 )
@@ -372,3 +374,27 @@ def test_a_batch_needs_only_the_facts_its_records_name() -> None:
     assert len(states["ann"].facts) > 250
     batch = [ActivityRecord("ann", ev("like", "bob", content_id="p1", target_member_id="ann"))]
     assert facts_needed(batch) == {"ann": {"like_received|bob|p1", "cap|like_received|2026-11-20"}}
+
+
+def test_points_count_in_the_month_and_week_of_the_day_they_were_earned() -> None:
+    # 2026-11-30 is a Monday (ISO week 49); 2026-11-29 a Sunday (week 48), in November too.
+    states, _ = play(
+        ev("reply", content_id="r1", at="2026-11-29T10:00:00Z"),
+        ev("like", "bob", content_id="r1", target_member_id="ann", at="2026-11-29T11:00:00Z"),
+        ev("view", content_id="t1", at="2026-12-01T10:00:00Z"),
+        ev("unlike", "bob", content_id="r1", target_member_id="ann", at="2026-12-01T12:00:00Z"),
+    )
+    assert period_points(states["ann"].moves, RULES) == {
+        ("active", "month:2026-11"): 5,  # the reply; the like received and its unlike cancel out
+        ("active", "week:2026-W48"): 5,
+        ("passive", "month:2026-12"): 1,
+        ("passive", "week:2026-W49"): 1,
+    }
+    assert period_points(states["bob"].moves, RULES) == {}  # liked and unliked: nothing left anywhere
+
+
+def test_a_period_ends_at_utc_midnight_after_its_last_day() -> None:
+    assert period_end("month:2026-11") == datetime(2026, 12, 1, tzinfo=UTC)
+    assert period_end("month:2026-12") == datetime(2027, 1, 1, tzinfo=UTC)
+    assert period_end("week:2026-W48") == datetime(2026, 11, 30, tzinfo=UTC)  # Sunday the 29th is its last day
+    assert period_end("week:2026-W53") == datetime(2027, 1, 4, tzinfo=UTC)  # 2026 has 53 ISO weeks
