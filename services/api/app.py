@@ -28,8 +28,8 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
+from services.api import contract, schemas
 from services.api import repository as repo
-from services.api import schemas
 from services.api.reads import CoalescedViews
 from services.api.settings import ApiSettings
 from services.common import db
@@ -364,4 +364,5 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest() + generate_latest(http_metrics), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(contract.router)
     return app

@@ -9,6 +9,9 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from cloudevents.core.bindings.kafka import KafkaMessage, to_binary
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scorer import repository as repo
@@ -45,14 +48,41 @@ def payload(change: LevelChange, rules: Rules, emitted_at: datetime) -> bytes:
     )
 
 
+def cloud_event(body: bytes, source: str) -> KafkaMessage:
+    """A stored level change as a Kafka record in CloudEvents 1.0 binary mode (SPEC §6): the
+    payload unchanged as the value, its attributes as `ce_*` headers read from the payload, so
+    a resend carries the same record. `source` is the scorer's configured `ce_source`."""
+    change = orjson.loads(body)
+    event = CloudEvent(
+        {
+            "specversion": "1.0",
+            "id": change["event_id"],
+            "source": source,
+            "type": f"community.level.{change['direction']}",
+            "time": datetime.fromisoformat(change["emitted_at"]),
+            "subject": change["member_id"],
+            "datacontenttype": "application/json",
+        },
+        body,
+    )
+    return to_binary(event, JSONFormat(), key_mapper=lambda _: change["member_id"].encode())
+
+
 class Relay:
     """Publishes the oldest unsent level changes; one relay at a time holds the lease, so a
     member's changes reach Kafka in seq order."""
 
     def __init__(
-        self, engine: AsyncEngine, producer: AIOKafkaProducer, topic: str, owner: str, failpoints: Failpoints
+        self,
+        engine: AsyncEngine,
+        producer: AIOKafkaProducer,
+        topic: str,
+        source: str,
+        owner: str,
+        failpoints: Failpoints,
     ) -> None:
-        self.engine, self.producer, self.topic, self.owner, self.failpoints = engine, producer, topic, owner, failpoints
+        self.engine, self.producer, self.topic, self.source = engine, producer, topic, source
+        self.owner, self.failpoints = owner, failpoints
         self.wake = asyncio.Event()  # set when a commit recorded level changes
 
     async def once(self) -> int:
@@ -67,9 +97,11 @@ class Relay:
         if not rows:
             return 0
         async with asyncio.timeout(LEASE_S / 2):
-            sent = [
-                await self.producer.send(self.topic, body.encode(), key=member.encode()) for _, member, body in rows
-            ]
+            sent = []
+            for _, _, body in rows:
+                record = cloud_event(body.encode(), self.source)
+                headers = list(record.headers.items())
+                sent.append(await self.producer.send(self.topic, record.value, key=record.key, headers=headers))
             await asyncio.gather(*sent)
         self.failpoints.hit("relay_after_send")
         async with self.engine.begin() as conn:

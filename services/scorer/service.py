@@ -117,7 +117,9 @@ class Scorer:
             pause=s.redis_pause,
             grace=s.redis_timeout * 2,
         )
-        self.relay = Relay(self.engine, self.producer, s.topic_level_changes, s.instance, self.failpoints)
+        self.relay = Relay(
+            self.engine, self.producer, s.topic_level_changes, s.event_source, s.instance, self.failpoints
+        )
         self.stopping = asyncio.Event()
         self.workers = Supervisor(self.stopping, s.stall_timeout)
         self.epochs: dict[int, int] = {}  # partition -> epoch claimed on assignment

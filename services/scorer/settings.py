@@ -1,13 +1,18 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from services.common.settings import DEVELOPMENT_ENVS, Seconds, Settings
 from services.scorer.failpoints import parse
+
+# RFC 3986 URI-reference characters: unreserved, reserved and percent-encoded octets.
+_URI_CHARS = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")
 
 
 class ScorerSettings(Settings):
@@ -40,11 +45,28 @@ class ScorerSettings(Settings):
     health_interval: Seconds = Field(
         default=timedelta(seconds=5), description="how often lag, outbox and Redis backlog gauges are refreshed"
     )
+    event_source: str = Field(
+        default="urn:community-levels:scorer",
+        description="ce_source of every level change published (CL_EVENT_SOURCE); a URI-reference",
+    )
     failpoints: str = Field(default="", description="crash points for the fault suite; see failpoints.py")
     host: str = Field(default="127.0.0.1", validation_alias="CL_SCORER_HOST")
     port: int = Field(
         default=8003, ge=0, le=65535, validation_alias="CL_SCORER_PORT", description="/healthz, /readyz, /metrics"
     )
+
+    @field_validator("event_source")
+    @classmethod
+    def _event_source(cls, value: str) -> str:
+        # CloudEvents 1.0 requires a non-empty URI-reference; a bad one would reach every
+        # notifier, so refuse it at start.
+        try:
+            urlsplit(value)  # brackets that are no IPv6 host
+        except ValueError as exc:
+            raise ValueError(f"not a URI-reference: {exc}") from None
+        if not _URI_CHARS.fullmatch(value):
+            raise ValueError("not a URI-reference (RFC 3986): percent-encode spaces and other characters")
+        return value
 
     @field_validator("failpoints")
     @classmethod

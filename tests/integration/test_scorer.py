@@ -23,6 +23,7 @@ from services.scorer.settings import ScorerSettings
 from shared.events import ActivityEvent, ActivityRecord
 from shared.rules import default_rules
 from shared.scoring import MemberState, apply_batch, facts_needed
+from tests.asyncapi import validator
 from tests.conftest import unique
 from tests.support import eventually, free_port, read_topic, values
 
@@ -117,6 +118,40 @@ async def test_records_are_applied_once_and_level_changes_are_published(
     got = sorted((p["member_id"], p["seq"], p["from_level"], p["to_level"]["id"]) for p in published)
     assert got == sorted([(ann, 1, None, "new_contributor"), (bob, 1, None, "new_contributor")])
     assert {p["cause"]["type"] for p in published if p["member_id"] == ann} == {"reply"}
+
+
+async def test_published_level_changes_hold_to_the_asyncapi_contract_with_cloudevents_headers(
+    settings: ScorerSettings, pg: asyncpg.Connection
+) -> None:
+    settings = settings.model_copy(update={"event_source": "https://forum.example/levels"})
+    cid = unique("cid")
+    events = [event("article", cid, content_id="a1"), event("content_removed", cid, content_id="a1")]
+    await publish(settings, events[:1])
+    async with running(settings):
+        await eventually(lambda: _equals(scores(pg, cid), (25, 0, 6)))
+        await publish(settings, events[1:])
+        await eventually(lambda: _equals(scores(pg, cid), (0, 0, 1)))
+        await eventually(lambda: _unsent_is_zero(pg))
+    stored = [
+        row["payload"].encode()
+        for row in await pg.fetch("SELECT payload FROM level_changes WHERE member_id = $1 ORDER BY seq", cid)
+    ]
+    records = await read_topic(settings.kafka_bootstrap, settings.topic_level_changes, {cid})
+    assert [m.value for m in records] == stored  # the stored bytes, unchanged
+    for msg, direction in zip(records, ["promoted", "demoted"], strict=True):
+        change = json.loads(msg.value)
+        headers = {name: value.decode() for name, value in msg.headers}
+        validator("LevelChange").validate(change)
+        validator("CloudEventHeaders").validate(headers)
+        assert len(msg.headers) == len(headers) and headers == {
+            "ce_specversion": "1.0",
+            "ce_id": change["event_id"],
+            "ce_source": settings.event_source,
+            "ce_type": f"community.level.{direction}",
+            "ce_time": change["emitted_at"],
+            "ce_subject": cid,
+            "content-type": "application/json",
+        }
 
 
 async def _equals(value: Awaitable[Any], expected: Any) -> bool:

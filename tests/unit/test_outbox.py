@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from services.scorer.outbox import payload
+from services.scorer.outbox import cloud_event, payload
 from tests.unit.test_scoring import NOW, RULES, ev, play
 
 
@@ -23,3 +23,20 @@ def test_a_reversal_that_lowers_the_level_is_a_demotion() -> None:
     _, changes = play(ev("article", content_id="a"), ev("content_removed", content_id="a"))
     sent = orjson.loads(payload(changes[1], RULES, NOW))
     assert (sent["direction"], sent["from_level"]["rank"], sent["to_level"]["rank"]) == ("demoted", 6, 1)
+
+
+def test_a_level_change_goes_out_as_a_binary_mode_cloud_event_with_its_stored_bytes() -> None:
+    _, changes = play(ev("article", content_id="a"), ev("content_removed", content_id="a"))
+    for change, kind in zip(changes, ["promoted", "demoted"], strict=True):
+        body = payload(change, RULES, NOW)
+        record = cloud_event(body, "urn:test:scorer")
+        assert record.value == body and record.key == change.member_id.encode()
+        assert record.headers == {
+            "ce_specversion": b"1.0",
+            "ce_id": change.event_id.encode(),
+            "ce_source": b"urn:test:scorer",
+            "ce_type": f"community.level.{kind}".encode(),
+            "ce_time": b"2026-11-29T12:00:00Z",
+            "ce_subject": change.member_id.encode(),
+            "content-type": b"application/json",
+        }

@@ -120,3 +120,14 @@ def test_sasl_over_tls_gives_every_client_a_verifying_context_and_the_credential
         "sasl_plain_username": "cl",
         "sasl_plain_password": "s3cret",
     }
+
+
+@pytest.mark.parametrize("source", ["urn:community-levels:scorer", "https://forum.example/levels", "/scorer"])
+def test_a_scorer_takes_any_uri_reference_as_its_event_source(source: str) -> None:
+    assert ScorerSettings(event_source=source).event_source == source
+
+
+@pytest.mark.parametrize("source", ["", "scorer one", "http://[::1", "caf\u00e9", "%zz"])
+def test_a_scorer_refuses_an_event_source_that_is_no_uri_reference(source: str) -> None:
+    with pytest.raises(ValidationError, match="URI-reference"):
+        ScorerSettings(event_source=source)

@@ -1,0 +1,253 @@
+"""The topics' contract (SPEC §6) as an AsyncAPI 3.0 document, served at /v1/asyncapi.json.
+
+Activity events are described by the models that validate them (shared/events.py); the
+level-change payload by a schema written here from SPEC §6. `docs/asyncapi.json` is this
+document as printed by `python -m services.api.contract`; a unit test keeps them equal.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import cache
+from typing import Any, get_args
+
+import orjson
+from fastapi import APIRouter
+from fastapi.responses import Response
+from pydantic import TypeAdapter
+
+from shared.events import EVENT, EventId, MemberId
+from shared.rules import Tier
+
+_REF = "#/components/schemas/{model}"
+_TIMESTAMP = {"type": "string", "format": "date-time", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$"}
+_KAFKA = {"bindingVersion": "0.5.0"}
+
+
+def _string(description: str) -> dict[str, Any]:
+    return {"type": "string", "description": description}
+
+
+def _activity_schemas() -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The activity event union and each event type's schema, from the pydantic models; and
+    the event types."""
+    union = EVENT.json_schema(ref_template=_REF)
+    schemas = union.pop("$defs")
+    # AsyncAPI's discriminator is the property's name, not OpenAPI's object.
+    schemas["ActivityEvent"] = union | {"discriminator": union["discriminator"]["propertyName"]}
+    return schemas, sorted(union["discriminator"]["mapping"])
+
+
+def _level_change_schemas(event_types: list[str]) -> dict[str, dict[str, Any]]:
+    """SPEC §6, written out: the payload of a record on the level-changes topic."""
+    member_id = TypeAdapter(MemberId).json_schema()
+    only_kind = {"type": "object", "additionalProperties": False, "required": ["kind"]}
+    return {
+        "LevelRef": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["id", "name", "tier", "rank"],
+            "properties": {
+                "id": {"type": "string"},
+                "name": {"type": "string"},
+                "tier": {"enum": list(get_args(Tier))},
+                "rank": {"type": "integer", "minimum": 1},
+            },
+        },
+        "LevelChange": {
+            "type": "object",
+            "description": "A member's level changed; key: member_id. Dedupe on event_id, order by seq.",
+            "additionalProperties": False,
+            "required": [
+                "event_id",
+                "member_id",
+                "seq",
+                "direction",
+                "from_level",
+                "to_level",
+                "active_score",
+                "passive_score",
+                "cause",
+                "rules_version",
+                "occurred_at",
+                "emitted_at",
+            ],
+            "properties": {
+                "event_id": {"type": "string", "format": "uuid", "description": "derived from member_id and seq"},
+                "member_id": member_id,
+                "seq": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "the member's level changes 1, 2, 3, … no gaps",
+                },
+                "direction": {"enum": ["promoted", "demoted"]},
+                "from_level": {
+                    "anyOf": [{"$ref": _REF.format(model="LevelRef")}, {"type": "null"}],
+                    "description": "null for the member's first level (seq 1)",
+                },
+                "to_level": {"$ref": _REF.format(model="LevelRef")},
+                "active_score": {"type": "integer"},
+                "passive_score": {"type": "integer"},
+                "cause": {
+                    "oneOf": [
+                        {
+                            **only_kind,
+                            "description": "an activity event moved the member",
+                            "required": ["kind", "event_id", "type"],
+                            "properties": {
+                                "kind": {"const": "activity"},
+                                "event_id": TypeAdapter(EventId).json_schema(),
+                                "type": {"enum": event_types},
+                            },
+                        },
+                        {**only_kind, "properties": {"kind": {"const": "tenure"}}, "description": "time passed"},
+                        {**only_kind, "properties": {"kind": {"const": "rescore"}}, "description": "SPEC §9.1"},
+                        {
+                            **only_kind,
+                            "description": "an operator set the level (SPEC §9.3)",
+                            "required": ["kind", "reason"],
+                            "properties": {"kind": {"const": "override"}, "reason": {"type": "string", "minLength": 1}},
+                        },
+                    ]
+                },
+                "rules_version": {"type": "string"},
+                "occurred_at": _TIMESTAMP,
+                "emitted_at": _TIMESTAMP | {"description": "also the record's ce_time"},
+            },
+            # A first level is always a promotion.
+            "if": {"properties": {"from_level": {"type": "null"}}},
+            "then": {"properties": {"seq": {"const": 1}, "direction": {"const": "promoted"}}},
+            "else": {"properties": {"seq": {"minimum": 2}}},
+        },
+        "CloudEventHeaders": {
+            "type": "object",
+            "description": "CloudEvents 1.0, Kafka protocol binding, binary content mode",
+            "required": ["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject", "content-type"],
+            "properties": {
+                "ce_specversion": {"const": "1.0"},
+                "ce_id": {"type": "string", "description": "the payload's event_id"},
+                "ce_source": {
+                    "type": "string",
+                    "format": "uri-reference",
+                    "description": "the scorer's CL_EVENT_SOURCE",
+                },
+                "ce_type": {"enum": ["community.level.promoted", "community.level.demoted"]},
+                "ce_time": _TIMESTAMP | {"description": "the payload's emitted_at"},
+                "ce_subject": member_id | {"description": "the payload's member_id"},
+                "content-type": {"const": "application/json"},
+            },
+        },
+        "DeadLetterHeaders": {
+            "type": "object",
+            "required": ["source_topic", "source_partition", "source_offset", "reason"],
+            "properties": {
+                "source_topic": _string("the topic the record came from"),
+                "source_partition": _string("its partition, in decimal"),
+                "source_offset": _string("its offset, in decimal"),
+                "reason": _string("why it could not be applied (at most 1,000 characters)"),
+                "truncated_key_from": _string("present when the key was cut to 1 KiB: its original size"),
+                "truncated_value_from": _string("present when the value was cut to 900 KiB: its original size"),
+            },
+        },
+    }
+
+
+def _channel(topic: str, description: str, message: str) -> dict[str, Any]:
+    return {
+        "address": topic,
+        "description": description,
+        "messages": {message: {"$ref": f"#/components/messages/{message}"}},
+        "bindings": {"kafka": {"topic": topic, **_KAFKA}},
+    }
+
+
+def _operation(action: str, channel: str, message: str, summary: str) -> dict[str, Any]:
+    return {
+        "action": action,
+        "channel": {"$ref": f"#/channels/{channel}"},
+        "messages": [{"$ref": f"#/channels/{channel}/messages/{message}"}],
+        "summary": summary,
+    }
+
+
+def document() -> dict[str, Any]:
+    schemas, event_types = _activity_schemas()
+    schemas |= _level_change_schemas(event_types)
+    member_key = {"key": TypeAdapter(MemberId).json_schema() | {"description": "the member it is about"}, **_KAFKA}
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Community Levels topics",
+            "version": "1",
+            "description": "What the services write to Kafka (SPEC §6). Topic names are the defaults "
+            "(CL_TOPIC_ACTIVITY, CL_TOPIC_LEVEL_CHANGES, CL_TOPIC_DLQ).",
+        },
+        "defaultContentType": "application/json",
+        "servers": {"local": {"host": "localhost:19092", "protocol": "kafka", "description": "make run"}},
+        "channels": {
+            "activity": _channel(
+                "activity", "One record per member an accepted event changes (a like: two).", "ActivityEvent"
+            ),
+            "levelChanges": _channel(
+                "level-changes",
+                "Each level change, at least once, in seq order per member. A null value (tombstone) "
+                "means the member was erased (SPEC §9.4).",
+                "LevelChange",
+            ),
+            "activityDlq": _channel(
+                "activity.dlq",
+                "A copy of each activity record the scorer could not apply, with the reason.",
+                "DeadLetter",
+            ),
+        },
+        "operations": {
+            "publishActivity": _operation("send", "activity", "ActivityEvent", "ingest publishes accepted events"),
+            "scoreActivity": _operation("receive", "activity", "ActivityEvent", "the scorer applies them"),
+            "publishLevelChange": _operation("send", "levelChanges", "LevelChange", "the scorer's outbox relay"),
+            "deadLetter": _operation("send", "activityDlq", "DeadLetter", "the scorer sets aside what it cannot apply"),
+        },
+        "components": {
+            "schemas": schemas,
+            "messages": {
+                "ActivityEvent": {
+                    "contentType": "application/json",
+                    "payload": {"$ref": _REF.format(model="ActivityEvent")},
+                    "bindings": {"kafka": member_key},
+                },
+                "LevelChange": {
+                    "contentType": "application/json",
+                    "headers": {"$ref": _REF.format(model="CloudEventHeaders")},
+                    "payload": {"$ref": _REF.format(model="LevelChange")},
+                    "bindings": {"kafka": member_key},
+                },
+                "DeadLetter": {
+                    "contentType": "application/octet-stream",
+                    "headers": {"$ref": _REF.format(model="DeadLetterHeaders")},
+                    "payload": {"description": "the record's value as it came (its head, when truncated)"},
+                    "bindings": {"kafka": {"key": {"description": "the record's key as it came"}, **_KAFKA}},
+                },
+            },
+        },
+    }
+
+
+@cache
+def render() -> bytes:
+    return orjson.dumps(document(), option=orjson.OPT_INDENT_2) + b"\n"
+
+
+router = APIRouter()
+
+
+@router.get(
+    "/v1/asyncapi.json",
+    response_class=Response,
+    responses={200: {"description": "the AsyncAPI 3.0 document of the topics", "content": {"application/json": {}}}},
+)
+def asyncapi() -> Response:
+    """The topics' contract: channels, headers and payload schemas."""
+    return Response(render(), media_type="application/json")
+
+
+if __name__ == "__main__":
+    sys.stdout.buffer.write(render())
