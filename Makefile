@@ -44,6 +44,7 @@ status:
 	-$(SERVERS) status
 
 test: servers
+	scripts/local/browser.sh install
 	$(PY) -m pytest -m "not long" tests/unit tests/integration tests/e2e
 
 # Every fault of docs/RELIABILITY.md in its long form (make test runs the short forms);

@@ -20,17 +20,17 @@ from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from services.api import contract, schemas
+from services.api import contract, pages, schemas
 from services.api import repository as repo
-from services.api.reads import CoalescedViews
+from services.api.reads import DB_ERRORS, CoalescedViews, Unavailable, level_changes, member_views
+from services.api.schemas import ID_PATTERN, MEMBER_ID
 from services.api.settings import ApiSettings
 from services.common import db
 from services.common.members import MemberCache, Rebuilding, render
@@ -38,19 +38,10 @@ from shared.scoring import periods
 
 log = logging.getLogger("api")
 
-READS = Counter("api_member_reads_total", "Member views read", ["source"])
-READS_REDIS, READS_POSTGRES = READS.labels("redis"), READS.labels("postgres")
-_ID = r"[A-Za-z0-9._:@\-]{1,128}"
-MEMBER_ID = f"^{_ID}$"
 MANY_MAX = 100
 # The document says all of what ids may be, so a request valid by the schema is one we answer.
-IDS = f"^{_ID}(,{_ID}){{0,{MANY_MAX - 1}}}$"
+IDS = f"^{ID_PATTERN}(,{ID_PATTERN}){{0,{MANY_MAX - 1}}}$"
 IDS_RULE = f"1 to {MANY_MAX} member ids, comma-separated, each 1 to 128 of A-Z a-z 0-9 . _ : @ -"
-DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
-
-
-class Unavailable(Exception):
-    """A dependency the answer needs is down."""
 
 
 class ErrorBody(BaseModel):
@@ -126,24 +117,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             expose_headers=["ETag"],
         )
 
-    async def views(request: Request, member_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Stored views of these members: Redis first, PostgreSQL for the rest."""
-        found: dict[str, dict[str, Any]] = {}
-        try:
-            found = await request.app.state.views.get_many(member_ids)
-            READS_REDIS.inc(len(found))
-        except RedisError as exc:
-            log.warning("Redis unavailable, reading PostgreSQL: %r", exc)
-        missing = [m for m in member_ids if m not in found]
-        if missing:
-            try:
-                async with request.app.state.engine.connect() as conn:
-                    found |= await repo.member_views(conn, missing)
-                READS_POSTGRES.inc(len(missing))
-            except DB_ERRORS as exc:
-                raise Unavailable("the member store is unavailable; retry shortly") from exc
-        return found
-
     @app.exception_handler(Unavailable)
     async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
         return _error(503, "unavailable", str(exc), **{"Retry-After": "1"})
@@ -172,7 +145,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         responses={200: _ok(schemas.Member), 304: NOT_MODIFIED, 404: NOT_FOUND, 422: INVALID, 503: DOWN},
     )
     async def member(request: Request, member_id: Annotated[str, Path(pattern=MEMBER_ID)]) -> Response:
-        found = (await views(request, [member_id])).get(member_id)
+        found = (await member_views(request.app.state, [member_id])).get(member_id)
         if found is None:
             return _error(404, "not_found", f"no member {member_id!r} has been seen")
         body = orjson.dumps(render(found, rules, datetime.now(UTC)))
@@ -196,7 +169,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         ids: Annotated[str, Query(description=IDS_RULE, pattern=IDS)],
     ) -> Response:
         wanted = list(dict.fromkeys(ids.split(",")))  # a repeated id is answered once
-        found = await views(request, wanted)
+        found = await member_views(request.app.state, wanted)
         now = datetime.now(UTC)
         body = {
             "members": [render(found[m], rules, now) for m in wanted if m in found],
@@ -215,14 +188,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         before: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="seq to page below")] = None,
     ) -> Response:
-        try:
-            async with request.app.state.engine.connect() as conn:
-                payloads = await repo.level_changes(conn, member_id, before, limit)
-        except DB_ERRORS as exc:
-            raise Unavailable("the level history is unavailable; retry shortly") from exc
-        if not payloads and before is None:
+        changes = await level_changes(request.app.state, member_id, before, limit)
+        if not changes and before is None:
             return _error(404, "not_found", f"no member {member_id!r} has been seen")
-        changes = [orjson.loads(p) for p in payloads]
         more = len(changes) == limit and changes[-1]["seq"] > 1
         body = {"member_id": member_id, "level_changes": changes, "next_before": changes[-1]["seq"] if more else None}
         return Response(orjson.dumps(body), media_type="application/json")
@@ -251,7 +219,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             page, total = await request.app.state.cache.board(tier, name, offset, limit)
         except (RedisError, Rebuilding) as exc:
             raise Unavailable("the leaderboards are unavailable; retry shortly") from exc
-        found = await views(request, [member for member, _, _ in page])
+        found = await member_views(request.app.state, [member for member, _, _ in page])
         entries = [
             {"rank": rank, "member_id": m, "level": rules.level_by_rank(found[m]["level_rank"]).ref(), "score": points}
             for m, points, rank in page
@@ -271,7 +239,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         tier: Annotated[Literal["active", "passive"], Query()] = "active",
         period: Annotated[Literal["all", "month", "week"], Query()] = "all",
     ) -> Response:
-        if member_id not in await views(request, [member_id]):
+        if member_id not in await member_views(request.app.state, [member_id]):
             return _error(404, "not_found", f"no member {member_id!r} has been seen")
         name = period_name(period)
         try:
@@ -332,6 +300,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     async def levels() -> Response:
         return Response(ladder_body, media_type="application/json")
+
+    app.include_router(pages.router(rules))
 
     @app.get("/healthz", summary="Alive")
     async def healthz() -> dict[str, str]:

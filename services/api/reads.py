@@ -1,13 +1,63 @@
-"""Member views of concurrent requests, read from Redis together."""
+"""How the API reads members and their level history: the JSON routes and the pages share it.
+
+Member views come from Redis (concurrent requests' reads coalesced) and fall back to
+PostgreSQL for members Redis lacks or when it is down.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
+import orjson
+from prometheus_client import Counter
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.datastructures import State
+
+from services.api import repository as repo
 from services.common.members import MemberCache
 
+log = logging.getLogger("api")
+
 Views = dict[str, dict[str, Any]]
+READS = Counter("api_member_reads_total", "Member views read", ["source"])
+READS_REDIS, READS_POSTGRES = READS.labels("redis"), READS.labels("postgres")
+DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
+
+
+class Unavailable(Exception):
+    """A dependency the answer needs is down."""
+
+
+async def member_views(state: State, member_ids: list[str]) -> Views:
+    """Stored views of these members: Redis first, PostgreSQL for the rest."""
+    found: Views = {}
+    try:
+        found = await state.views.get_many(member_ids)
+        READS_REDIS.inc(len(found))
+    except RedisError as exc:
+        log.warning("Redis unavailable, reading PostgreSQL: %r", exc)
+    missing = [m for m in member_ids if m not in found]
+    if missing:
+        try:
+            async with state.engine.connect() as conn:
+                found |= await repo.member_views(conn, missing)
+            READS_POSTGRES.inc(len(missing))
+        except DB_ERRORS as exc:
+            raise Unavailable("the member store is unavailable; retry shortly") from exc
+    return found
+
+
+async def level_changes(state: State, member_id: str, before: int | None, limit: int) -> list[dict[str, Any]]:
+    """A member's level changes, newest first, below seq `before`."""
+    try:
+        async with state.engine.connect() as conn:
+            payloads = await repo.level_changes(conn, member_id, before, limit)
+    except DB_ERRORS as exc:
+        raise Unavailable("the level history is unavailable; retry shortly") from exc
+    return [orjson.loads(p) for p in payloads]
 
 
 class CoalescedViews:

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 Tier = Literal["passive", "active"]
+ID_PATTERN = r"[A-Za-z0-9._:@\-]{1,128}"
+MEMBER_ID = f"^{ID_PATTERN}$"
 
 
 class Schema(BaseModel):

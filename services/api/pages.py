@@ -1,0 +1,148 @@
+"""Pages for people (SPEC §7): the ladder and a member's page, rendered on the server.
+
+They read members and their history through `services.api.reads`, as the JSON routes do, and
+stay out of the OpenAPI document, which describes the API for programs.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import jinja2
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+
+from services.api.reads import Unavailable, level_changes, member_views
+from services.api.schemas import MEMBER_ID
+from services.common.members import render
+from shared.rules import Level, Rules
+
+HISTORY_PAGE = 20
+
+# What each figure a level requires is called on the pages, for one and for many.
+FIGURES = {
+    "active_score": ("active point", "active points"),
+    "passive_score": ("passive point", "passive points"),
+    "tenure_days": ("day as a member", "days as a member"),
+}
+TIERS = {
+    "passive": "Explorer levels: reached by visiting, reading, joining groups and attending events",
+    "active": "Contributor levels: reached by posting, replying, commenting, publishing and liking",
+}
+CAUSES = {"activity": "activity", "tenure": "time as a member", "rescore": "updated rules"}
+
+_templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _figure(name: str, n: int) -> str:
+    return FIGURES[name][0 if n == 1 else 1]
+
+
+def requirements_text(level: Level) -> str:
+    """How a level is reached, in words: "50 passive points and 30 days as a member"."""
+    wanted = [f"{n:,} {_figure(name, n)}" for name, n in level.requirements().items()]
+    return " and ".join(wanted) or "where every member starts"
+
+
+def progress(level: Level, member: dict[str, Any]) -> list[dict[str, Any]]:
+    """One bar per requirement of `level`, from a member's answer (`render`)."""
+    return [
+        {
+            "figure": name,
+            "required": required,
+            "current": member[name],
+            "text": f"{member[name]:,} of {required:,} {_figure(name, required)}",
+        }
+        for name, required in level.requirements().items()
+    ]
+
+
+def _page(template: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
+    return HTMLResponse(_templates.get_template(template).render(**context), status_code=status, headers=headers)
+
+
+def _unavailable(exc: Unavailable) -> HTMLResponse:
+    return _page(
+        "message.html",
+        503,
+        {"Retry-After": "1"},
+        title="Please try again shortly",
+        message=f"This page cannot be shown right now: {exc}.",
+    )
+
+
+def router(rules: Rules) -> APIRouter:
+    pages = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
+    metrics = [{"name": name, **m.model_dump()} for name, m in rules.metrics.items()]
+    ladder = _templates.get_template("levels.html").render(
+        tiers=[
+            {
+                "tier": tier,
+                "title": TIERS[tier],
+                "levels": [
+                    {"name": lv.name, "rank": lv.rank, "requires": requirements_text(lv)}
+                    for lv in rules.levels
+                    if lv.tier == tier
+                ],
+                "metrics": [m for m in metrics if m["tier"] == tier],
+            }
+            for tier in ("passive", "active")
+        ],
+    )
+
+    @pages.get("/")
+    @pages.get("/levels")
+    async def levels() -> HTMLResponse:
+        return HTMLResponse(ladder)
+
+    @pages.get("/members/{member_id}")
+    async def member(
+        request: Request,
+        member_id: str,
+        before: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    ) -> HTMLResponse:
+        try:
+            # An id no member can have is simply not found, as a person would read it.
+            valid = re.fullmatch(MEMBER_ID, member_id)
+            view = (await member_views(request.app.state, [member_id])).get(member_id) if valid else None
+            if view is None:
+                return _page(
+                    "message.html",
+                    404,
+                    title="Member not found",
+                    message=f"No activity has been recorded yet for a member with the id “{member_id}”.",
+                )
+            changes = await level_changes(request.app.state, member_id, before, HISTORY_PAGE)
+        except Unavailable as exc:
+            return _unavailable(exc)
+        answer = render(view, rules, datetime.now(UTC))
+        following = rules.next_level(answer["level"]["rank"])
+        older = changes[-1]["seq"] if len(changes) == HISTORY_PAGE and changes[-1]["seq"] > 1 else None
+        return _page(
+            "member.html",
+            member=answer,
+            tier=TIERS[answer["level"]["tier"]].split(":")[0],
+            next_level=following and {"name": following.name, "bars": progress(following, answer)},
+            history=[
+                {
+                    "date": change["occurred_at"][:10],
+                    "at": change["occurred_at"],
+                    "to": change["to_level"]["name"],
+                    "from": change["from_level"] and change["from_level"]["name"],
+                    "direction": "up" if change["direction"] == "promoted" else "down",
+                    "cause": CAUSES.get(change["cause"]["kind"], change["cause"]["kind"]),
+                }
+                for change in changes
+            ],
+            older=older,
+        )
+
+    return pages

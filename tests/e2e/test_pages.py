@@ -1,0 +1,297 @@
+"""What a person sees on the pages, in a real browser (Debian's chromium driven by selenium),
+and a page of another origin polling a member with If-None-Match across origins (CORS).
+
+Each run saves a screenshot of each page to docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import shutil
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.wait import WebDriverWait
+
+from tests.conftest import ROOT, unique
+from tests.e2e.conftest import API_KEY, System, post_events
+from tests.support import eventually, free_port
+
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+WIDE, PHONE = (1000, 900), (390, 844)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--hide-scrollbars"):
+        options.add_argument(arg)
+    # Debian's chromedriver, so selenium fetches no driver of its own.
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    driver.set_window_size(*WIDE)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def ev(kind: str, member: str, days_ago: float, **fields: Any) -> dict[str, Any]:
+    at = datetime.now(UTC) - timedelta(days=days_ago, minutes=1)
+    return {"event_id": unique("e"), "type": kind, "member_id": member, "occurred_at": at.isoformat(), **fields}
+
+
+@pytest.fixture(scope="module")
+async def members(system: System) -> AsyncIterator[dict[str, str]]:
+    """A contributor with 20 active points, and an explorer with 3 passive points and 3 days."""
+    seeded = {"contributor": unique("ann"), "explorer": unique("bo")}
+    ann, bo = seeded["contributor"], seeded["explorer"]
+    events = [
+        ev("visit", ann, 2, duration_s=60),
+        ev("post", ann, 1, content_id=unique("p")),
+        ev("reply", ann, 0.5, content_id=unique("r")),
+        ev("reply", ann, 0, content_id=unique("r")),
+        ev("visit", bo, 3, duration_s=600),
+    ]
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with (
+        httpx.AsyncClient(base_url=system.ingest_url, headers=headers, timeout=30) as ingest,
+        httpx.AsyncClient(base_url=system.api_url, timeout=30) as api,
+    ):
+        await post_events(ingest, events)
+
+        async def scored() -> bool:
+            body = (await api.get("/v1/members", params={"ids": f"{ann},{bo}"})).json()
+            return {m["member_id"]: (m["active_score"], m["passive_score"]) for m in body["members"]} == {
+                ann: (20, 2),
+                bo: (0, 3),
+            }
+
+        await eventually(scored, timeout=60, what="both members scored")
+    yield seeded
+
+
+def open_page(browser: WebDriver, url: str) -> None:
+    browser.get(url)
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def text(browser: WebDriver, css: str) -> str:
+    return str(browser.find_element(By.CSS_SELECTOR, css).text)
+
+
+def texts(browser: WebDriver, css: str) -> list[str]:
+    return [str(e.text) for e in browser.find_elements(By.CSS_SELECTOR, css)]
+
+
+def screenshot(browser: WebDriver, name: str, size: tuple[int, int] = WIDE) -> None:
+    """The whole page, at `size`'s width: the window grows to the page's height."""
+    browser.set_window_size(*size)
+    height = int(browser.execute_script("return document.documentElement.scrollHeight"))
+    browser.set_window_size(size[0], max(size[1], height + 100))  # the window's frame takes some height
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    path.unlink(missing_ok=True)
+    assert browser.save_screenshot(str(path)), f"no screenshot {path}"
+    assert path.stat().st_size > 0
+    browser.set_window_size(*WIDE)
+
+
+def assert_accessible_frame(browser: WebDriver) -> None:
+    """A language, a viewport for phones, a main landmark and one top heading."""
+    assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en"
+    viewport = browser.find_element(By.CSS_SELECTOR, 'meta[name="viewport"]').get_attribute("content")
+    assert "width=device-width" in str(viewport)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "main")) == 1
+    assert len(browser.find_elements(By.CSS_SELECTOR, "h1")) == 1
+
+
+def fits_a_phone(browser: WebDriver) -> bool:
+    browser.set_window_size(*PHONE)
+    width = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+    browser.set_window_size(*WIDE)
+    return bool(width[0] <= width[1])
+
+
+async def test_the_ladder_page_says_how_each_level_is_reached_and_how_points_are_earned(
+    system: System, api: httpx.AsyncClient, browser: WebDriver
+) -> None:
+    ladder = (await api.get("/v1/levels")).json()
+    open_page(browser, f"{system.api_url}/levels")
+    assert browser.title == "Levels · Community Levels"
+    assert text(browser, "h1") == "Levels and how to reach them"
+    assert_accessible_frame(browser)
+    rows = dict(zip(texts(browser, "tbody th[scope=row]"), texts(browser, "tbody th[scope=row] + td"), strict=True))
+    assert list(rows) == [level["name"] for level in ladder["levels"]]
+    assert rows["New Member"] == "where every member starts"
+    assert rows["Community Member"] == "10 passive points and 7 days as a member"
+    assert rows["New Contributor"] == "1 active point"
+    assert rows["Trusted Contributor"] == "500 active points"
+    earned = texts(browser, "tbody td:first-child")
+    assert earned == [p["how"] for p in ladder["points"] if p["tier"] == "passive"] + [
+        p["how"] for p in ladder["points"] if p["tier"] == "active"
+    ]
+    assert "2 per comment" not in earned and "2 points per comment" in earned
+    assert texts(browser, "h3") == ["Levels", "How passive points are earned", "Levels", "How active points are earned"]
+    assert fits_a_phone(browser)
+    screenshot(browser, "levels")
+
+    open_page(browser, f"{system.api_url}/")
+    assert text(browser, "h1") == "Levels and how to reach them"
+
+
+async def test_a_member_page_shows_the_level_a_bar_per_requirement_and_the_history(
+    system: System, api: httpx.AsyncClient, browser: WebDriver, members: dict[str, str]
+) -> None:
+    ann = members["contributor"]
+    history = (await api.get(f"/v1/members/{ann}/level-changes")).json()["level_changes"]
+    assert history, "the contributor has level changes"
+    open_page(browser, f"{system.api_url}/members/{ann}")
+    assert_accessible_frame(browser)
+    assert text(browser, "h1") == ann
+    assert text(browser, ".level") == "Level: New Contributor (Contributor levels)"
+    assert text(browser, "#next") == "Next level: General Contributor"
+    assert texts(browser, ".bar label") == ["20 of 25 active points"]
+    bar = browser.find_element(By.CSS_SELECTOR, ".bar progress")
+    assert (bar.get_attribute("value"), bar.get_attribute("max")) == ("20", "25")
+    assert browser.find_element(By.CSS_SELECTOR, ".bar label").get_attribute("for") == bar.get_attribute("id")
+    rows = [row.find_elements(By.TAG_NAME, "td") for row in browser.find_elements(By.CSS_SELECTOR, "tbody tr")]
+    assert [[cell.text for cell in row] for row in rows] == [
+        [
+            change["occurred_at"][:10],
+            f"{change['to_level']['name']} (moved {'up' if change['direction'] == 'promoted' else 'down'})",
+            change["from_level"]["name"] if change["from_level"] else "first level",
+            "activity",
+        ]
+        for change in history
+    ]
+    assert rows[0][1].text == "New Contributor (moved up)"
+    assert fits_a_phone(browser)
+    screenshot(browser, "member")
+    screenshot(browser, "member-phone", PHONE)
+
+
+async def test_an_explorer_sees_points_and_days_toward_the_next_level(
+    system: System, browser: WebDriver, members: dict[str, str]
+) -> None:
+    open_page(browser, f"{system.api_url}/members/{members['explorer']}")
+    assert text(browser, ".level") == "Level: New Member (Explorer levels)"
+    assert text(browser, "#next") == "Next level: Community Member"
+    assert texts(browser, ".bar label") == ["3 of 10 passive points", "3 of 7 days as a member"]
+    values = [
+        (b.get_attribute("value"), b.get_attribute("max")) for b in browser.find_elements(By.TAG_NAME, "progress")
+    ]
+    assert values == [("3", "10"), ("3", "7")]
+
+
+async def test_an_unknown_member_gets_a_clear_not_found_page(
+    system: System, api: httpx.AsyncClient, browser: WebDriver
+) -> None:
+    nobody = unique("nobody")
+    response = await api.get(f"/members/{nobody}")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html")
+    open_page(browser, f"{system.api_url}/members/{nobody}")
+    assert_accessible_frame(browser)
+    assert text(browser, "h1") == "Member not found"
+    assert nobody in text(browser, "main p")
+    assert browser.find_element(By.CSS_SELECTOR, "main a").get_attribute("href") == f"{system.api_url}/levels"
+    screenshot(browser, "member-not-found")
+
+
+# A frontend on another origin: reads the member, then asks again with the ETag it was given.
+POLL_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>poll</title></head>
+<body><pre id="result"></pre>
+<script>
+const member = new URLSearchParams(location.search).get("member");
+const show = (result) => { document.getElementById("result").textContent = JSON.stringify(result); };
+(async () => {
+  const first = await fetch(member);
+  const etag = first.headers.get("ETag");
+  const body = await first.json();
+  const second = await fetch(member, {headers: {"If-None-Match": etag}});
+  show({first: first.status, etag, member: body.member_id, second: second.status});
+})().catch((error) => show({error: String(error)}));
+</script></body></html>
+"""
+
+
+@pytest.fixture(scope="module")
+def other_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A tiny web server on another port: another origin than the API's."""
+    root = tmp_path_factory.mktemp("origin")
+    (root / "poll.html").write_text(POLL_PAGE)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def cors_api(system: System, other_origin: str) -> Iterator[str]:
+    """Another API process, whose configured origins include the other origin's."""
+    url = f"http://127.0.0.1:{free_port()}"
+    system.spawn(
+        "api-cors", CL_API_PORT=url.rsplit(":", 1)[1], CL_API_CORS_ORIGINS=f"https://forum.example.org,{other_origin}"
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert system.procs["api-cors"].poll() is None, f"api-cors exited; see {system.logs / 'api-cors.log'}"
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "api-cors not healthy in 60 s"
+            time.sleep(0.2)
+        yield url
+    finally:
+        system.kill("api-cors", signal.SIGTERM)
+
+
+def poll_from(browser: WebDriver, page: str, member_url: str) -> dict[str, Any]:
+    open_page(browser, f"{page}?{httpx.QueryParams(member=member_url)}")
+    WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "result").text)
+    result: dict[str, Any] = json.loads(text(browser, "#result"))
+    return result
+
+
+async def test_a_page_of_a_configured_origin_polls_a_member_with_its_etag(
+    browser: WebDriver, members: dict[str, str], other_origin: str, cors_api: str
+) -> None:
+    ann = members["contributor"]
+    result = poll_from(browser, f"{other_origin}/poll.html", f"{cors_api}/v1/members/{ann}")
+    assert result == {"first": 200, "etag": result["etag"], "member": ann, "second": 304}
+    assert result["etag"] and result["etag"].startswith('"'), "the ETag is readable across origins"
+
+
+async def test_a_page_of_an_origin_not_configured_cannot_read_a_member(
+    system: System, browser: WebDriver, members: dict[str, str], other_origin: str
+) -> None:
+    # The test system's API has no configured origins.
+    result = poll_from(browser, f"{other_origin}/poll.html", f"{system.api_url}/v1/members/{members['contributor']}")
+    assert set(result) == {"error"}
+    assert "Failed to fetch" in result["error"]
