@@ -29,12 +29,20 @@ from starlette.exceptions import HTTPException
 
 from services.api import contract, pages, schemas
 from services.api import repository as repo
-from services.api.reads import DB_ERRORS, CoalescedViews, Unavailable, level_changes, member_views
+from services.api.reads import (
+    BOARDS_DOWN,
+    DB_ERRORS,
+    CoalescedViews,
+    Unavailable,
+    leaderboard_page,
+    level_changes,
+    member_views,
+    period_name,
+)
 from services.api.schemas import ID_PATTERN, MEMBER_ID
 from services.api.settings import ApiSettings
 from services.common import db
 from services.common.members import MemberCache, Rebuilding, render
-from shared.scoring import periods
 
 log = logging.getLogger("api")
 
@@ -195,13 +203,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         body = {"member_id": member_id, "level_changes": changes, "next_before": changes[-1]["seq"] if more else None}
         return Response(orjson.dumps(body), media_type="application/json")
 
-    def period_name(period: str) -> str:
-        """The board a period means now: "all", or the UTC month or ISO week now running."""
-        if period == "all":
-            return "all"
-        month, week = periods(datetime.now(UTC).date().isoformat())
-        return month if period == "month" else week
-
     @app.get(
         "/v1/leaderboard",
         summary="Members ranked by score, all time or this month or week",
@@ -214,18 +215,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=100)] = 25,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> Response:
-        name = period_name(period)
-        try:
-            page, total = await request.app.state.cache.board(tier, name, offset, limit)
-        except (RedisError, Rebuilding) as exc:
-            raise Unavailable("the leaderboards are unavailable; retry shortly") from exc
-        found = await member_views(request.app.state, [member for member, _, _ in page])
-        entries = [
-            {"rank": rank, "member_id": m, "level": rules.level_by_rank(found[m]["level_rank"]).ref(), "score": points}
-            for m, points, rank in page
-            if m in found
-        ]
-        body = {"tier": tier, "period": period, "period_name": name, "total": total, "entries": entries}
+        body = await leaderboard_page(request.app.state, rules, tier, period, offset, limit)
         return Response(orjson.dumps(body), media_type="application/json")
 
     @app.get(
@@ -245,7 +235,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         try:
             place, points = await request.app.state.cache.place(tier, name, member_id)
         except (RedisError, Rebuilding) as exc:
-            raise Unavailable("the leaderboards are unavailable; retry shortly") from exc
+            raise Unavailable(BOARDS_DOWN) from exc
         body = {"member_id": member_id, "tier": tier, "period": period, "period_name": name, "rank": place}
         return Response(orjson.dumps(body | {"score": points}), media_type="application/json")
 

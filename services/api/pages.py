@@ -1,4 +1,5 @@
-"""Pages for people (SPEC §7): the ladder and a member's page, rendered on the server.
+"""Pages for people (SPEC §7): the ladder, a member's page and the leaderboards, rendered on
+the server.
 
 They read members and their history through `services.api.reads`, as the JSON routes do, and
 stay out of the OpenAPI document, which describes the API for programs.
@@ -9,18 +10,20 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import jinja2
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from services.api.reads import Unavailable, level_changes, member_views
+from services.api.reads import Unavailable, leaderboard_page, level_changes, member_views
 from services.api.schemas import MEMBER_ID
 from services.common.members import render
 from shared.rules import Level, Rules
 
 HISTORY_PAGE = 20
+BOARD_PAGE = 50
+PERIODS = {"all": "of all time", "month": "this month", "week": "this week"}
 
 # What each figure a level requires is called on the pages, for one and for many.
 FIGURES = {
@@ -143,6 +146,28 @@ def router(rules: Rules) -> APIRouter:
                 for change in changes
             ],
             older=older,
+        )
+
+    @pages.get("/leaderboard")
+    async def leaderboard(
+        request: Request,
+        tier: Literal["active", "passive"] = "active",
+        period: Literal["all", "month", "week"] = "all",
+    ) -> HTMLResponse:
+        try:
+            board = await leaderboard_page(request.app.state, rules, tier, period, 0, BOARD_PAGE)
+        except Unavailable as exc:
+            return _unavailable(exc)
+        return _page(
+            "leaderboard.html",
+            heading=f"Most {tier} points {PERIODS[period]}",
+            tier=tier,
+            period=period,
+            over=PERIODS[period],
+            tiers=[("active", "active"), ("passive", "passive")],
+            periods=[(p, label) for p, label in PERIODS.items()],
+            entries=board["entries"],
+            total=board["total"],
         )
 
     return pages

@@ -1,4 +1,5 @@
-"""How the API reads members and their level history: the JSON routes and the pages share it.
+"""How the API reads members, their level history and the leaderboards: the JSON routes and
+the pages share it.
 
 Member views come from Redis (concurrent requests' reads coalesced) and fall back to
 PostgreSQL for members Redis lacks or when it is down.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -17,7 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import State
 
 from services.api import repository as repo
-from services.common.members import MemberCache
+from services.common.members import MemberCache, Rebuilding
+from shared.rules import Rules
+from shared.scoring import periods
 
 log = logging.getLogger("api")
 
@@ -85,3 +89,32 @@ class CoalescedViews:
     async def _read_wanted(self) -> Views:
         wanted, self._wanted, self._read = list(dict.fromkeys(self._wanted)), [], None
         return await self.cache.get_many(wanted)
+
+
+BOARDS_DOWN = "the leaderboards are unavailable; retry shortly"
+
+
+def period_name(period: str) -> str:
+    """The board a period means now: "all", or the UTC month or ISO week now running."""
+    if period == "all":
+        return "all"
+    month, week = periods(datetime.now(UTC).date().isoformat())
+    return month if period == "month" else week
+
+
+async def leaderboard_page(
+    state: State, rules: Rules, tier: str, period: str, offset: int, limit: int
+) -> dict[str, Any]:
+    """A page of a leaderboard as `GET /v1/leaderboard` answers it."""
+    name = period_name(period)
+    try:
+        page, total = await state.cache.board(tier, name, offset, limit)
+    except (RedisError, Rebuilding) as exc:
+        raise Unavailable(BOARDS_DOWN) from exc
+    found = await member_views(state, [member for member, _, _ in page])
+    entries = [
+        {"rank": rank, "member_id": m, "level": rules.level_by_rank(found[m]["level_rank"]).ref(), "score": points}
+        for m, points, rank in page
+        if m in found
+    ]
+    return {"tier": tier, "period": period, "period_name": name, "total": total, "entries": entries}

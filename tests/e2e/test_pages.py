@@ -196,6 +196,32 @@ async def test_an_explorer_sees_points_and_days_toward_the_next_level(
     assert values == [("3", "10"), ("3", "7")]
 
 
+async def test_the_leaderboard_page_shows_the_board_the_api_serves(
+    system: System, api: httpx.AsyncClient, browser: WebDriver, members: dict[str, str]
+) -> None:
+    ann = members["contributor"]
+    for tier, period in (("active", "week"), ("passive", "all")):
+        board = (await api.get("/v1/leaderboard", params={"tier": tier, "period": period, "limit": 50})).json()
+        open_page(browser, f"{system.api_url}/leaderboard?tier={tier}&period={period}")
+        assert_accessible_frame(browser)
+        over = {"week": "this week", "all": "of all time"}[period]
+        assert text(browser, "h1") == f"Most {tier} points {over}"
+        rows = [row.split("\n") if "\n" in row else row.split(" ") for row in texts(browser, "tbody tr")]
+        shown = [(int(cells[0]), cells[1], " ".join(cells[2:-1]), int(cells[-1].replace(",", ""))) for cells in rows]
+        assert shown == [(e["rank"], e["member_id"], e["level"]["name"], e["score"]) for e in board["entries"]]
+        assert board["entries"], "members with points are listed"
+        assert text(browser, "caption").startswith(f"{board['total']} member")
+        assert fits_a_phone(browser)
+    open_page(browser, f"{system.api_url}/leaderboard?tier=active&period=all")
+    place = (await api.get(f"/v1/members/{ann}/rank", params={"period": "all"})).json()
+    assert place["rank"] is not None and place["score"] == 20
+    if place["rank"] <= 50:
+        link = browser.find_element(By.LINK_TEXT, ann)
+        assert str(link.get_attribute("href")).endswith(f"/members/{ann}")
+    assert browser.find_element(By.CSS_SELECTOR, "[aria-current=page]").text == "active"
+    screenshot(browser, "leaderboard")
+
+
 async def test_an_unknown_member_gets_a_clear_not_found_page(
     system: System, api: httpx.AsyncClient, browser: WebDriver
 ) -> None:
