@@ -1,0 +1,138 @@
+"""`cl rules check` and `cl backfill` (SPEC §9.2). Built on typer, with rich for tables and
+progress; they use the same settings as the services (CL_* variables)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from services.common.kafka import ensure_topics
+from services.common.kafka import producer as make_producer
+from services.common.settings import Settings
+from services.common.strict_json import parse_json
+from shared.events import ActivityEvent, shown, validate_event
+from shared.rules import Rules, RulesError, load_rules
+
+app = typer.Typer(no_args_is_help=True, help="Operate Community Levels (SPEC §9).")
+rules_app = typer.Typer(no_args_is_help=True, help="Rules files.")
+app.add_typer(rules_app, name="rules")
+console = Console()
+BATCH = 1000  # records sent before waiting for Kafka's acknowledgements
+
+
+@rules_app.command("check")
+def rules_check(file: Annotated[Path, typer.Argument(help="the rules file to check")]) -> None:
+    """Validate a rules file and show how it differs from the rules in force (CL_RULES_PATH)."""
+    try:
+        new = load_rules(file)
+    except RulesError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    differences = rules_differences(Settings().rules, new)
+    if not differences:
+        console.print(f"{file} is valid and the same as the rules in force (version {new.version}).")
+        return
+    table = Table(title=f"{file} is valid; what it changes")
+    for column in ("what", "in force", "in the file"):
+        table.add_column(column)
+    for row in differences:
+        table.add_row(*row)
+    console.print(table)
+
+
+def rules_differences(old: Rules, new: Rules) -> list[tuple[str, str, str]]:
+    """(what, in force, in the file) for each setting that differs."""
+    rows = []
+    if old.version != new.version:
+        rows.append(("version", old.version, new.version))
+    for name in old.metrics:
+        before, after = old.metrics[name].model_dump(), new.metrics[name].model_dump()
+        rows += [(f"{name}.{k}", str(before[k]), str(after[k])) for k in before if before[k] != after[k]]
+    old_levels = {level.id: level for level in old.levels}
+    new_levels = {level.id: level for level in new.levels}
+    for level_id in [*old_levels, *(i for i in new_levels if i not in old_levels)]:
+        if level_id not in old_levels or level_id not in new_levels:
+            where = ("absent", "present") if level_id in new_levels else ("present", "absent")
+            rows.append((f"level {level_id}", *where))
+            continue
+        was, now = old_levels[level_id].model_dump(), new_levels[level_id].model_dump()
+        rows += [(f"level {level_id}.{k}", str(was[k]), str(now[k])) for k in was if was[k] != now[k]]
+    return rows
+
+
+@app.command()
+def backfill(
+    file: Annotated[Path, typer.Argument(help="activity events, one JSON object a line (SPEC §3)")],
+    skip_invalid: Annotated[bool, typer.Option(help="publish the valid lines even if some are not")] = False,
+) -> None:
+    """Import a history: every line is validated as ingest validates an event, then published
+    to the activity topic as ingest publishes it. Nothing is published from a file with an
+    invalid line unless --skip-invalid. Running it again changes nothing (event ids repeat)."""
+    events, problems = read_events(file)
+    for line, reason in problems[:50]:
+        console.print(f"line {line}: {reason}")
+    if len(problems) > 50:
+        console.print(f"… and {len(problems) - 50} more invalid lines")
+    if problems and not skip_invalid:
+        console.print(
+            f"[red]{len(problems)} invalid lines; nothing was published (--skip-invalid publishes the rest)[/red]"
+        )
+        raise typer.Exit(1)
+    published = asyncio.run(publish(Settings(), events))
+    console.print(f"{len(events):,} events published as {published:,} records; {len(problems):,} lines skipped")
+
+
+def read_events(file: Path) -> tuple[list[ActivityEvent], list[tuple[int, str]]]:
+    """The file's valid events, and (line number, reason) for each invalid line."""
+    now = datetime.now(UTC)
+    events, problems = [], []
+    with file.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                raw: Any = parse_json(line)
+            except ValueError as exc:  # UnicodeDecodeError included
+                problems.append((number, f"not JSON this system reads: {shown(str(exc))}"))
+                continue
+            result = validate_event(raw, now)
+            if isinstance(result, list):
+                problems.append((number, "; ".join(f"{field}: {reason}" for field, reason in result)))
+            else:
+                events.append(result)
+    return events, problems
+
+
+async def publish(settings: Settings, events: list[ActivityEvent]) -> int:
+    """Publish one record per member each event changes, keyed by that member (as ingest does)."""
+    await ensure_topics(settings)
+    producer = make_producer(settings, "cl-backfill")
+    await producer.start()
+    sent = 0
+    columns = (TextColumn("publishing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} events/s"))
+    try:
+        with Progress(*columns, TimeRemainingColumn(), console=console) as progress:
+            task = progress.add_task("backfill", total=len(events), rate="–")
+            started = time.monotonic()
+            for start in range(0, len(events), BATCH):
+                chunk = events[start : start + BATCH]
+                acks = []
+                for event in chunk:
+                    value = event.to_json()
+                    for subject in event.subjects():
+                        acks.append(await producer.send(settings.topic_activity, value, key=subject.encode()))
+                await asyncio.gather(*acks)
+                sent += len(acks)
+                done = start + len(chunk)
+                progress.update(task, completed=done, rate=f"{done / (time.monotonic() - started):,.0f}")
+    finally:
+        await producer.stop()
+    return sent
