@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from services.common import db
 from services.common.kafka import ensure_topics
-from shared.rules import DEFAULT_RULES_PATH
+from services.scorer.unit_of_work import UnitOfWork
+from shared.rules import DEFAULT_RULES_PATH, default_rules
 from tests.conftest import ROOT, env_with, unique
 from tests.integration.test_scorer import event, running
 from tests.integration.test_scorer_failures import scorer_settings
+from tests.integration.test_stats import incoming
 from tests.support import eventually, own_topics, read_topic
 
 
@@ -114,3 +118,47 @@ async def _offsets_at(pg: asyncpg.Connection, group: str, topic: str, total: int
         "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = $1 AND topic = $2", group, topic
     )
     return bool(stored == total)
+
+
+async def test_rescore_dry_run_reports_what_new_rules_would_change_and_writes_nothing(
+    tmp_path: Path, run_env: dict[str, str], fresh_database: str
+) -> None:
+    engine = db.engine(fresh_database, "test")
+    try:
+        await UnitOfWork(engine, default_rules(), "g", "t").commit(
+            [],
+            incoming(
+                [
+                    {"type": "reply", "member_id": "ann", "content_id": "r1"},  # 5 now, 30 under the new rules
+                    {"type": "view", "member_id": "bob", "content_id": "t1"},
+                    {"type": "post", "member_id": "cat", "content_id": "p1"},
+                ]
+            ),
+            datetime.now(UTC),
+            [],
+        )
+    finally:
+        await engine.dispose()
+    rules = json.loads(DEFAULT_RULES_PATH.read_text())
+    rules["version"] = "replies-30"
+    rules["metrics"]["reply"]["points"] = 30
+    tuned = tmp_path / "tuned.json"
+    tuned.write_text(json.dumps(rules))
+    pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
+    try:
+        before = await pg.fetch("SELECT *, xmin::text AS x FROM members ORDER BY member_id")
+        code, out = await cl(env_with(run_env, CL_DATABASE_URL=fresh_database), "rescore", "--dry-run", str(tuned))
+        assert code == 0, out
+        lines = [" ".join(line.replace("│", " ").split()) for line in out.splitlines()]
+        assert (
+            "3 members replayed under rules replies-30; 1 would change level, 1 would change level or scores" in lines
+        )
+        assert "New Contributor General Contributor 1" in lines
+        assert "ann 5 → 30 0 → 0" in lines
+        assert "Sample: ann" in lines
+        assert await pg.fetch("SELECT *, xmin::text AS x FROM members ORDER BY member_id") == before
+        assert await pg.fetchval("SELECT count(*) FROM level_changes") == 3
+    finally:
+        await pg.close()
+    code, out = await cl(env_with(run_env, CL_DATABASE_URL=fresh_database), "rescore", str(tuned))
+    assert code == 2 and "only --dry-run" in out

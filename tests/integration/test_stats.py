@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import orjson
 
 from services.api.app import create_app
 from services.api.settings import ApiSettings
@@ -25,7 +24,7 @@ def incoming(events: list[dict[str, Any]]) -> list[Incoming]:
     out = []
     for i, raw in enumerate(events):
         event = ActivityEvent.model_validate({"event_id": f"e{i}", "occurred_at": NOW.isoformat(), **raw})
-        out += [Incoming(ActivityRecord(s, event), orjson.dumps(raw).decode(), 0, i) for s in event.subjects()]
+        out += [Incoming(ActivityRecord(s, event), event.to_json().decode(), 0, i) for s in event.subjects()]
     return out
 
 
