@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,7 +81,7 @@ def backfill(
     """Import a history: every line is validated as ingest validates an event, then published
     to the activity topic as ingest publishes it. Nothing is published from a file with an
     invalid line unless --skip-invalid. Running it again changes nothing (event ids repeat)."""
-    events, problems = read_events(file)
+    problems = [(number, reason) for number, reason in read_events(file) if isinstance(reason, str)]
     for line, reason in problems[:50]:
         console.print(f"line {line}: {reason}")
     if len(problems) > 50:
@@ -90,14 +91,14 @@ def backfill(
             f"[red]{len(problems)} invalid lines; nothing was published (--skip-invalid publishes the rest)[/red]"
         )
         raise typer.Exit(1)
-    published = asyncio.run(publish(Settings(), events))
-    console.print(f"{len(events):,} events published as {published:,} records; {len(problems):,} lines skipped")
+    # A second reading publishes, so memory does not grow with the file.
+    events, records = asyncio.run(publish(Settings(), file))
+    console.print(f"{events:,} events published as {records:,} records; {len(problems):,} lines skipped")
 
 
-def read_events(file: Path) -> tuple[list[ActivityEvent], list[tuple[int, str]]]:
-    """The file's valid events, and (line number, reason) for each invalid line."""
+def read_events(file: Path) -> Iterator[tuple[int, ActivityEvent | str]]:
+    """Each line's number with its event, or with the reason it is invalid (blank lines skipped)."""
     now = datetime.now(UTC)
-    events, problems = [], []
     with file.open("rb") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -105,41 +106,45 @@ def read_events(file: Path) -> tuple[list[ActivityEvent], list[tuple[int, str]]]
             try:
                 raw: Any = parse_json(line)
             except ValueError as exc:  # UnicodeDecodeError included
-                problems.append((number, f"not JSON this system reads: {shown(str(exc))}"))
+                yield number, f"not JSON this system reads: {shown(str(exc))}"
                 continue
             result = validate_event(raw, now)
             if isinstance(result, list):
-                problems.append((number, "; ".join(f"{field}: {reason}" for field, reason in result)))
+                yield number, "; ".join(f"{field}: {reason}" for field, reason in result)
             else:
-                events.append(result)
-    return events, problems
+                yield number, result
 
 
-async def publish(settings: Settings, events: list[ActivityEvent]) -> int:
-    """Publish one record per member each event changes, keyed by that member (as ingest does)."""
+async def publish(settings: Settings, file: Path) -> tuple[int, int]:
+    """Publish the file's valid events, one record per member each changes, keyed by that
+    member (as ingest does); returns how many events and records."""
     await ensure_topics(settings)
     producer = make_producer(settings, "cl-backfill")
     await producer.start()
-    sent = 0
+    events = records = 0
     columns = (TextColumn("publishing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} events/s"))
     try:
         with Progress(*columns, TimeRemainingColumn(), console=console) as progress:
-            task = progress.add_task("backfill", total=len(events), rate="–")
-            started = time.monotonic()
-            for start in range(0, len(events), BATCH):
-                chunk = events[start : start + BATCH]
-                acks = []
-                for event in chunk:
+            with file.open("rb") as counted:
+                lines = sum(1 for _ in counted)
+            task = progress.add_task("backfill", total=lines, rate="–")
+            started, acks = time.monotonic(), []
+            for number, event in read_events(file):
+                if isinstance(event, ActivityEvent):
                     value = event.to_json()
                     for subject in event.subjects():
                         acks.append(await producer.send(settings.topic_activity, value, key=subject.encode()))
-                await asyncio.gather(*acks)
-                sent += len(acks)
-                done = start + len(chunk)
-                progress.update(task, completed=done, rate=f"{done / (time.monotonic() - started):,.0f}")
+                    events += 1
+                if len(acks) >= BATCH:
+                    await asyncio.gather(*acks)
+                    records, acks = records + len(acks), []
+                    progress.update(task, completed=number, rate=f"{events / (time.monotonic() - started):,.0f}")
+            await asyncio.gather(*acks)
+            records += len(acks)
+            progress.update(task, completed=lines)
     finally:
         await producer.stop()
-    return sent
+    return events, records
 
 
 @app.command()
