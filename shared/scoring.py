@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Literal
 
 from shared.events import ActivityRecord
@@ -283,12 +284,14 @@ def facts_needed(records: Iterable[ActivityRecord]) -> dict[str, set[str]]:
     return wanted
 
 
+@lru_cache(maxsize=4096)  # per earned point on the hot path; a batch names few days
 def periods(day: str) -> tuple[str, str]:
     """The calendar month and ISO week a day (YYYY-MM-DD, UTC) falls in: "month:2026-11", "week:2026-W48"."""
     year, week, _ = date.fromisoformat(day).isocalendar()
     return f"month:{day[:7]}", f"week:{year}-W{week:02d}"
 
 
+@lru_cache(maxsize=1024)
 def period_end(period: str) -> datetime:
     """When a period ("month:2026-11", "week:2026-W48") ends: UTC midnight after its last day."""
     kind, name = period.split(":", 1)

@@ -30,19 +30,18 @@ from starlette.exceptions import HTTPException
 from services.api import contract, pages, schemas
 from services.api import repository as repo
 from services.api.reads import (
-    BOARDS_DOWN,
     DB_ERRORS,
     CoalescedViews,
     Unavailable,
     leaderboard_page,
     level_changes,
+    member_place,
     member_views,
-    period_name,
 )
 from services.api.schemas import ID_PATTERN, MEMBER_ID
 from services.api.settings import ApiSettings
 from services.common import db
-from services.common.members import MemberCache, Rebuilding, render
+from services.common.members import MemberCache, render
 
 log = logging.getLogger("api")
 
@@ -231,11 +230,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     ) -> Response:
         if member_id not in await member_views(request.app.state, [member_id]):
             return _error(404, "not_found", f"no member {member_id!r} has been seen")
-        name = period_name(period)
-        try:
-            place, points = await request.app.state.cache.place(tier, name, member_id)
-        except (RedisError, Rebuilding) as exc:
-            raise Unavailable(BOARDS_DOWN) from exc
+        name, place, points = await member_place(request.app.state, tier, period, member_id)
         body = {"member_id": member_id, "tier": tier, "period": period, "period_name": name, "rank": place}
         return Response(orjson.dumps(body | {"score": points}), media_type="application/json")
 

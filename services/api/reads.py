@@ -118,3 +118,13 @@ async def leaderboard_page(
         if m in found
     ]
     return {"tier": tier, "period": period, "period_name": name, "total": total, "entries": entries}
+
+
+async def member_place(state: State, tier: str, period: str, member_id: str) -> tuple[str, int | None, int]:
+    """A member's board name, rank (none without points) and points, as `GET /v1/members/{id}/rank` answers."""
+    name = period_name(period)
+    try:
+        place, points = await state.cache.place(tier, name, member_id)
+    except (RedisError, Rebuilding) as exc:
+        raise Unavailable(BOARDS_DOWN) from exc
+    return name, place, points
