@@ -22,8 +22,17 @@ from typing import Any, Literal
 from shared.events import ActivityRecord
 from shared.rules import Rules
 
-CauseKind = Literal["activity", "tenure", "rescore"]
+CauseKind = Literal["activity", "tenure", "rescore", "override"]
 _LEVEL_CHANGE_NS = uuid.UUID("6f0e7c8e-3a51-4a0e-9d43-0d2b8f3c1a77")
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A level an operator holds a member at (SPEC §9.3), until a time or until released."""
+
+    rank: int
+    reason: str
+    until: datetime | None = None
 
 
 @dataclass
@@ -50,6 +59,8 @@ class MemberState:
     # What the records applied since the caller last took them earned (+) or gave back (-), as
     # (metric, day, points): the windowed leaderboards count points by the day they were earned.
     moves: list[tuple[str, str, int]] = field(default_factory=list, compare=False)
+    rules_version: str | None = None  # the rules these figures are scored under
+    pin: Pin | None = None
 
     @property
     def joined_at(self) -> datetime | None:

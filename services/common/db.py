@@ -9,8 +9,10 @@ from __future__ import annotations
 import orjson
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Column,
     DateTime,
+    ForeignKey,
     Identity,
     Index,
     Integer,
@@ -48,6 +50,10 @@ members = Table(
     Column("joined_declared", DateTime(timezone=True)),  # earliest member_joined
     Column("first_seen", DateTime(timezone=True)),  # earliest occurred_at of any event naming the member
     Column("tenure_due_at", DateTime(timezone=True)),
+    Column("rules_version", Text),  # the rules its figures are scored under (NULL: before 0007)
+    Column("pinned_rank", SmallInteger),  # a level pinned by an operator (SPEC §9.3)
+    Column("pinned_reason", Text),
+    Column("pinned_until", DateTime(timezone=True)),
     Column("version", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_members_tenure_due_at", "tenure_due_at", postgresql_where=text("tenure_due_at IS NOT NULL")),
@@ -94,7 +100,7 @@ level_changes = Table(
     Column("member_id", Text, primary_key=True),
     Column("seq", Integer, primary_key=True),
     Column("id", BigInteger, Identity(), nullable=False, unique=True),  # publish order
-    Column("payload", Text, nullable=False),  # the exact bytes published, so a resend is identical
+    Column("payload", Text),  # the exact bytes published, so a resend is identical; NULL: a tombstone
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("sent_at", DateTime(timezone=True)),
@@ -143,6 +149,39 @@ hourly_counts = Table(
     Column("hour", DateTime(timezone=True), primary_key=True),
     Column("what", Text, primary_key=True),
     Column("n", BigInteger, nullable=False),
+)
+
+# Every rules file the system has scored under, and (one row) the version in force: what new
+# members and a finished rescore use (SPEC §9.1).
+rules = Table(
+    "rules",
+    metadata,
+    Column("version", Text, primary_key=True),
+    Column("body", Text, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+)
+
+rules_in_force = Table(
+    "rules_in_force",
+    metadata,
+    Column("id", SmallInteger, primary_key=True),
+    Column("version", Text, ForeignKey("rules.version"), nullable=False),
+    Column("since", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint("id = 1", name="one_row"),
+)
+
+# Who pinned or released a member's level, when and why (SPEC §9.3).
+pin_audit = Table(
+    "pin_audit",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("member_id", Text, nullable=False, index=True),
+    Column("action", Text, nullable=False),  # pin, unpin, expire
+    Column("level_rank", SmallInteger),
+    Column("reason", Text),
+    Column("until", DateTime(timezone=True)),
+    Column("operator", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
 )
 
 # One row: which relay may publish the outbox, until when (a lease, not a lock held while sending).

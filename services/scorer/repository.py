@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.members import Periods
 from shared.rules import Rules
-from shared.scoring import LevelChange, MemberState, freed_cap, tenure_due_at
+from shared.scoring import LevelChange, MemberState, Pin, freed_cap, tenure_due_at
 
 # A scorer's PostgreSQL sessions are named SESSION_PREFIX + its instance name.
 SESSION_PREFIX = "scorer:"
@@ -122,12 +122,17 @@ async def record_activity(
     return {(row[0], row[1]) for row in result}
 
 
-_FIGURES = "member_id, points, level_rank, level_seq, joined_declared, first_seen"
+_FIGURES = (
+    "member_id, points, level_rank, level_seq, joined_declared, first_seen,"
+    " rules_version, pinned_rank, pinned_reason, pinned_until"
+)
+_AFTER = 10  # the first column after `_FIGURES`
 
 
 def _state(row: Any) -> MemberState:
     """A member's figures from a `members` row (selected as `_FIGURES`), with no facts loaded."""
-    return MemberState(row[0], dict(row[1]), row[2], row[3], row[4], row[5])
+    pin = Pin(row[7], row[8], row[9]) if row[7] is not None else None
+    return MemberState(row[0], dict(row[1]), row[2], row[3], row[4], row[5], rules_version=row[6], pin=pin)
 
 
 async def lock_states(conn: AsyncConnection, member_ids: list[str]) -> dict[str, MemberState]:
@@ -220,7 +225,11 @@ async def save_states(conn: AsyncConnection, states: list[MemberState], rules: R
     if not states:
         return {}
     cols: dict[str, list[Any]] = {
-        k: [] for k in ("ids", "ranks", "seqs", "actives", "passives", "points", "declared", "first", "dues")
+        k: []
+        for k in (
+            *("ids", "ranks", "seqs", "actives", "passives", "points", "declared", "first", "dues"),
+            *("versions", "pinned", "reasons", "untils"),
+        )
     }
     for s in states:
         cols["ids"].append(s.member_id)
@@ -233,23 +242,31 @@ async def save_states(conn: AsyncConnection, states: list[MemberState], rules: R
         cols["declared"].append(s.joined_declared)
         cols["first"].append(s.first_seen)
         cols["dues"].append(tenure_due_at(s, rules))
+        cols["versions"].append(s.rules_version or rules.version)
+        cols["pinned"].append(s.pin and s.pin.rank)
+        cols["reasons"].append(s.pin and s.pin.reason)
+        cols["untils"].append(s.pin and s.pin.until)
     rows = await conn.execute(
         text(
             """
             INSERT INTO members AS m (member_id, level_rank, level_seq, active_score, passive_score, points,
-                                      joined_at, joined_declared, first_seen, tenure_due_at, version, updated_at)
-            SELECT i, r, q, a, p, CAST(pt AS jsonb), coalesce(jd, fs), jd, fs, d, 1, :now
+                                      joined_at, joined_declared, first_seen, tenure_due_at, rules_version,
+                                      pinned_rank, pinned_reason, pinned_until, version, updated_at)
+            SELECT i, r, q, a, p, CAST(pt AS jsonb), coalesce(jd, fs), jd, fs, d, rv, pr, pn, pu, 1, :now
             FROM unnest(CAST(:ids AS text[]), CAST(:ranks AS smallint[]), CAST(:seqs AS int[]),
                         CAST(:actives AS bigint[]), CAST(:passives AS bigint[]), CAST(:points AS text[]),
                         CAST(:declared AS timestamptz[]), CAST(:first AS timestamptz[]),
-                        CAST(:dues AS timestamptz[]))
-                 AS u(i, r, q, a, p, pt, jd, fs, d)
+                        CAST(:dues AS timestamptz[]), CAST(:versions AS text[]), CAST(:pinned AS smallint[]),
+                        CAST(:reasons AS text[]), CAST(:untils AS timestamptz[]))
+                 AS u(i, r, q, a, p, pt, jd, fs, d, rv, pr, pn, pu)
             ON CONFLICT (member_id) DO UPDATE SET
                 level_rank = excluded.level_rank, level_seq = excluded.level_seq,
                 active_score = excluded.active_score, passive_score = excluded.passive_score,
                 points = excluded.points, joined_at = excluded.joined_at,
                 joined_declared = excluded.joined_declared, first_seen = excluded.first_seen,
-                tenure_due_at = excluded.tenure_due_at, version = m.version + 1,
+                tenure_due_at = excluded.tenure_due_at, rules_version = excluded.rules_version,
+                pinned_rank = excluded.pinned_rank, pinned_reason = excluded.pinned_reason,
+                pinned_until = excluded.pinned_until, version = m.version + 1,
                 updated_at = excluded.updated_at
             RETURNING member_id, version
             """
@@ -439,7 +456,7 @@ async def member_views(conn: AsyncConnection, member_ids: list[str]) -> list[tup
         text(f"SELECT {_FIGURES}, version, updated_at FROM members WHERE member_id = ANY(CAST(:ids AS text[]))"),
         {"ids": member_ids},
     )
-    return [(_state(row), row[6], row[7]) for row in rows]
+    return [(_state(row), row[_AFTER], row[_AFTER + 1]) for row in rows]
 
 
 async def views_after(conn: AsyncConnection, after: str, limit: int) -> list[tuple[MemberState, int, datetime]]:
@@ -451,7 +468,7 @@ async def views_after(conn: AsyncConnection, after: str, limit: int) -> list[tup
         ),
         {"after": after, "limit": limit},
     )
-    return [(_state(row), row[6], row[7]) for row in rows]
+    return [(_state(row), row[_AFTER], row[_AFTER + 1]) for row in rows]
 
 
 async def next_view_epoch(conn: AsyncConnection) -> int:
