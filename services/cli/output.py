@@ -1,0 +1,5 @@
+"""What every command prints through."""
+
+from rich.console import Console
+
+console = Console()

@@ -1,0 +1,55 @@
+"""`cl rules check`: validate a rules file and show what it changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from services.cli.output import console
+from services.common.settings import Settings
+from shared.rules import Rules, RulesError, load_rules
+
+app = typer.Typer(no_args_is_help=True, help="Rules files.")
+
+
+@app.command("check")
+def rules_check(file: Annotated[Path, typer.Argument(help="the rules file to check")]) -> None:
+    """Validate a rules file and show how it differs from the rules in force (CL_RULES_PATH)."""
+    try:
+        new = load_rules(file)
+    except RulesError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    differences = rules_differences(Settings().rules, new)
+    if not differences:
+        console.print(f"{file} is valid and the same as the rules in force (version {new.version}).")
+        return
+    table = Table(title=f"{file} is valid; what it changes")
+    for column in ("what", "in force", "in the file"):
+        table.add_column(column)
+    for row in differences:
+        table.add_row(*row)
+    console.print(table)
+
+
+def rules_differences(old: Rules, new: Rules) -> list[tuple[str, str, str]]:
+    """(what, in force, in the file) for each setting that differs."""
+    rows = []
+    if old.version != new.version:
+        rows.append(("version", old.version, new.version))
+    for name in old.metrics:
+        before, after = old.metrics[name].model_dump(), new.metrics[name].model_dump()
+        rows += [(f"{name}.{k}", str(before[k]), str(after[k])) for k in before if before[k] != after[k]]
+    old_levels = {level.id: level for level in old.levels}
+    new_levels = {level.id: level for level in new.levels}
+    for level_id in [*old_levels, *(i for i in new_levels if i not in old_levels)]:
+        if level_id not in old_levels or level_id not in new_levels:
+            where = ("absent", "present") if level_id in new_levels else ("present", "absent")
+            rows.append((f"level {level_id}", *where))
+            continue
+        was, now = old_levels[level_id].model_dump(), new_levels[level_id].model_dump()
+        rows += [(f"level {level_id}.{k}", str(was[k]), str(now[k])) for k in was if was[k] != now[k]]
+    return rows
