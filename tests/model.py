@@ -28,7 +28,7 @@ POINTS = {
 CAPS = {"browse_time": 12, "view": 25, "comment": 20, "like_given": 20, "like_received": 60}
 PASSIVE = {"visit_day", "browse_time", "view", "group_joined", "event_attended"}
 # (rank, id, active needed, passive needed, tenure days needed)
-LADDER = [
+LADDER: list[tuple[int, str, int, int, int]] = [
     (1, "new_member", 0, 0, 0),
     (2, "community_member", 0, 10, 7),
     (3, "established_member", 0, 50, 30),
@@ -61,6 +61,8 @@ class Member:
     earliest: datetime | None = None
     rank: int | None = None
     chain: list[tuple[int | None, int]] = field(default_factory=list)
+    caps: dict[str, int] = field(default_factory=lambda: CAPS)
+    ladder: list[tuple[int, str, int, int, int]] = field(default_factory=lambda: LADDER)
 
     def total(self, metric: str) -> int:
         return sum(pts for (m, _), pts in self.ledger.items() if m == metric)
@@ -76,8 +78,8 @@ class Member:
         return sum(n for m, n in pts.items() if m not in PASSIVE), sum(n for m, n in pts.items() if m in PASSIVE)
 
     def grant(self, metric: str, day: str, pts: int) -> int:
-        if metric in CAPS:
-            pts = max(0, min(pts, CAPS[metric] - self.ledger[(metric, day)]))
+        if metric in self.caps:
+            pts = max(0, min(pts, self.caps[metric] - self.ledger[(metric, day)]))
         self.ledger[(metric, day)] += pts
         return pts
 
@@ -85,15 +87,25 @@ class Member:
         joined = self.declared or self.earliest
         tenure = max(0, (now - joined).days) if joined else 0
         active, passive = self.scores()
-        return max(rank for rank, _, a, p, t in LADDER if active >= a and passive >= p and tenure >= t)
+        return max(rank for rank, _, a, p, t in self.ladder if active >= a and passive >= p and tenure >= t)
 
 
 class Model:
-    """Members' expected state after the events, applied in the order given."""
+    """Members' expected state after the events, applied in the order given; other rules are
+    given as the numbers that differ from the spec's (points, caps, ladder)."""
 
-    def __init__(self, now: datetime) -> None:
+    def __init__(
+        self,
+        now: datetime,
+        points: dict[str, int] | None = None,
+        caps: dict[str, int] | None = None,
+        ladder: list[tuple[int, str, int, int, int]] | None = None,
+    ) -> None:
         self.now = now
-        self.members: dict[str, Member] = defaultdict(Member)
+        self.points = {**POINTS, **(points or {})}
+        self.ladder = ladder or LADDER
+        caps = {**CAPS, **(caps or {})}
+        self.members: dict[str, Member] = defaultdict(lambda: Member(caps=caps, ladder=self.ladder))
 
     def apply(self, event: dict[str, Any]) -> None:
         actor, target = event["member_id"], event.get("target_member_id")
@@ -120,7 +132,7 @@ class Model:
         elif kind == "visit":
             if ("visit", day) not in m.facts:
                 m.facts.add(("visit", day))
-                m.grant("visit_day", day, 2)
+                m.grant("visit_day", day, self.points["visit_day"])
             before = m.browse_seconds[day] // 600
             m.browse_seconds[day] += e["duration_s"]
             m.grant("browse_time", day, m.browse_seconds[day] // 600 - before)
@@ -128,25 +140,25 @@ class Model:
             fact = (kind, content, day if kind == "view" else None)
             if fact not in m.facts:
                 m.facts.add(fact)
-                m.grant(kind, day, POINTS[kind])
+                m.grant(kind, day, self.points[kind])
         elif kind in ("post", "reply", "comment", "article"):
             if ("created", content) not in m.facts:
                 m.facts.add(("created", content))
-                m.reversible[("created", content)] = (kind, day, m.grant(kind, day, POINTS[kind]))
+                m.reversible[("created", content)] = (kind, day, m.grant(kind, day, self.points[kind]))
         elif kind == "content_removed":
             self._take_back(m, ("created", content))
         elif kind == "like" and not self_directed:
             key = ("like", content) if is_actor else ("liked", e["member_id"], content)
             metric = "like_given" if is_actor else "like_received"
             if key not in m.reversible:
-                m.reversible[key] = (metric, day, m.grant(metric, day, POINTS[metric]))
+                m.reversible[key] = (metric, day, m.grant(metric, day, self.points[metric]))
         elif kind == "unlike" and not self_directed:
             key = ("like", content) if is_actor else ("liked", e["member_id"], content)
             self._take_back(m, key)
         elif kind == "solution_accepted" and not is_actor and not self_directed:
             if ("solution", content) not in m.facts:
                 m.facts.add(("solution", content))
-                m.grant("solution_accepted", day, 15)
+                m.grant("solution_accepted", day, self.points["solution_accepted"])
 
     @staticmethod
     def _take_back(m: Member, key: tuple[Any, ...]) -> None:
@@ -161,7 +173,7 @@ class Model:
             out[who] = {
                 "active_score": active,
                 "passive_score": passive,
-                "level": LADDER[m.rank - 1][1] if m.rank else None,
+                "level": self.ladder[m.rank - 1][1] if m.rank else None,
                 "points": m.points(),
                 "level_changes": [list(c) for c in m.chain],
             }
