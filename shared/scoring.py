@@ -326,6 +326,20 @@ def period_points(moves: Iterable[tuple[str, str, int]], rules: Rules) -> dict[t
     return {key: n for key, n in out.items() if n}
 
 
+def rescore(
+    state: MemberState, records: Iterable[ActivityRecord], now: datetime, rules: Rules
+) -> tuple[MemberState, LevelChange | None]:
+    """The member as if each of its applied records (in their original order) had been scored
+    under `rules` (SPEC §9.1): new points and facts, the level history kept, and one level
+    change (cause `rescore`) when the level differs. The new state's moves are every point the
+    replay earned, so a store can rebuild the member's periods from them."""
+    replayed = MemberState(state.member_id, pin=state.pin)
+    for record in records:
+        apply(replayed, record, now, rules)
+    replayed.level, replayed.seq, replayed.rules_version = state.level, state.seq, rules.version
+    return replayed, _settle(replayed, rules, now, "rescore", None, now)
+
+
 def reevaluate_tenure(state: MemberState, now: datetime, rules: Rules) -> LevelChange | None:
     """Raise a level that tenure alone now allows, with no new activity (SPEC §5)."""
     due = tenure_due_at(state, rules)

@@ -510,3 +510,117 @@ async def backlog(conn: AsyncConnection) -> Backlog:
     )
     unsent, oldest, unsynced = row.one()
     return Backlog(unsent, oldest, unsynced)
+
+
+# -- rules versions (SPEC §9.1) ---------------------------------------------------------
+
+
+async def rules_in_force(conn: AsyncConnection) -> str | None:
+    """The version in force, share-locked until the transaction ends: a switch to new rules
+    waits for the transactions scoring under the old ones, and every later one sees it."""
+    row = await conn.execute(text("SELECT version FROM rules_in_force WHERE id = 1 FOR SHARE"))
+    return row.scalar_one_or_none()
+
+
+async def rules_body(conn: AsyncConnection, version: str) -> str | None:
+    row = await conn.execute(text("SELECT body FROM rules WHERE version = :v"), {"v": version})
+    return row.scalar_one_or_none()
+
+
+async def record_rules(conn: AsyncConnection, version: str, body: str) -> str:
+    """Keep a rules file under its version (once); returns the body kept under that version."""
+    await conn.execute(
+        text("INSERT INTO rules (version, body) VALUES (:v, :b) ON CONFLICT DO NOTHING"), {"v": version, "b": body}
+    )
+    return str(await rules_body(conn, version))
+
+
+async def seed_rules(conn: AsyncConnection, version: str) -> None:
+    """Put a recorded version in force if none is: the members scored before versions were
+    kept are scored under it."""
+    row = await conn.execute(
+        text("INSERT INTO rules_in_force (id, version) VALUES (1, :v) ON CONFLICT DO NOTHING RETURNING 1"),
+        {"v": version},
+    )
+    if row.first() is not None:
+        await conn.execute(text("UPDATE members SET rules_version = :v WHERE rules_version IS NULL"), {"v": version})
+
+
+async def put_rules_in_force(conn: AsyncConnection, version: str) -> None:
+    await conn.execute(
+        text(
+            "INSERT INTO rules_in_force (id, version) VALUES (1, :v)"
+            " ON CONFLICT (id) DO UPDATE SET version = excluded.version, since = now()"
+        ),
+        {"v": version},
+    )
+
+
+async def members_behind(conn: AsyncConnection, version: str, after: str, limit: int) -> list[str]:
+    """The next members (in id order, after `after`) not yet scored under this version."""
+    rows = await conn.execute(
+        text(
+            "SELECT member_id FROM members WHERE member_id > :after AND rules_version IS DISTINCT FROM :v"
+            " ORDER BY member_id LIMIT :limit"
+        ),
+        {"after": after, "v": version, "limit": limit},
+    )
+    return [row[0] for row in rows]
+
+
+async def count_behind(conn: AsyncConnection, version: str) -> int:
+    row = await conn.execute(
+        text("SELECT count(*) FROM members WHERE rules_version IS DISTINCT FROM :v"), {"v": version}
+    )
+    return int(row.scalar_one())
+
+
+async def member_activity(conn: AsyncConnection, member_ids: list[str]) -> list[tuple[str, str, str]]:
+    """Every applied record of these members, in the order applied: (member, event id, event JSON)."""
+    rows = await conn.execute(
+        text(
+            "SELECT member_id, event_id, event::text FROM activity WHERE member_id = ANY(CAST(:ids AS text[]))"
+            " ORDER BY member_id, position"
+        ),
+        {"ids": member_ids},
+    )
+    return [(row[0], row[1], row[2]) for row in rows]
+
+
+async def drop_facts(conn: AsyncConnection, member_ids: list[str]) -> None:
+    await conn.execute(
+        text("DELETE FROM member_facts WHERE member_id = ANY(CAST(:ids AS text[]))"), {"ids": sorted(member_ids)}
+    )
+
+
+async def replace_period_points(conn: AsyncConnection, points: Periods) -> Periods:
+    """Set members' points per tier and period to exactly these; returns them, with a 0 for
+    each period they no longer have points in."""
+    ids = sorted(points)
+    dropped = await conn.execute(
+        text(
+            "DELETE FROM member_periods WHERE member_id = ANY(CAST(:ids AS text[])) RETURNING member_id, tier, period"
+        ),
+        {"ids": ids},
+    )
+    out: Periods = {m: {} for m in ids}
+    for member, tier, period in dropped:
+        out[member][(tier, period)] = 0
+    for member, by in points.items():
+        out[member].update(by)
+    rows = sorted((m, tier, period, n) for m, by in points.items() for (tier, period), n in by.items() if n)
+    if rows:
+        await conn.execute(
+            text(
+                "INSERT INTO member_periods (member_id, tier, period, points)"
+                " SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:tiers AS text[]), CAST(:periods AS text[]),"
+                " CAST(:points AS bigint[]))"
+            ),
+            {
+                "ids": [r[0] for r in rows],
+                "tiers": [r[1] for r in rows],
+                "periods": [r[2] for r in rows],
+                "points": [r[3] for r in rows],
+            },
+        )
+    return out

@@ -77,7 +77,6 @@ def utcnow() -> datetime:
 class Scorer:
     def __init__(self, settings: ScorerSettings) -> None:
         self.settings = s = settings
-        self.rules = s.rules
         self.engine: AsyncEngine = db.engine(
             s.database_url,
             repo.SESSION_PREFIX + s.instance,
@@ -108,12 +107,12 @@ class Scorer:
             heartbeat_interval_ms=int(s.session_timeout.total_seconds() * 1000) // 3,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
-        self.work = UnitOfWork(self.engine, self.rules, s.group_id, s.topic_activity)
+        self.work = UnitOfWork(self.engine, s.rules, s.group_id, s.topic_activity)
         self.views = Views(
             self.engine,
             self.redis,
             MemberCache(self.redis, s.redis_prefix),
-            self.rules,
+            self.work.book,
             pause=s.redis_pause,
             grace=s.redis_timeout * 2,
         )
@@ -322,7 +321,7 @@ class Scorer:
 
     async def _after_commit(self, done: Committed) -> None:
         """What follows a commit outside its transaction: views to Redis, the relay woken."""
-        await self.views.publish(done.states, done.versions, done.periods, done.pending)
+        await self.views.publish(done)
         if done.changes:
             self.relay.wake.set()
 

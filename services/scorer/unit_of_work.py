@@ -1,7 +1,11 @@
 """The scorer's transactions. Each one stores, together, what a step changed: the partitions'
 next offsets (guarded by the epoch this consumer claimed), the records applied (a repeated
 member/event id is skipped), the members' figures and the facts they touched, their level
-changes (the outbox) and the note that their views are due in Redis."""
+changes (the outbox) and the note that their views are due in Redis.
+
+Every transaction scores under the rules in force (`services.scorer.rulebook`). A member
+still scored under earlier rules is first rescored under them (SPEC §9.1): its applied
+records replayed, in order, in the same transaction, so no record counts under both."""
 
 from __future__ import annotations
 
@@ -12,11 +16,22 @@ from typing import NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.common.members import Periods
+from services.common.strict_json import parse_json
 from services.scorer import outbox
 from services.scorer import repository as repo
-from shared.events import ActivityRecord
+from services.scorer.rulebook import RulesBook
+from shared.events import ActivityEvent, ActivityRecord
 from shared.rules import Rules
-from shared.scoring import LevelChange, MemberState, apply_batch, facts_needed, period_points, reevaluate_tenure
+from shared.scoring import (
+    LevelChange,
+    MemberState,
+    apply_batch,
+    facts_needed,
+    period_points,
+    reevaluate_tenure,
+    rescore,
+)
 
 
 class Incoming(NamedTuple):
@@ -34,6 +49,7 @@ class Committed:
     pending: int | None = None  # the pending_views row naming the members changed
     periods: repo.Periods = field(default_factory=dict)  # new points of the (tier, period)s touched
     applied: int = 0  # records not seen before
+    rules: Rules | None = None  # the rules the states are scored under
 
 
 class Fenced(Exception):
@@ -46,7 +62,8 @@ class Fenced(Exception):
 
 class UnitOfWork:
     def __init__(self, engine: AsyncEngine, rules: Rules, group_id: str, topic: str) -> None:
-        self.engine, self.rules, self.group_id, self.topic = engine, rules, group_id, topic
+        self.engine, self.group_id, self.topic = engine, group_id, topic
+        self.book = RulesBook(rules)
 
     async def commit(
         self, moves: list[repo.OffsetMove], incoming: list[Incoming], now: datetime, written: list[int]
@@ -57,44 +74,92 @@ class UnitOfWork:
             refused = await repo.advance_offsets(conn, self.group_id, self.topic, moves)
             if refused:
                 raise Fenced(refused)
+            rules = await self.book.in_force(conn)
             rows = [(i.record.subject, i.record.event.event_id, i.raw, i.partition, i.offset) for i in incoming]
             new = await repo.record_activity(conn, rows, now)
             fresh = [i.record for i in incoming if (i.record.subject, i.record.event.event_id) in new]
             states = await repo.lock_states(conn, sorted({r.subject for r in fresh}))
+            rescored, reset = await self._bring_up(conn, states, rules, now, new)
             loaded = await repo.load_facts(conn, states, facts_needed(fresh))
-            changes = apply_batch(states, fresh, now, self.rules)
-            committed = await self._save(conn, states, loaded, changes, now, written, applied=len(new))
+            changes = rescored + apply_batch(states, fresh, now, rules)
+            committed = await self._save(conn, rules, states, loaded, changes, now, written, reset, len(new))
         committed.applied = len(new)
         return committed
 
     async def sweep_tenure(self, now: datetime, limit: int, written: list[int]) -> Committed:
         """Raise the levels that tenure alone now allows, for up to `limit` members."""
         async with self.engine.begin() as conn:
+            rules = await self.book.in_force(conn)
             states = await repo.lock_tenure_due(conn, now, limit)
-            changes = [c for s in states.values() if (c := reevaluate_tenure(s, now, self.rules))]
-            return await self._save(conn, states, {}, changes, now, written)
+            changes, reset = await self._bring_up(conn, states, rules, now)
+            changes += [c for s in states.values() if (c := reevaluate_tenure(s, now, rules))]
+            return await self._save(conn, rules, states, {}, changes, now, written, reset)
+
+    async def rescore(self, member_ids: list[str], version: str, now: datetime, written: list[int]) -> Committed:
+        """Rescore these members under the rules in force, which must be `version` (a later
+        `cl rescore --apply` may have replaced them); members already under them are left as they are."""
+        async with self.engine.begin() as conn:
+            rules = await self.book.in_force(conn)
+            if rules.version != version:
+                raise RuntimeError(f"the rules in force are now {rules.version!r}, not {version!r}")
+            states = await repo.lock_states(conn, member_ids)
+            states = {m: s for m, s in states.items() if s.rules_version != version}
+            changes, reset = await self._bring_up(conn, states, rules, now)
+            return await self._save(conn, rules, states, {}, changes, now, written, reset)
+
+    async def _bring_up(
+        self,
+        conn: AsyncConnection,
+        states: dict[str, MemberState],
+        rules: Rules,
+        now: datetime,
+        skip: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset(),
+    ) -> tuple[list[LevelChange], Periods]:
+        """Rescore the members scored under other rules: replay their applied records (but
+        `skip`, this transaction's own) under `rules`, replacing their facts and periods.
+        Returns their level changes, and their periods' points (0 where they have none now)."""
+        behind = sorted(m for m, s in states.items() if s.rules_version != rules.version)
+        if not behind:
+            return [], {}
+        records: dict[str, list[ActivityRecord]] = {m: [] for m in behind}
+        for member, event_id, raw in await repo.member_activity(conn, behind):
+            if (member, event_id) not in skip:
+                records[member].append(ActivityRecord(member, ActivityEvent.model_validate(parse_json(raw.encode()))))
+        changes, points = [], {}
+        for member in behind:
+            states[member], change = rescore(states[member], records[member], now, rules)
+            if change:
+                changes.append(change)
+            points[member] = period_points(states[member].moves, rules)
+            states[member].moves.clear()
+        await repo.drop_facts(conn, behind)
+        return changes, await repo.replace_period_points(conn, points)
 
     async def _save(
         self,
         conn: AsyncConnection,
+        rules: Rules,
         states: dict[str, MemberState],
         loaded: repo.Facts,
         changes: list[LevelChange],
         now: datetime,
         written: list[int],
+        reset: Periods | None = None,
         applied: int = 0,
     ) -> Committed:
         await repo.count(conn, *_counts(changes, applied), now)
         if not states:
-            return Committed()
+            return Committed(rules=rules)
         members = [states[m] for m in sorted(states)]
-        versions = await repo.save_states(conn, members, self.rules, now)
+        versions = await repo.save_states(conn, members, rules, now)
         await repo.save_facts(conn, members, loaded)
-        await repo.record_level_changes(conn, changes, [outbox.payload(c, self.rules, now) for c in changes])
-        deltas = {m: by for m, s in states.items() if (by := period_points(s.moves, self.rules))}
-        periods = await repo.add_period_points(conn, deltas)
+        await repo.record_level_changes(conn, changes, [outbox.payload(c, rules, now) for c in changes])
+        deltas = {m: by for m, s in states.items() if (by := period_points(s.moves, rules))}
+        periods = reset or {}
+        for member, by in (await repo.add_period_points(conn, deltas)).items():
+            periods[member] = {**periods.get(member, {}), **by}
         pending = await repo.add_pending_views(conn, sorted(states), written)
-        return Committed(states, versions, changes, pending, periods)
+        return Committed(states, versions, changes, pending, periods, rules=rules)
 
 
 def _counts(changes: list[LevelChange], applied: int) -> tuple[dict[int, int], dict[str, int]]:

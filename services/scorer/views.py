@@ -16,10 +16,11 @@ from datetime import UTC, datetime, timedelta
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.common.members import MemberCache, Periods, view_of
+from services.common.members import MemberCache, view_of
 from services.scorer import repository as repo
 from services.scorer.failures import transient
-from shared.rules import Rules
+from services.scorer.rulebook import RulesBook
+from services.scorer.unit_of_work import Committed
 from shared.scoring import MemberState
 from shared.scoring import periods as shared_periods
 
@@ -30,9 +31,9 @@ PAGE = 1000
 
 class Views:
     def __init__(
-        self, engine: AsyncEngine, redis: Redis, cache: MemberCache, rules: Rules, pause: timedelta, grace: timedelta
+        self, engine: AsyncEngine, redis: Redis, cache: MemberCache, book: RulesBook, pause: timedelta, grace: timedelta
     ) -> None:
-        self.engine, self.redis, self.cache, self.rules = engine, redis, cache, rules
+        self.engine, self.redis, self.cache, self.book = engine, redis, cache, book
         self.pause = pause.total_seconds()
         self.grace = grace.total_seconds()  # a pending row this old was not written by its commit
         self.paused_until = 0.0
@@ -42,23 +43,22 @@ class Views:
         """These pending rows are gone from PostgreSQL."""
         self.written.difference_update(ids)
 
-    async def publish(
-        self, states: dict[str, MemberState], versions: dict[str, int], periods: Periods, pending: int | None
-    ) -> None:
-        """Write the members' views; after a Redis failure, leave them to the repair loop for a
-        while, so a hung Redis costs one timeout now and then, not one per batch."""
-        if pending is None or time.monotonic() < self.paused_until:
+    async def publish(self, done: Committed) -> None:
+        """Write the members' views a commit changed; after a Redis failure, leave them to the
+        repair loop for a while, so a hung Redis costs one timeout now and then, not one per batch."""
+        if done.pending is None or done.rules is None or time.monotonic() < self.paused_until:
             return
         now = datetime.now(UTC)
+        views = [view_of(done.states[m], done.rules, v, now) for m, v in done.versions.items()]
         try:
-            await self.cache.put([view_of(states[m], self.rules, v, now) for m, v in versions.items()], periods, now)
+            await self.cache.put(views, done.periods, now)
         except Exception as exc:
             if not transient(exc):
                 raise
             self.paused_until = time.monotonic() + self.pause
             log.warning("member views not written to Redis, the repair loop will: %r", exc)
             return
-        self.written.add(pending)
+        self.written.add(done.pending)
 
     async def repair_once(self) -> int:
         """Bring Redis up to PostgreSQL: after a restore of PostgreSQL, forget every view; after
@@ -86,7 +86,10 @@ class Views:
         now = datetime.now(UTC)
         members = [state.member_id for state, _, _ in rows]
         periods = await repo.period_points(conn, members, list(shared_periods(now.date().isoformat())))
-        await self.cache.put([view_of(state, self.rules, version, at) for state, version, at in rows], periods, now)
+        views = [
+            view_of(state, await self.book.get(conn, state.rules_version), version, at) for state, version, at in rows
+        ]
+        await self.cache.put(views, periods, now)
 
     async def _rebuild_page(self) -> int:
         """Write the next page of members (in id order) to Redis; mark Redis built after the last.
