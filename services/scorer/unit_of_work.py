@@ -60,6 +60,10 @@ class Fenced(Exception):
         self.partitions = partitions
 
 
+class WrongRules(Exception):
+    """The rules in force are not those a rescore was asked for."""
+
+
 class UnitOfWork:
     def __init__(self, engine: AsyncEngine, rules: Rules, group_id: str, topic: str) -> None:
         self.engine, self.group_id, self.topic = engine, group_id, topic
@@ -101,7 +105,7 @@ class UnitOfWork:
         async with self.engine.begin() as conn:
             rules = await self.book.in_force(conn)
             if rules.version != version:
-                raise RuntimeError(f"the rules in force are now {rules.version!r}, not {version!r}")
+                raise WrongRules(f"the rules in force are now {rules.version!r}, not {version!r}")
             states = await repo.lock_states(conn, member_ids)
             states = {m: s for m, s in states.items() if s.rules_version != version}
             changes, reset = await self._bring_up(conn, states, rules, now)

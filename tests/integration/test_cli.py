@@ -161,4 +161,4 @@ async def test_rescore_dry_run_reports_what_new_rules_would_change_and_writes_no
     finally:
         await pg.close()
     code, out = await cl(env_with(run_env, CL_DATABASE_URL=fresh_database), "rescore", str(tuned))
-    assert code == 2 and "only --dry-run" in out
+    assert code == 2 and "give one of --dry-run and --apply" in out

@@ -1,0 +1,200 @@
+"""`cl rescore --apply` (SPEC §9.1) against a running scorer on a database of its own: new
+rules put in force while activity goes on, the command killed with SIGKILL half-way and run
+again; afterwards every member equals the test model under the new rules, and every member's
+level changes form one chain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.common.kafka import ensure_topics
+from services.scorer.settings import ScorerSettings
+from shared.events import ActivityEvent
+from shared.rules import DEFAULT_RULES_PATH, default_rules
+from tests.conftest import ROOT, env_with, unique
+from tests.integration.test_cli import cl
+from tests.integration.test_scorer import publish, running
+from tests.integration.test_scorer_failures import scorer_settings
+from tests.model import LADDER, Model
+from tests.streams import mixed_stream
+from tests.support import eventually, own_topics
+
+# The tuned rules: replies worth more, views capped lower, a contributor level moved.
+POINTS = {"reply": 30, "like_received": 4}
+CAPS = {"view": 5}
+THRESHOLD = ("general_contributor", 40)
+DEFAULT_VERSION = default_rules().version
+
+
+def tuned_rules(path: Path) -> Path:
+    rules = json.loads(DEFAULT_RULES_PATH.read_text())
+    rules["version"] = "tuned"
+    for metric, points in POINTS.items():
+        rules["metrics"][metric]["points"] = points
+    for metric, cap in CAPS.items():
+        rules["metrics"][metric]["daily_cap"] = cap
+    next(lv for lv in rules["levels"] if lv["id"] == THRESHOLD[0])["active"] = THRESHOLD[1]
+    path.write_text(json.dumps(rules))
+    return path
+
+
+def tuned_model() -> Model:
+    ladder = [(r, i, THRESHOLD[1] if i == THRESHOLD[0] else a, p, t) for r, i, a, p, t in LADDER]
+    return Model(datetime.now(UTC), points=POINTS, caps=CAPS, ladder=ladder)
+
+
+async def members_under(pg: asyncpg.Connection, version: str) -> int:
+    return int(await pg.fetchval("SELECT count(*) FROM members WHERE rules_version = $1", version))
+
+
+async def test_rescore_apply_is_exact_with_live_activity_and_a_kill_half_way(
+    tmp_path: Path, run_env: dict[str, str], settings_kwargs: dict[str, Any], fresh_database: str
+) -> None:
+    tag = unique("rs")
+    kwargs = {**own_topics(settings_kwargs, tag), "database_url": fresh_database}
+    settings = scorer_settings(kwargs)
+    await ensure_topics(settings)
+    events = mixed_stream(tag, seed=11, members=240, count=2400)
+    before, during = events[:1600], events[1600:]
+    model = tuned_model()
+    for event in events:
+        model.apply(event)
+    expected = model.expected()
+    want = _figures(expected)
+    tuned = tuned_rules(tmp_path / "tuned.json")
+    env = env_with(run_env, CL_DATABASE_URL=fresh_database, CL_REDIS_PREFIX=settings.redis_prefix)
+    pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
+    try:
+        async with running(settings):
+            await publish(settings, before)
+            await eventually(lambda: _applied(pg, _records(before)), timeout=60, what="the first part applied")
+
+            # Applying, in chunks of 5 members, while the rest of the activity arrives; killed half-way.
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                *("-m", "services.cli", "rescore", "--apply", "--chunk", "5", str(tuned)),
+                cwd=ROOT,
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            await eventually(lambda: _in_force(pg, "tuned"), timeout=30, what="the new rules in force")
+            live = asyncio.create_task(_trickle(settings, during))
+            await eventually(lambda: _more_than(pg, 40), timeout=60, what="some members rescored")
+            os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            assert await members_under(pg, "tuned") < len(expected), "the kill came too late to test anything"
+            await live  # the scorer rescores the members it meets, the command being dead
+
+            # Meanwhile each member is exactly one set of rules' result: its own version's.
+            await eventually(lambda: _applied(pg, _records(events)), timeout=60, what="all activity applied")
+            old = Model(model.now)
+            for event in events:
+                old.apply(event)
+            under = {"tuned": want, DEFAULT_VERSION: _figures(old.expected())}
+            half_way = await _members(pg, old.ladder)
+            assert {m: under[version][m] for m, (version, _) in half_way.items()} == {
+                m: figures for m, (_, figures) in half_way.items()
+            }
+            assert {version for version, _ in half_way.values()} == set(under)
+
+            code, out = await cl(env, "rescore", "--apply", "--chunk", "7", str(tuned))
+            assert code == 0, out
+            assert "rules tuned in force" in out
+            assert await members_under(pg, "tuned") == len(expected)
+
+            await eventually(lambda: _applied(pg, _records(events)), timeout=60, what="all activity applied")
+            assert await pg.fetchval("SELECT version FROM rules_in_force") == "tuned"
+            rows = await pg.fetch("SELECT member_id, active_score, passive_score, points, level_rank FROM members")
+            got = {
+                r["member_id"]: {
+                    "active_score": r["active_score"],
+                    "passive_score": r["passive_score"],
+                    "points": {m: n for m, n in orjson.loads(r["points"]).items() if n},
+                    "level": model.ladder[r["level_rank"] - 1][1],
+                }
+                for r in rows
+            }
+            want = {
+                m: {k: w[k] for k in ("active_score", "passive_score", "points", "level")} for m, w in expected.items()
+            }
+            assert got == want
+
+            changes = await pg.fetch("SELECT member_id, seq, payload FROM level_changes ORDER BY member_id, seq")
+            chains: dict[str, list[dict[str, Any]]] = {}
+            for row in changes:
+                chains.setdefault(row["member_id"], []).append(orjson.loads(row["payload"]))
+            rescored = [c for chain in chains.values() for c in chain if c["cause"]["kind"] == "rescore"]
+            assert rescored and all(c["rules_version"] == "tuned" for c in rescored)
+            levels = dict(await pg.fetch("SELECT member_id, level_rank FROM members"))
+            for member, chain in chains.items():
+                assert [c["seq"] for c in chain] == list(range(1, len(chain) + 1)), member
+                assert chain[0]["from_level"] is None
+                for earlier, later in zip(chain, chain[1:], strict=False):
+                    assert later["from_level"]["rank"] == earlier["to_level"]["rank"], member
+                assert chain[-1]["to_level"]["rank"] == levels[member], member
+
+            # Run again: nothing is left to do, and nothing changes.
+            count = await pg.fetchval("SELECT count(*) FROM level_changes")
+            code, out = await cl(env, "rescore", "--apply", str(tuned))
+            assert code == 0 and "0 members rescored" in out, out
+            assert await pg.fetchval("SELECT count(*) FROM level_changes") == count
+    finally:
+        await pg.close()
+
+
+def _figures(expected: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {m: {k: w[k] for k in ("active_score", "passive_score", "points", "level")} for m, w in expected.items()}
+
+
+async def _members(pg: asyncpg.Connection, ladder: list[tuple[int, str, int, int, int]]) -> dict[str, Any]:
+    """Each member's rules version and figures, as the model gives them."""
+    rows = await pg.fetch(
+        "SELECT member_id, rules_version, active_score, passive_score, points, level_rank FROM members"
+    )
+    return {
+        r["member_id"]: (
+            r["rules_version"],
+            {
+                "active_score": r["active_score"],
+                "passive_score": r["passive_score"],
+                "points": {m: n for m, n in orjson.loads(r["points"]).items() if n},
+                "level": ladder[r["level_rank"] - 1][1],
+            },
+        )
+        for r in rows
+    }
+
+
+async def _trickle(settings: ScorerSettings, events: list[dict[str, Any]]) -> None:
+    for start in range(0, len(events), 20):
+        await publish(settings, events[start : start + 20])
+        await asyncio.sleep(0.05)
+
+
+async def _in_force(pg: asyncpg.Connection, version: str) -> bool:
+    return bool(await pg.fetchval("SELECT version FROM rules_in_force") == version)
+
+
+def _records(events: list[dict[str, Any]]) -> int:
+    """Records as published: one per member an event changes."""
+    return sum(len(ActivityEvent.model_validate(e).subjects()) for e in events)
+
+
+async def _applied(pg: asyncpg.Connection, records: int) -> bool:
+    stored = await pg.fetchval("SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets")
+    return bool(stored >= records)
+
+
+async def _more_than(pg: asyncpg.Connection, n: int) -> bool:
+    return await members_under(pg, "tuned") > n
