@@ -6,6 +6,7 @@ is down; PostgreSQL being down leaves the members Redis holds readable.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -38,10 +39,12 @@ from services.api.reads import (
     member_place,
     member_views,
 )
+from services.api.rules import RulesInForce
 from services.api.schemas import ID_PATTERN, MEMBER_ID
 from services.api.settings import ApiSettings
 from services.common import db
 from services.common.members import MemberCache, render
+from shared.rules import Rules
 
 log = logging.getLogger("api")
 
@@ -92,19 +95,38 @@ def _ids_problem(ids: str) -> str:
     return f"names {len(wanted)} members; ids must be {IDS_RULE}"
 
 
+def ladder_body(rules: Rules) -> bytes:
+    """`GET /v1/levels`: checked against its document, and made once per rules version."""
+    ladder = {
+        "rules_version": rules.version,
+        "levels": [{**level.ref(), "requires": level.requirements()} for level in rules.levels],
+        "scores": {
+            tier: [m for m, metric in rules.metrics.items() if metric.tier == tier] for tier in ("active", "passive")
+        },
+        "points": [
+            {"metric": name, "tier": m.tier, "earned_by": m.earned_by, "how": m.how, "daily_cap": m.daily_cap}
+            for name, m in rules.metrics.items()
+        ],
+    }
+    schemas.Ladder.model_validate(ladder)
+    return orjson.dumps(ladder)
+
+
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
-    rules = settings.rules
+    in_force = RulesInForce(settings.rules)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = db.engine(settings.database_url, "api", pool_size=10)
+        following = asyncio.create_task(in_force.follow(app.state.engine))
         app.state.redis = Redis.from_url(
             settings.redis_url, client_name="api", socket_timeout=1, socket_connect_timeout=1
         )
         app.state.cache = MemberCache(app.state.redis, settings.redis_prefix)
         app.state.views = CoalescedViews(app.state.cache)
         yield
+        following.cancel()
         await app.state.redis.aclose()
         await app.state.engine.dispose()
 
@@ -155,7 +177,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         found = (await member_views(request.app.state, [member_id])).get(member_id)
         if found is None:
             return _error(404, "not_found", f"no member {member_id!r} has been seen")
-        body = orjson.dumps(render(found, rules, datetime.now(UTC)))
+        body = orjson.dumps(render(found, in_force.current, datetime.now(UTC)))
         etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
         if etag in (t.strip() for t in request.headers.get("if-none-match", "").split(",")):
@@ -177,7 +199,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     ) -> Response:
         wanted = list(dict.fromkeys(ids.split(",")))  # a repeated id is answered once
         found = await member_views(request.app.state, wanted)
-        now = datetime.now(UTC)
+        now, rules = datetime.now(UTC), in_force.current
         body = {
             "members": [render(found[m], rules, now) for m in wanted if m in found],
             "missing": [m for m in wanted if m not in found],
@@ -214,7 +236,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=100)] = 25,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> Response:
-        body = await leaderboard_page(request.app.state, rules, tier, period, offset, limit)
+        body = await leaderboard_page(request.app.state, in_force.current, tier, period, offset, limit)
         return Response(orjson.dumps(body), media_type="application/json")
 
     @app.get(
@@ -245,6 +267,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 levels, hours = await repo.stats(conn)
         except DB_ERRORS as exc:
             raise Unavailable("the stats are unavailable; retry shortly") from exc
+        rules = in_force.current
         by_level = [{**level.ref(), "members": levels.get(level.rank, 0)} for level in rules.levels]
         by_tier = {
             tier: sum(levels.get(level.rank, 0) for level in rules.levels if level.tier == tier)
@@ -263,30 +286,15 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         }
         return Response(orjson.dumps(body), media_type="application/json")
 
-    ladder = {
-        "rules_version": rules.version,
-        "levels": [{**level.ref(), "requires": level.requirements()} for level in rules.levels],
-        "scores": {
-            tier: [m for m, metric in rules.metrics.items() if metric.tier == tier] for tier in ("active", "passive")
-        },
-        "points": [
-            {"metric": name, "tier": m.tier, "earned_by": m.earned_by, "how": m.how, "daily_cap": m.daily_cap}
-            for name, m in rules.metrics.items()
-        ],
-    }
-    # The ladder changes only with the rules: checked against its document and rendered once.
-    schemas.Ladder.model_validate(ladder)
-    ladder_body = orjson.dumps(ladder)
-
     @app.get(
         "/v1/levels",
         summary="The ladder: each level's requirements and how points are earned",
         response_model=schemas.Ladder,
     )
     async def levels() -> Response:
-        return Response(ladder_body, media_type="application/json")
+        return Response(in_force.once("ladder", ladder_body), media_type="application/json")
 
-    app.include_router(pages.router(rules))
+    app.include_router(pages.router(in_force))
 
     @app.get("/healthz", summary="Alive")
     async def healthz() -> dict[str, str]:

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from services.api.reads import Unavailable, leaderboard_page, level_changes, member_views
+from services.api.rules import RulesInForce
 from services.api.schemas import MEMBER_ID
 from services.common.members import render
 from shared.rules import Level, Rules
@@ -82,10 +83,9 @@ def _unavailable(exc: Unavailable) -> HTMLResponse:
     )
 
 
-def router(rules: Rules) -> APIRouter:
-    pages = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
+def ladder_page(rules: Rules) -> str:
     metrics = [{"name": name, **m.model_dump()} for name, m in rules.metrics.items()]
-    ladder = _templates.get_template("levels.html").render(
+    return _templates.get_template("levels.html").render(
         tiers=[
             {
                 "tier": tier,
@@ -101,10 +101,14 @@ def router(rules: Rules) -> APIRouter:
         ],
     )
 
+
+def router(in_force: RulesInForce) -> APIRouter:
+    pages = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
+
     @pages.get("/")
     @pages.get("/levels")
     async def levels() -> HTMLResponse:
-        return HTMLResponse(ladder)
+        return HTMLResponse(in_force.once("ladder page", ladder_page))
 
     @pages.get("/members/{member_id}")
     async def member(
@@ -126,6 +130,7 @@ def router(rules: Rules) -> APIRouter:
             changes = await level_changes(request.app.state, member_id, before, HISTORY_PAGE)
         except Unavailable as exc:
             return _unavailable(exc)
+        rules = in_force.current
         answer = render(view, rules, datetime.now(UTC))
         following = rules.next_level(answer["level"]["rank"])
         older = changes[-1]["seq"] if len(changes) == HISTORY_PAGE and changes[-1]["seq"] > 1 else None
@@ -155,7 +160,7 @@ def router(rules: Rules) -> APIRouter:
         period: Literal["all", "month", "week"] = "all",
     ) -> HTMLResponse:
         try:
-            board = await leaderboard_page(request.app.state, rules, tier, period, 0, BOARD_PAGE)
+            board = await leaderboard_page(request.app.state, in_force.current, tier, period, 0, BOARD_PAGE)
         except Unavailable as exc:
             return _unavailable(exc)
         return _page(

@@ -65,3 +65,12 @@ async def stats(conn: AsyncConnection) -> tuple[dict[int, int], dict[str, tuple[
 
 async def ping(conn: AsyncConnection) -> None:
     await conn.execute(text("SELECT 1"))
+
+
+async def rules_in_force(conn: AsyncConnection) -> tuple[str, str] | None:
+    """The version of the rules in force and its rules file, if any is recorded."""
+    row = await conn.execute(
+        text("SELECT r.version, r.body FROM rules_in_force AS f JOIN rules AS r USING (version) WHERE f.id = 1")
+    )
+    found = row.first()
+    return (found[0], found[1]) if found else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +10,10 @@ import typer
 from rich.table import Table
 
 from services.cli.output import console
+from services.common import db
 from services.common.settings import Settings
+from services.scorer import repository as repo
+from services.scorer.rulebook import RulesBook
 from shared.rules import Rules, RulesError, load_rules
 
 app = typer.Typer(no_args_is_help=True, help="Rules files.")
@@ -17,13 +21,14 @@ app = typer.Typer(no_args_is_help=True, help="Rules files.")
 
 @app.command("check")
 def rules_check(file: Annotated[Path, typer.Argument(help="the rules file to check")]) -> None:
-    """Validate a rules file and show how it differs from the rules in force (CL_RULES_PATH)."""
+    """Validate a rules file and show how it differs from the rules in force (those PostgreSQL
+    names; CL_RULES_PATH's on a database that names none yet)."""
     try:
         new = load_rules(file)
     except RulesError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
-    differences = rules_differences(Settings().rules, new)
+    differences = rules_differences(asyncio.run(in_force(Settings())), new)
     if not differences:
         console.print(f"{file} is valid and the same as the rules in force (version {new.version}).")
         return
@@ -33,6 +38,16 @@ def rules_check(file: Annotated[Path, typer.Argument(help="the rules file to che
     for row in differences:
         table.add_row(*row)
     console.print(table)
+
+
+async def in_force(settings: Settings) -> Rules:
+    engine = db.engine(settings.database_url, "cl-rules")
+    try:
+        async with engine.begin() as conn:
+            version = await repo.rules_in_force(conn)
+            return await RulesBook(settings.rules).get(conn, version) if version else settings.rules
+    finally:
+        await engine.dispose()
 
 
 def rules_differences(old: Rules, new: Rules) -> list[tuple[str, str, str]]:

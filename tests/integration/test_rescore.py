@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import orjson
 
+from services.api.app import create_app
+from services.api.settings import ApiSettings
 from services.common.kafka import ensure_topics
 from services.scorer.settings import ScorerSettings
 from shared.events import ActivityEvent
@@ -27,7 +30,7 @@ from tests.integration.test_scorer import publish, running
 from tests.integration.test_scorer_failures import scorer_settings
 from tests.model import LADDER, Model
 from tests.streams import mixed_stream
-from tests.support import eventually, own_topics
+from tests.support import eventually, in_process, own_topics
 
 # The tuned rules: replies worth more, views capped lower, a contributor level moved.
 POINTS = {"reply": 30, "like_received": 4}
@@ -144,6 +147,15 @@ async def test_rescore_apply_is_exact_with_live_activity_and_a_kill_half_way(
                     assert later["from_level"]["rank"] == earlier["to_level"]["rank"], member
                 assert chain[-1]["to_level"]["rank"] == levels[member], member
 
+            # The API follows without a restart: the ladder and what members still need are the new rules'.
+            async with in_process(create_app(ApiSettings(**kwargs))) as api:
+                await eventually(lambda: _ladder_is(api, "tuned"), timeout=10, what="the API on the new rules")
+                levels = (await api.get("/v1/levels")).json()["levels"]
+                assert next(lv for lv in levels if lv["id"] == THRESHOLD[0])["requires"] == {"active_score": 40}
+
+            code, out = await cl(env, "rules", "check", str(tuned))
+            assert code == 0 and "the same as the rules in force (version tuned)" in out, out
+
             # Run again: nothing is left to do, and nothing changes.
             count = await pg.fetchval("SELECT count(*) FROM level_changes")
             code, out = await cl(env, "rescore", "--apply", str(tuned))
@@ -174,6 +186,10 @@ async def _members(pg: asyncpg.Connection, ladder: list[tuple[int, str, int, int
         )
         for r in rows
     }
+
+
+async def _ladder_is(api: httpx.AsyncClient, version: str) -> bool:
+    return bool((await api.get("/v1/levels")).json()["rules_version"] == version)
 
 
 async def _trickle(settings: ScorerSettings, events: list[dict[str, Any]]) -> None:
