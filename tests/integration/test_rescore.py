@@ -161,6 +161,13 @@ async def test_rescore_apply_is_exact_with_live_activity_and_a_kill_half_way(
             code, out = await cl(env, "rescore", "--apply", str(tuned))
             assert code == 0 and "0 members rescored" in out, out
             assert await pg.fetchval("SELECT count(*) FROM level_changes") == count
+
+            # A version names one set of rules: other rules under a version already kept are refused.
+            other = json.loads(tuned.read_text())
+            other["metrics"]["post"]["points"] = 99
+            (tmp_path / "other.json").write_text(json.dumps(other))
+            code, out = await cl(env, "rescore", "--apply", str(tmp_path / "other.json"))
+            assert code == 1 and "already recorded with other rules" in out, out
     finally:
         await pg.close()
 
