@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from rich.table import Table
 
 from services.cli.output import console
@@ -37,17 +38,27 @@ def erase(
     audit in PostgreSQL, their view and leaderboard places in Redis; a tombstone goes out on the
     level-changes topic. Points other members earned from their likes stay, with a digest in
     place of the id. Safe to run again; later events for the id start a new member."""
-    erased = asyncio.run(run(Settings(), member_id, wait))
+    erased, redis_problem = asyncio.run(run(Settings(), member_id, wait))
     show(member_id, operator, erased)
+    if redis_problem:
+        console.print(
+            f"[red]Redis could not be cleaned ({redis_problem}): the member's view and leaderboard places may"
+            " remain. PostgreSQL is erased; run this command again once Redis answers.[/red]"
+        )
+        raise typer.Exit(1)
 
 
-async def run(settings: Settings, member_id: str, wait_s: float) -> Erased:
+async def run(settings: Settings, member_id: str, wait_s: float) -> tuple[Erased, str | None]:
+    """Erase the member in PostgreSQL, then in Redis; with what kept Redis from being cleaned."""
     engine = db.engine(settings.database_url, "cl-erase")
-    redis = Redis.from_url(settings.redis_url, client_name="cl-erase")
+    redis = Redis.from_url(settings.redis_url, client_name="cl-erase", socket_timeout=10, socket_connect_timeout=5)
     try:
         erased = await erase_stored(engine, member_id, datetime.now(UTC))
-        await erase_views(engine, MemberCache(redis, settings.redis_prefix), member_id, erased, wait_s)
-        return erased
+        try:
+            await erase_views(engine, MemberCache(redis, settings.redis_prefix), member_id, erased, wait_s)
+        except (RedisError, OSError) as exc:
+            return erased, type(exc).__name__
+        return erased, None
     finally:
         await redis.aclose()
         await engine.dispose()
@@ -67,7 +78,8 @@ def show(member_id: str, operator: str, erased: Erased) -> None:
         console.print(table)
         if erased.others:
             console.print(f"{erased.others} other members keep the points they earned from this member.")
-    console.print(f"Redis: {erased.redis_removed} entries removed (the member's view and leaderboard places).")
+    if erased.redis_removed is not None:
+        console.print(f"Redis: {erased.redis_removed} entries removed (the member's view and leaderboard places).")
     if not erased.redis_confirmed:
         console.print(
             "[yellow]Views written before the erasure were still on their way to Redis (is a scorer running?);"

@@ -32,7 +32,7 @@ class Erased:
     digested_facts: int = 0
     digested_records: int = 0
     pending: list[int] = field(default_factory=list)  # pending view rows that named the member
-    redis_removed: int = 0  # the view and leaderboard places removed from Redis
+    redis_removed: int | None = None  # the view and leaderboard places removed from Redis; None: not yet
     redis_confirmed: bool = True  # False: views of earlier commits may still have been on their way
 
     @property

@@ -26,7 +26,7 @@ from tests.integration.test_cli import cl
 from tests.integration.test_scorer import event, publish, running
 from tests.integration.test_scorer_failures import scorer_settings
 from tests.integration.test_stats import incoming
-from tests.support import eventually, own_topics, read_topic
+from tests.support import eventually, free_port, own_topics, read_topic
 
 RULES = default_rules()
 NOW = datetime.now(UTC)
@@ -247,3 +247,25 @@ async def test_the_view_of_a_commit_just_before_the_erasure_is_removed_once_writ
     finally:
         await redis.aclose()
         await engine.dispose()
+
+
+async def test_with_redis_down_postgres_is_erased_and_the_command_says_to_run_again(
+    fresh_database: str, run_env: dict[str, str]
+) -> None:
+    engine = db.engine(fresh_database, "test")
+    member = unique("gus")
+    try:
+        await UnitOfWork(engine, RULES, "g", "t").commit(
+            [], incoming([{"type": "post", "member_id": member, "content_id": "p1"}]), NOW, []
+        )
+    finally:
+        await engine.dispose()
+    env = env_with(run_env, CL_DATABASE_URL=fresh_database, CL_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    code, out = await cl(env, "member", "erase", member, "--operator", "moderator-1", "--wait", "0")
+    assert code == 1 and "Redis could not be cleaned" in out and "run this command again" in out, out
+    assert f"Erased {member}" in out
+    pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
+    try:
+        assert await holding(pg, member) == {"level_changes": 1}  # the tombstone, until a relay sends it
+    finally:
+        await pg.close()
