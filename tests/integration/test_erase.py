@@ -12,6 +12,8 @@ import asyncpg
 from redis.asyncio import Redis
 from sqlalchemy import text
 
+from services.api.app import create_app
+from services.api.settings import ApiSettings
 from services.common import db
 from services.common.kafka import ensure_topics
 from services.common.members import MemberCache
@@ -26,7 +28,7 @@ from tests.integration.test_cli import cl
 from tests.integration.test_scorer import event, publish, running
 from tests.integration.test_scorer_failures import scorer_settings
 from tests.integration.test_stats import incoming
-from tests.support import eventually, free_port, own_topics, read_topic
+from tests.support import eventually, free_port, in_process, own_topics, read_topic
 
 RULES = default_rules()
 NOW = datetime.now(UTC)
@@ -250,7 +252,7 @@ async def test_the_view_of_a_commit_just_before_the_erasure_is_removed_once_writ
 
 
 async def test_with_redis_down_postgres_is_erased_and_the_command_says_to_run_again(
-    fresh_database: str, run_env: dict[str, str]
+    fresh_database: str, run_env: dict[str, str], settings_kwargs: dict[str, Any]
 ) -> None:
     engine = db.engine(fresh_database, "test")
     member = unique("gus")
@@ -269,3 +271,6 @@ async def test_with_redis_down_postgres_is_erased_and_the_command_says_to_run_ag
         assert await holding(pg, member) == {"level_changes": 1}  # the tombstone, until a relay sends it
     finally:
         await pg.close()
+    async with in_process(create_app(ApiSettings(**{**settings_kwargs, "database_url": fresh_database}))) as client:
+        for path in (f"/v1/members/{member}", f"/v1/members/{member}/level-changes"):
+            assert (await client.get(path)).status_code == 404, path  # the tombstone is no level change
