@@ -45,6 +45,24 @@ class Promotions:
             os.fsync(out.fileno())
         self.done.add(change["event_id"])
 
+    def forget(self, member_id: str) -> None:
+        """A tombstone: the member was erased. Drop what was recorded about them, their event
+        ids too: a later member of the same id counts seq from 1 again, so its event ids (derived
+        from member and seq) repeat those of the erased one and must not be skipped."""
+        if not self.path.exists():
+            return
+        lines = [line for line in self.path.read_text().splitlines() if line]
+        kept = [line for line in lines if json.loads(line)["member_id"] != member_id]
+        if len(kept) == len(lines):
+            return
+        fresh = self.path.with_name(self.path.name + ".tmp")
+        with fresh.open("w") as out:
+            out.write("".join(line + "\n" for line in kept))
+            out.flush()
+            os.fsync(out.fileno())
+        fresh.replace(self.path)  # atomic: a crash leaves the old record or the new one
+        self.done = {json.loads(line)["event_id"] for line in kept}
+
 
 async def main() -> None:
     consumer = AIOKafkaConsumer(
@@ -65,8 +83,9 @@ async def main() -> None:
             for records in batches.values():  # one partition each, so each member's changes in seq order
                 for record in records:
                     headers = {name: value.decode() for name, value in record.headers}
-                    # A null value is an erased member's tombstone; demotions are not announced.
-                    if record.value is not None and headers.get("ce_type") == PROMOTED:
+                    if record.value is None:  # an erased member's tombstone (its key is the member)
+                        promotions.forget(record.key.decode())
+                    elif headers.get("ce_type") == PROMOTED:  # demotions are not announced
                         promotions.act(json.loads(record.value))
             if batches:
                 await consumer.commit()

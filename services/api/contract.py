@@ -190,8 +190,9 @@ def document() -> dict[str, Any]:
             ),
             "levelChanges": _channel(
                 "level-changes",
-                "Each level change, at least once, in seq order per member. A null value (tombstone) "
-                "means the member was erased (SPEC §9.4).",
+                "Each level change, at least once, in seq order per member. A null value with no headers "
+                "(a tombstone, keyed by the member) means the member was erased (SPEC §9.4): forget what you "
+                "hold about them, dedupe state included; later events for the id start a new member at seq 1.",
                 "LevelChange",
             ),
             "activityDlq": _channel(

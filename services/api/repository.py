@@ -40,6 +40,7 @@ async def level_changes(conn: AsyncConnection, member_id: str, before_seq: int |
     rows = await conn.execute(
         text(
             "SELECT payload FROM level_changes WHERE member_id = :member_id AND seq < :before"
+            " AND payload IS NOT NULL"  # not a tombstone waiting for the relay
             " ORDER BY seq DESC LIMIT :limit"
         ),
         {"member_id": member_id, "before": before_seq if before_seq is not None else 2**31 - 1, "limit": limit},

@@ -119,6 +119,17 @@ class MemberCache:
         async for keys in _chunks(self.redis.scan_iter(match=f"{self.prefix}member:*", count=1000), 1000):
             await self.redis.unlink(*keys)
 
+    async def forget(self, member_id: str) -> int:
+        """Delete a member's view and its places on every leaderboard (an erasure); returns
+        how many of those there were."""
+        removed = int(await self.redis.delete(self.key(member_id)))
+        async for keys in _chunks(self.redis.scan_iter(match=f"{self.prefix}board:*", count=1000), 1000):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.zrem(key, member_id)
+                removed += sum(await pipe.execute())
+        return removed
+
     def board_key(self, tier: str, period: str) -> str:
         """A leaderboard: `period` is "all", or a month or week as `shared.scoring.periods` names it."""
         return f"{self.prefix}board:{tier}:{period}"

@@ -98,7 +98,10 @@ class Relay:
             return 0
         async with asyncio.timeout(LEASE_S / 2):
             sent = []
-            for _, _, body in rows:
+            for _, member_id, body in rows:
+                if body is None:  # an erased member's tombstone: the key, a null value, no headers
+                    sent.append(await self.producer.send(self.topic, None, key=member_id.encode()))
+                    continue
                 record = cloud_event(body.encode(), self.source)
                 headers = list(record.headers.items())
                 sent.append(await self.producer.send(self.topic, record.value, key=record.key, headers=headers))

@@ -369,8 +369,9 @@ async def count(conn: AsyncConnection, levels: dict[int, int], hourly: dict[str,
         )
 
 
-async def unsent_level_changes(conn: AsyncConnection, limit: int) -> list[tuple[int, str, str]]:
-    """The oldest level changes not yet published: (id, member_id, payload)."""
+async def unsent_level_changes(conn: AsyncConnection, limit: int) -> list[tuple[int, str, str | None]]:
+    """The oldest level changes not yet published: (id, member_id, payload); a payload of None
+    is an erased member's tombstone."""
     rows = await conn.execute(
         text("SELECT id, member_id, payload FROM level_changes WHERE sent_at IS NULL ORDER BY id LIMIT :limit"),
         {"limit": limit},
@@ -379,9 +380,13 @@ async def unsent_level_changes(conn: AsyncConnection, limit: int) -> list[tuple[
 
 
 async def mark_sent(conn: AsyncConnection, ids: list[int], now: datetime) -> None:
+    """Mark level changes published; a published tombstone is deleted, so no row keeps the id."""
     await conn.execute(
-        text("UPDATE level_changes SET sent_at = :now WHERE id = ANY(CAST(:ids AS bigint[]))"),
+        text("UPDATE level_changes SET sent_at = :now WHERE id = ANY(CAST(:ids AS bigint[])) AND payload IS NOT NULL"),
         {"ids": ids, "now": now},
+    )
+    await conn.execute(
+        text("DELETE FROM level_changes WHERE id = ANY(CAST(:ids AS bigint[])) AND payload IS NULL"), {"ids": ids}
     )
 
 
@@ -575,6 +580,93 @@ async def count_behind(conn: AsyncConnection, version: str) -> int:
     return int(row.scalar_one())
 
 
+# Erasure (SPEC §9.4, `cl member erase`). A tombstone is the outbox row of seq 0 with no
+# payload: a member's level changes count from 1, so it never collides with one, not even with
+# those of a later member of the same id recorded before the tombstone is sent.
+TOMBSTONE_SEQ = 0
+_NAMING = ("like", "unlike", "solution_accepted")  # the events that name a second member
+
+
+async def named_by(conn: AsyncConnection, member_id: str) -> list[str]:
+    """The other members the member's applied records name: each like, unlike or accepted
+    solution is recorded once per member it names, so theirs name this member too."""
+    rows = await conn.execute(
+        text(
+            """
+            SELECT DISTINCT CASE WHEN event->>'member_id' = :id THEN event->>'target_member_id'
+                                 ELSE event->>'member_id' END AS other
+            FROM activity WHERE member_id = :id AND event->>'type' = ANY(CAST(:types AS text[]))
+            """
+        ),
+        {"id": member_id, "types": list(_NAMING)},
+    )
+    return sorted(other for (other,) in rows if other is not None and other != member_id)
+
+
+async def digest_named(conn: AsyncConnection, others: list[str], member_id: str, digest: str) -> tuple[int, int]:
+    """In other members' facts and applied records, put the digest where the member's id was
+    (the attributes the member's events carried go too: never scored, they may say anything);
+    returns how many facts and records."""
+    facts = await conn.execute(
+        text(
+            """
+            UPDATE member_facts SET fact = :new_prefix || substr(fact, length(:old_prefix) + 1)
+            WHERE member_id = ANY(CAST(:others AS text[])) AND starts_with(fact, :old_prefix)
+            """
+        ),
+        {"others": others, "old_prefix": f"like_received|{member_id}|", "new_prefix": f"like_received|{digest}|"},
+    )
+    records = await conn.execute(
+        text(
+            """
+            UPDATE activity SET event = (event || jsonb_strip_nulls(jsonb_build_object(
+                    'member_id', CASE WHEN event->>'member_id' = :id THEN CAST(:digest AS text) END,
+                    'target_member_id', CASE WHEN event->>'target_member_id' = :id THEN CAST(:digest AS text) END
+                ))) - 'attributes'
+            WHERE member_id = ANY(CAST(:others AS text[]))
+              AND (event->>'member_id' = :id OR event->>'target_member_id' = :id)
+            """
+        ),
+        {"others": others, "id": member_id, "digest": digest},
+    )
+    return _rowcount(facts), _rowcount(records)
+
+
+_ERASED_TABLES = ("members", "member_facts", "activity", "level_changes", "member_periods", "pin_audit")
+
+
+async def delete_member(conn: AsyncConnection, member_id: str) -> dict[str, int]:
+    """Delete every row stored under the member's id; returns how many from each table."""
+    # An earlier erasure's tombstone not yet sent is replaced by this one's, and not counted.
+    await conn.execute(text("DELETE FROM level_changes WHERE member_id = :id AND payload IS NULL"), {"id": member_id})
+    deleted = {}
+    for table in _ERASED_TABLES:
+        result = await conn.execute(text(f"DELETE FROM {table} WHERE member_id = :id"), {"id": member_id})
+        deleted[table] = _rowcount(result)
+    return deleted
+
+
+async def unpend_member(conn: AsyncConnection, member_id: str) -> list[int]:
+    """Take the member out of the pending view rows; returns those rows (their commits' views
+    may still be on their way to Redis)."""
+    rows = await conn.execute(
+        text(
+            "UPDATE pending_views SET member_ids = array_remove(member_ids, CAST(:id AS text))"
+            " WHERE CAST(:id AS text) = ANY(member_ids) RETURNING id"
+        ),
+        {"id": member_id},
+    )
+    return sorted(row[0] for row in rows)
+
+
+async def pending_left(conn: AsyncConnection, ids: list[int]) -> int:
+    """How many of these pending view rows are still there (their views not yet in Redis)."""
+    row = await conn.execute(
+        text("SELECT count(*) FROM pending_views WHERE id = ANY(CAST(:ids AS bigint[]))"), {"ids": ids}
+    )
+    return int(row.scalar_one())
+
+
 async def member_activity(conn: AsyncConnection, member_ids: list[str]) -> list[tuple[str, str, str]]:
     """Every applied record of these members, in the order applied: (member, event id, event JSON)."""
     rows = await conn.execute(
@@ -624,3 +716,15 @@ async def replace_period_points(conn: AsyncConnection, points: Periods) -> Perio
             },
         )
     return out
+
+
+async def record_tombstone(conn: AsyncConnection, member_id: str, now: datetime) -> None:
+    """Put the member's tombstone in the outbox (after the member's other rows were deleted)."""
+    await conn.execute(
+        text("INSERT INTO level_changes (member_id, seq, payload, occurred_at) VALUES (:id, :seq, NULL, :now)"),
+        {"id": member_id, "seq": TOMBSTONE_SEQ, "now": now},
+    )
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount)

@@ -1,0 +1,276 @@
+"""Erasing a member (SPEC §9.4) with `cl member erase`, against a scorer of its own database,
+topics and Redis prefix: nothing anywhere keeps the id, the others keep what they earned."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+from sqlalchemy import text
+
+from services.api.app import create_app
+from services.api.settings import ApiSettings
+from services.common import db
+from services.common.kafka import ensure_topics
+from services.common.members import MemberCache
+from services.common.settings import Settings
+from services.scorer.erasure import erase_stored, erase_views
+from services.scorer.unit_of_work import UnitOfWork
+from shared.events import ActivityEvent, ActivityRecord
+from shared.rules import default_rules
+from shared.scoring import MemberState, apply, periods
+from tests.conftest import env_with, unique
+from tests.integration.test_cli import cl
+from tests.integration.test_scorer import event, publish, running
+from tests.integration.test_scorer_failures import scorer_settings
+from tests.integration.test_stats import incoming
+from tests.support import eventually, free_port, in_process, own_topics, read_topic
+
+RULES = default_rules()
+NOW = datetime.now(UTC)
+
+
+async def holding(pg: asyncpg.Connection, text: str) -> dict[str, int]:
+    """Per table of the schema, the rows whose any column holds `text`."""
+    tables = await pg.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    found = {}
+    for (table,) in tables:
+        n = await pg.fetchval(f'SELECT count(*) FROM "{table}" AS t WHERE strpos(row_to_json(t)::text, $1) > 0', text)
+        if n:
+            found[table] = n
+    return found
+
+
+async def redis_holding(redis: Any, prefix: str, text: str) -> list[str]:
+    """The keys under the prefix that name `text`, or whose sorted set or hash holds it."""
+    found = []
+    async for raw in redis.scan_iter(match=f"{prefix}*", count=1000):
+        key = raw.decode()
+        kind = (await redis.type(key)).decode()
+        held = [key]
+        if kind == "zset":
+            held += [m.decode() for m in await redis.zrange(key, 0, -1)]
+        elif kind == "hash":
+            held += [v.decode() for v in (await redis.hgetall(key)).values()]
+        elif kind == "string":
+            held.append((await redis.get(key) or b"").decode())
+        if any(text in h for h in held):
+            found.append(key)
+    return found
+
+
+async def boards(redis: Any, prefix: str) -> dict[str, list[tuple[str, float]]]:
+    return {
+        key.decode(): [(m.decode(), s) for m, s in await redis.zrange(key, 0, -1, withscores=True)]
+        async for key in redis.scan_iter(match=f"{prefix}board:*")
+    }
+
+
+async def test_erasing_a_member_leaves_no_trace_and_the_others_keep_their_points(
+    settings_kwargs: dict[str, Any], run_env: dict[str, str], fresh_database: str
+) -> None:
+    kwargs = {**own_topics(settings_kwargs, unique("erase")), "database_url": fresh_database}
+    settings = scorer_settings(kwargs)
+    await ensure_topics(settings)
+    prefix = settings.redis_prefix
+    ann, bob, cat = (unique(n) for n in ("ann", "bob", "cat"))
+    at = NOW - timedelta(minutes=1)
+    await publish(
+        settings,
+        [
+            event("post", ann, content_id="p1", at=at),
+            event("article", ann, content_id="a1", at=at),
+            event("post", bob, content_id="p2", at=at),
+            event("reply", bob, content_id="r1", at=at),
+            event("visit", bob, duration_s=700, at=at),
+            event("like", bob, content_id="p1", target_member_id=ann, at=at, attributes={"by": bob}),
+            event("like", bob, content_id="a1", target_member_id=ann, at=at),
+            event("like", ann, content_id="p2", target_member_id=bob, at=at),
+            event("solution_accepted", cat, content_id="r1", target_member_id=bob, at=at),
+            event("comment", cat, content_id="c1", at=at),
+        ],
+    )
+    env = env_with(
+        run_env,
+        CL_DATABASE_URL=fresh_database,
+        CL_REDIS_PREFIX=prefix,
+        CL_TOPIC_LEVEL_CHANGES=settings.topic_level_changes,
+    )
+    redis = Redis.from_url(settings.redis_url)
+    cache = MemberCache(redis, prefix)
+    pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
+
+    async def scores() -> dict[str, tuple[int, int, int]]:
+        rows = await pg.fetch("SELECT member_id, active_score, passive_score, level_rank FROM members")
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    async def settled() -> bool:
+        """Every record applied, every view in Redis, every level change published."""
+        applied = await pg.fetchval("SELECT count(*) FROM activity")
+        views = await cache.get_many([ann, bob, cat])
+        unsent = await pg.fetchval("SELECT count(*) FROM level_changes WHERE sent_at IS NULL")
+        return bool(applied == 14 and len(views) == 3 and not unsent)
+
+    try:
+        async with running(settings):
+            await eventually(settled, what="the history applied, in Redis and published")
+            before = await scores()
+            # ann: post 10 + article 25 + like given 1 + likes received 6; bob: post 10 + reply 5
+            # + solution 15 + like given 2 + like received 3, visit 2 + browse 1; cat: comment 2.
+            assert {m: s[:2] for m, s in before.items()} == {ann: (42, 0), bob: (35, 3), cat: (2, 0)}
+            boards_before = await boards(redis, prefix)
+            assert len(boards_before) == 6 and all(any(m == bob for m, _ in b) for b in boards_before.values())
+            assert await pg.fetchval("SELECT count(*) FROM member_periods WHERE member_id = $1", bob) > 0
+
+            code, out = await cl(env, "member", "erase", bob, "--operator", "moderator-1")
+            assert code == 0, out
+            assert f"Erased {bob} (by moderator-1)" in out
+            lines = [" ".join(line.replace("│", " ").split()) for line in out.splitlines()]
+            assert "applied records (activity) 7" in lines  # post, reply, visit, 2 likes given, 1 received, solution
+            assert "other members' facts now holding a digest 2" in lines  # ann's two likes received
+            assert "other members' records now holding a digest 4" in lines  # ann's 3 likes, cat's solution
+
+            async def tombstone_sent() -> bool:
+                return not await pg.fetchval("SELECT count(*) FROM level_changes WHERE member_id = $1", bob)
+
+            await eventually(tombstone_sent, what="the tombstone published and its row deleted")
+            assert await holding(pg, bob) == {}
+            assert await redis_holding(redis, prefix, bob) == []
+            records = await read_topic(settings.kafka_bootstrap, settings.topic_level_changes, keys={bob})
+            assert records[-1].value is None and not records[-1].headers
+            assert all(r.value is not None for r in records[:-1])
+
+            # The others keep their points, and their places: the boards less bob.
+            after = await scores()
+            assert after == {m: s for m, s in before.items() if m != bob}
+            expected = {k: [(m, s) for m, s in b if m != bob] for k, b in boards_before.items()}
+            assert await boards(redis, prefix) == {k: b for k, b in expected.items() if b}
+            counts = dict(await pg.fetch("SELECT level_rank, members FROM level_counts WHERE members <> 0"))
+            assert counts == dict(await pg.fetch("SELECT level_rank, count(*) FROM members GROUP BY level_rank"))
+
+            # ann's facts name a digest instead, one for both likes; replaying her records (as a
+            # rescore does) gives back exactly her stored facts.
+            received = await pg.fetch(
+                "SELECT fact FROM member_facts WHERE member_id = $1 AND fact LIKE 'like_received|%'", ann
+            )
+            digests = {r["fact"].split("|")[1] for r in received}
+            assert len(received) == 2 and len(digests) == 1 and next(iter(digests)).startswith("erased:")
+            replayed = MemberState(ann)
+            for (raw,) in await pg.fetch(
+                "SELECT event::text FROM activity WHERE member_id = $1 ORDER BY position", ann
+            ):
+                apply(replayed, ActivityRecord(ann, ActivityEvent.model_validate_json(raw)), NOW, RULES)
+            stored_facts = await pg.fetch("SELECT fact FROM member_facts WHERE member_id = $1", ann)
+            assert set(replayed.facts) == {r["fact"] for r in stored_facts}
+            assert replayed.scores(RULES) == before[ann][:2]
+
+            # Later events for the id start a new member; bob's old unlike takes nothing back.
+            await publish(
+                settings,
+                [
+                    event("unlike", bob, content_id="p1", target_member_id=ann, at=NOW),
+                    event("comment", bob, content_id="c9", at=NOW),
+                ],
+            )
+
+            async def new_bob() -> bool:
+                applied = await pg.fetchval("SELECT count(*) FROM activity")
+                published = await read_topic(settings.kafka_bootstrap, settings.topic_level_changes, keys={bob})
+                return bool(applied == 10 and len(published) == len(records) + 2)
+
+            await eventually(new_bob, what="the new member's events applied and its level change published")
+            assert (await scores())[ann] == before[ann]
+            assert (await scores())[bob] == (2, 0, 5)  # the comment's 2: New Contributor
+            published = await read_topic(settings.kafka_bootstrap, settings.topic_level_changes, keys={bob})
+            assert [json.loads(r.value)["seq"] for r in published[len(records) :]] == [1, 2]
+
+            # Again, and for an id never seen: safe, Redis cleaned, a tombstone each time.
+            code, out = await cl(env, "member", "erase", bob, "--operator", "moderator-1")
+            assert code == 0 and f"Erased {bob}" in out, out
+            nobody = unique("nobody")
+            code, out = await cl(env, "member", "erase", nobody, "--operator", "moderator-1")
+            assert code == 0 and f"Nothing was stored in PostgreSQL for {nobody}." in out, out
+
+            async def tombstones() -> bool:
+                mine = await read_topic(settings.kafka_bootstrap, settings.topic_level_changes, keys={bob, nobody})
+                return sorted(m.key.decode() for m in mine if m.value is None) == sorted([bob, bob, nobody])
+
+            await eventually(tombstones, what="three tombstones published")
+            await eventually(tombstone_sent, what="the second tombstone's row deleted")
+            assert await holding(pg, bob) == {} and await holding(pg, nobody) == {}
+            assert await redis_holding(redis, prefix, bob) == []
+    finally:
+        await pg.close()
+        await redis.aclose()
+
+
+async def test_the_view_of_a_commit_just_before_the_erasure_is_removed_once_written(
+    fresh_database: str, settings_kwargs: dict[str, Any]
+) -> None:
+    """A scorer that committed the member just before the erasure writes its view just after:
+    Redis is cleaned once that commit's pending row is gone (its views written), not before."""
+    engine = db.engine(fresh_database, "test")
+    redis = Redis.from_url(Settings().redis_url)
+    cache = MemberCache(redis, f"{settings_kwargs['redis_prefix']}{unique('erase-race')}:")
+    member = unique("eve")
+    try:
+        committed = await UnitOfWork(engine, RULES, "g", "t").commit(
+            [], incoming([{"type": "post", "member_id": member, "content_id": "p1"}]), NOW, []
+        )
+        assert committed.pending is not None
+        erased = await erase_stored(engine, member, NOW)
+        assert erased.pending == [committed.pending] and erased.deleted["members"] == 1
+
+        async def late_scorer() -> None:
+            await asyncio.sleep(0.5)
+            view = {"member_id": member, "active_score": 10, "passive_score": 0, "version": 1}
+            month, _ = periods(NOW.date().isoformat())
+            await cache.put([view], {member: {("active", month): 10}}, NOW)
+            async with engine.begin() as conn:  # the scorer's next commit deletes the written row
+                await conn.execute(text("DELETE FROM pending_views WHERE id = :id"), {"id": committed.pending})
+
+        await asyncio.gather(late_scorer(), erase_views(engine, cache, member, erased, wait_s=10))
+        assert erased.redis_confirmed and erased.redis_removed == 3  # the view, the active boards of all time and month
+        assert await cache.get_many([member]) == {}
+        assert not [key async for key in redis.scan_iter(match=f"{cache.prefix}board:*")]
+
+        # Nobody writes the view: after the wait, Redis is cleaned anyway, and that is said.
+        other = unique("fay")
+        committed = await UnitOfWork(engine, RULES, "g", "t").commit(
+            [], incoming([{"type": "post", "member_id": other, "content_id": "p1"}]), NOW, []
+        )
+        erased = await erase_stored(engine, other, NOW)
+        await erase_views(engine, cache, other, erased, wait_s=0.5)
+        assert not erased.redis_confirmed
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+
+
+async def test_with_redis_down_postgres_is_erased_and_the_command_says_to_run_again(
+    fresh_database: str, run_env: dict[str, str], settings_kwargs: dict[str, Any]
+) -> None:
+    engine = db.engine(fresh_database, "test")
+    member = unique("gus")
+    try:
+        await UnitOfWork(engine, RULES, "g", "t").commit(
+            [], incoming([{"type": "post", "member_id": member, "content_id": "p1"}]), NOW, []
+        )
+    finally:
+        await engine.dispose()
+    env = env_with(run_env, CL_DATABASE_URL=fresh_database, CL_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    code, out = await cl(env, "member", "erase", member, "--operator", "moderator-1", "--wait", "0")
+    assert code == 1 and "Redis could not be cleaned" in out and "run this command again" in out, out
+    assert f"Erased {member}" in out
+    pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
+    try:
+        assert await holding(pg, member) == {"level_changes": 1}  # the tombstone, until a relay sends it
+    finally:
+        await pg.close()
+    async with in_process(create_app(ApiSettings(**{**settings_kwargs, "database_url": fresh_database}))) as client:
+        for path in (f"/v1/members/{member}", f"/v1/members/{member}/level-changes"):
+            assert (await client.get(path)).status_code == 404, path  # the tombstone is no level change
