@@ -16,7 +16,22 @@ from services.scorer import outbox
 from services.scorer import repository as repo
 from shared.events import ActivityRecord
 from shared.rules import Rules
-from shared.scoring import LevelChange, MemberState, apply_batch, facts_needed, period_points, reevaluate_tenure
+from shared.scoring import (
+    PIN_EXPIRED,
+    LevelChange,
+    MemberState,
+    Pin,
+    apply_batch,
+    facts_needed,
+    period_points,
+    pin,
+    pin_expired,
+    reevaluate_tenure,
+    release,
+)
+
+# Who the audit log names when a pin ends by itself.
+SWEEP_OPERATOR = "scorer"
 
 
 class Incoming(NamedTuple):
@@ -42,6 +57,14 @@ class Fenced(Exception):
     def __init__(self, partitions: set[int]) -> None:
         super().__init__(f"offset write refused for partitions {sorted(partitions)}")
         self.partitions = partitions
+
+
+class UnknownMember(LookupError):
+    """No event has named this member: there is no level to pin or release."""
+
+    def __init__(self, member_id: str) -> None:
+        super().__init__(f"no member {member_id!r} has been seen")
+        self.member_id = member_id
 
 
 class UnitOfWork:
@@ -71,8 +94,44 @@ class UnitOfWork:
         """Raise the levels that tenure alone now allows, for up to `limit` members."""
         async with self.engine.begin() as conn:
             states = await repo.lock_tenure_due(conn, now, limit)
+            expired = [
+                repo.PinAudit(s.member_id, "expire", s.pin.rank, PIN_EXPIRED, s.pin.until, SWEEP_OPERATOR, now)
+                for s in states.values()
+                if s.pin and pin_expired(s, now)
+            ]
             changes = [c for s in states.values() if (c := reevaluate_tenure(s, now, self.rules))]
+            await repo.record_pin_audit(conn, expired)
             return await self._save(conn, states, {}, changes, now, written)
+
+    async def pin(self, member_id: str, held: Pin, operator: str, now: datetime) -> Committed:
+        """Pin a member's level (replacing any pin), with the audit line. Raises `UnknownMember`,
+        or ValueError for a pin the ladder or the clock refuses."""
+        async with self.engine.begin() as conn:
+            states = await self._lock_one(conn, member_id)
+            change = pin(states[member_id], held, now, self.rules)
+            await repo.record_pin_audit(
+                conn, [repo.PinAudit(member_id, "pin", held.rank, held.reason, held.until, operator, now)]
+            )
+            return await self._save(conn, states, {}, [change] if change else [], now, [])
+
+    async def unpin(self, member_id: str, reason: str, operator: str, now: datetime) -> Committed | None:
+        """Release a member's pin, with the audit line; None if the member was not pinned."""
+        async with self.engine.begin() as conn:
+            states = await self._lock_one(conn, member_id)
+            held = states[member_id].pin
+            if held is None:
+                return None
+            change = release(states[member_id], now, self.rules, reason)
+            await repo.record_pin_audit(
+                conn, [repo.PinAudit(member_id, "unpin", held.rank, reason, held.until, operator, now)]
+            )
+            return await self._save(conn, states, {}, [change] if change else [], now, [])
+
+    async def _lock_one(self, conn: AsyncConnection, member_id: str) -> dict[str, MemberState]:
+        states = await repo.lock_states(conn, [member_id])
+        if member_id not in states:
+            raise UnknownMember(member_id)
+        return states
 
     async def _save(
         self,
