@@ -87,6 +87,7 @@ class LevelChange:
     cause_event_id: str | None
     cause_type: str | None
     occurred_at: datetime
+    cause_reason: str | None = None  # why an operator moved the level (override)
 
     @property
     def promoted(self) -> bool:
@@ -233,10 +234,18 @@ def _score(state: MemberState, rules: Rules, record: ActivityRecord) -> None:
 
 
 def _settle(
-    state: MemberState, rules: Rules, now: datetime, cause: CauseKind, record: ActivityRecord | None, at: datetime
+    state: MemberState,
+    rules: Rules,
+    now: datetime,
+    cause: CauseKind,
+    record: ActivityRecord | None,
+    at: datetime,
+    reason: str | None = None,
 ) -> LevelChange | None:
+    """Move the level to what the scores and tenure allow, or to the pinned level while pinned."""
     active, passive = state.scores(rules)
-    level = rules.level_for(active, passive, state.tenure_days(now)).rank
+    held = state.pin
+    level = held.rank if held else rules.level_for(active, passive, state.tenure_days(now)).rank
     if level == state.level:
         return None
     change = LevelChange(
@@ -250,6 +259,7 @@ def _settle(
         cause_event_id=record.event.event_id if record else None,
         cause_type=record.event.type if record else None,
         occurred_at=at,
+        cause_reason=reason,
     )
     state.level, state.seq = level, change.seq
     return change
@@ -340,16 +350,50 @@ def rescore(
     return replayed, _settle(replayed, rules, now, "rescore", None, now)
 
 
+def pin(state: MemberState, held: Pin, now: datetime, rules: Rules) -> LevelChange | None:
+    """Hold a member's level (SPEC §9.3): a level change when it differs from the present one.
+    A pin replaces any earlier one."""
+    if state.level is None:
+        raise ValueError(f"member {state.member_id!r} has no level yet: nothing to pin")
+    if not 1 <= held.rank <= len(rules.levels):
+        raise ValueError(f"no level of rank {held.rank}")
+    if held.until is not None and held.until <= now:
+        raise ValueError(f"the pin would end ({held.until.isoformat()}) before it begins")
+    state.pin = held
+    return _settle(state, rules, now, "override", None, now, held.reason)
+
+
+def release(
+    state: MemberState, now: datetime, rules: Rules, reason: str, at: datetime | None = None
+) -> LevelChange | None:
+    """End a pin: the level follows the scores and tenure again, a level change when that moves it."""
+    state.pin = None
+    return _settle(state, rules, now, "override", None, at or now, reason)
+
+
+PIN_EXPIRED = "pin expired"
+
+
+def pin_expired(state: MemberState, now: datetime) -> bool:
+    return state.pin is not None and state.pin.until is not None and state.pin.until <= now
+
+
 def reevaluate_tenure(state: MemberState, now: datetime, rules: Rules) -> LevelChange | None:
-    """Raise a level that tenure alone now allows, with no new activity (SPEC §5)."""
+    """Raise a level that tenure alone now allows, with no new activity (SPEC §5); or end a pin
+    whose time is up, after which the level follows the scores and tenure."""
     due = tenure_due_at(state, rules)
     if due is None or due > now:
         return None
+    if state.pin is not None:
+        return release(state, now, rules, PIN_EXPIRED, at=due)
     return _settle(state, rules, now, "tenure", None, due)
 
 
 def tenure_due_at(state: MemberState, rules: Rules) -> datetime | None:
-    """When tenure alone will next raise this member's level, or None if it never will as things stand."""
+    """When tenure alone will next raise this member's level (or, while pinned, when the pin
+    ends), or None if it never will as things stand."""
+    if state.pin is not None:
+        return state.pin.until
     joined = state.joined_at
     if joined is None or state.level is None:
         return None

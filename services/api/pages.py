@@ -36,7 +36,7 @@ TIERS = {
     "passive": "Explorer levels: reached by visiting, reading, joining groups and attending events",
     "active": "Contributor levels: reached by posting, replying, commenting, publishing and liking",
 }
-CAUSES = {"activity": "activity", "tenure": "time as a member", "rescore": "updated rules"}
+CAUSES = {"activity": "activity", "tenure": "time as a member", "rescore": "updated rules", "override": "a moderator"}
 
 _templates = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -147,6 +147,7 @@ def router(in_force: RulesInForce) -> APIRouter:
                     "from": change["from_level"] and change["from_level"]["name"],
                     "direction": "up" if change["direction"] == "promoted" else "down",
                     "cause": CAUSES.get(change["cause"]["kind"], change["cause"]["kind"]),
+                    "reason": change["cause"].get("reason"),
                 }
                 for change in changes
             ],

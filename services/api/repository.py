@@ -8,6 +8,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.common.members import pinned
 from shared.events import iso_utc
 
 
@@ -15,8 +16,8 @@ async def member_views(conn: AsyncConnection, member_ids: list[str]) -> dict[str
     """Members' stored views, in the shape Redis holds them (`services.common.members.view_of`)."""
     rows = await conn.execute(
         text(
-            "SELECT member_id, level_rank, active_score, passive_score, points, joined_at, updated_at, version"
-            " FROM members WHERE member_id = ANY(CAST(:ids AS text[]))"
+            "SELECT member_id, level_rank, active_score, passive_score, points, joined_at, updated_at, version,"
+            " pinned_reason, pinned_until FROM members WHERE member_id = ANY(CAST(:ids AS text[]))"
         ),
         {"ids": member_ids},
     )
@@ -28,6 +29,7 @@ async def member_views(conn: AsyncConnection, member_ids: list[str]) -> dict[str
             "passive_score": row.passive_score,
             "points": orjson.loads(row.points) if isinstance(row.points, str) else row.points,
             "joined_at": iso_utc(row.joined_at),
+            "pinned": pinned(row.pinned_reason, row.pinned_until) if row.pinned_reason is not None else None,
             "updated_at": iso_utc(row.updated_at),
             "version": row.version,
         }

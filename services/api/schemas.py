@@ -35,9 +35,17 @@ class NextLevel(LevelRef):
     unmet: list[Unmet]
 
 
+class Pinned(Schema):
+    """An operator holds the member's level (SPEC §9.3): why, and until when (null: until released)."""
+
+    reason: str
+    until: AwareDatetime | None
+
+
 class Member(Schema):
     member_id: str
     level: LevelRef
+    pinned: Pinned | None  # the level stays whatever the scores do, while pinned
     active_score: int
     passive_score: int
     tenure_days: int
@@ -53,9 +61,10 @@ class Members(Schema):
 
 
 class Cause(Schema):
-    kind: Literal["activity", "tenure", "rescore"]
+    kind: Literal["activity", "tenure", "rescore", "override"]
     event_id: str | None = None
     type: str | None = None
+    reason: str | None = None  # why an operator moved the level (override)
 
 
 class LevelChanged(Schema):

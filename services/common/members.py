@@ -51,6 +51,7 @@ def view_of(state: MemberState, rules: Rules, version: int, updated_at: datetime
     """The stored view of a member: the same fields as the `members` row the API may read instead."""
     assert state.level is not None and state.joined_at is not None
     active, passive = state.scores(rules)
+    held = state.pin
     return {
         "member_id": state.member_id,
         "level_rank": state.level,
@@ -58,9 +59,15 @@ def view_of(state: MemberState, rules: Rules, version: int, updated_at: datetime
         "passive_score": passive,
         "points": dict(state.points),
         "joined_at": iso_utc(state.joined_at),
+        "pinned": pinned(held.reason, held.until) if held else None,
         "updated_at": iso_utc(updated_at),
         "version": version,
     }
+
+
+def pinned(reason: str, until: datetime | None) -> dict[str, Any]:
+    """How a view and the API's answer show a pinned level (SPEC §9.3)."""
+    return {"reason": reason, "until": iso_utc(until) if until else None}
 
 
 def render(view: dict[str, Any], rules: Rules, now: datetime) -> dict[str, Any]:
@@ -73,6 +80,7 @@ def render(view: dict[str, Any], rules: Rules, now: datetime) -> dict[str, Any]:
     return {
         "member_id": view["member_id"],
         "level": level.ref(),
+        "pinned": view.get("pinned"),  # views written before pins existed have none
         "active_score": active,
         "passive_score": passive,
         "tenure_days": tenure_days,

@@ -30,6 +30,8 @@ def payload(change: LevelChange, rules: Rules, emitted_at: datetime) -> bytes:
     cause: dict[str, Any] = {"kind": change.cause_kind}
     if change.cause_event_id is not None:
         cause |= {"event_id": change.cause_event_id, "type": change.cause_type}
+    if change.cause_reason is not None:
+        cause["reason"] = change.cause_reason
     return orjson.dumps(
         {
             "event_id": change.event_id,

@@ -297,6 +297,43 @@ async def record_level_changes(conn: AsyncConnection, changes: list[LevelChange]
     )
 
 
+@dataclass(frozen=True)
+class PinAudit:
+    """One line of the pin audit log (SPEC §9.3): who pinned, released or let expire a level, when and why."""
+
+    member_id: str
+    action: str  # pin, unpin, expire
+    level_rank: int | None  # the level pinned, or released
+    reason: str | None
+    until: datetime | None
+    operator: str
+    at: datetime
+
+
+async def record_pin_audit(conn: AsyncConnection, entries: list[PinAudit]) -> None:
+    if not entries:
+        return
+    await conn.execute(
+        text(
+            """
+            INSERT INTO pin_audit (member_id, action, level_rank, reason, until, operator, at)
+            SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:actions AS text[]), CAST(:ranks AS smallint[]),
+                                 CAST(:reasons AS text[]), CAST(:untils AS timestamptz[]),
+                                 CAST(:operators AS text[]), CAST(:ats AS timestamptz[]))
+            """
+        ),
+        {
+            "ids": [e.member_id for e in entries],
+            "actions": [e.action for e in entries],
+            "ranks": [e.level_rank for e in entries],
+            "reasons": [e.reason for e in entries],
+            "untils": [e.until for e in entries],
+            "operators": [e.operator for e in entries],
+            "ats": [e.at for e in entries],
+        },
+    )
+
+
 async def add_period_points(conn: AsyncConnection, deltas: Periods) -> Periods:
     """Add to members' points per tier and period; returns the new totals of those touched."""
     rows = sorted((m, tier, period, n) for m, by in deltas.items() for (tier, period), n in by.items())

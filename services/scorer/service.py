@@ -232,10 +232,11 @@ class Scorer:
         return 0
 
     async def tenure_once(self) -> int:
-        """Promote members whose tenure alone now meets a higher passive level."""
+        """Promote members whose tenure alone now meets a higher passive level; end pins whose time is up."""
         done = await self.work.sweep_tenure(utcnow(), TENURE_PAGE, list(self.views.written))
         await self._after_commit(done)
-        LEVEL_CHANGES.labels("tenure").inc(len(done.changes))
+        for change in done.changes:  # tenure, or override when a pin ended
+            LEVEL_CHANGES.labels(change.cause_kind).inc()
         return len(done.states) if len(done.states) == TENURE_PAGE else 0
 
     # -- a batch of activity -----------------------------------------------------------

@@ -24,14 +24,22 @@ from services.scorer.rulebook import RulesBook
 from shared.events import ActivityEvent, ActivityRecord
 from shared.rules import Rules
 from shared.scoring import (
+    PIN_EXPIRED,
     LevelChange,
     MemberState,
+    Pin,
     apply_batch,
     facts_needed,
     period_points,
+    pin,
+    pin_expired,
     reevaluate_tenure,
+    release,
     rescore,
 )
+
+# Who the audit log names when a pin ends by itself.
+SWEEP_OPERATOR = "scorer"
 
 
 class Incoming(NamedTuple):
@@ -62,6 +70,14 @@ class Fenced(Exception):
 
 class WrongRules(Exception):
     """The rules in force are not those a rescore was asked for."""
+
+
+class UnknownMember(LookupError):
+    """No event has named this member: there is no level to pin or release."""
+
+    def __init__(self, member_id: str) -> None:
+        super().__init__(f"no member {member_id!r} has been seen")
+        self.member_id = member_id
 
 
 class UnitOfWork:
@@ -96,7 +112,13 @@ class UnitOfWork:
             rules = await self.book.in_force(conn)
             states = await repo.lock_tenure_due(conn, now, limit)
             changes, reset = await self._bring_up(conn, states, rules, now)
+            expired = [
+                repo.PinAudit(s.member_id, "expire", s.pin.rank, PIN_EXPIRED, s.pin.until, SWEEP_OPERATOR, now)
+                for s in states.values()
+                if s.pin and pin_expired(s, now)
+            ]
             changes += [c for s in states.values() if (c := reevaluate_tenure(s, now, rules))]
+            await repo.record_pin_audit(conn, expired)
             return await self._save(conn, rules, states, {}, changes, now, written, reset)
 
     async def rescore(self, member_ids: list[str], version: str, now: datetime, written: list[int]) -> Committed:
@@ -138,6 +160,41 @@ class UnitOfWork:
             states[member].moves.clear()
         await repo.drop_facts(conn, behind)
         return changes, await repo.replace_period_points(conn, points)
+
+    async def pin(self, member_id: str, held: Pin, operator: str, now: datetime) -> Committed:
+        """Pin a member's level (replacing any pin), with the audit line. Raises `UnknownMember`,
+        or ValueError for a pin the ladder or the clock refuses."""
+        async with self.engine.begin() as conn:
+            rules, states, changes, reset = await self._lock_one(conn, member_id, now)
+            change = pin(states[member_id], held, now, rules)
+            await repo.record_pin_audit(
+                conn, [repo.PinAudit(member_id, "pin", held.rank, held.reason, held.until, operator, now)]
+            )
+            return await self._save(conn, rules, states, {}, changes + [change] if change else changes, now, [], reset)
+
+    async def unpin(self, member_id: str, reason: str, operator: str, now: datetime) -> Committed | None:
+        """Release a member's pin, with the audit line; None if the member was not pinned."""
+        async with self.engine.begin() as conn:
+            rules, states, changes, reset = await self._lock_one(conn, member_id, now)
+            held = states[member_id].pin
+            if held is None:
+                return None
+            change = release(states[member_id], now, rules, reason)
+            await repo.record_pin_audit(
+                conn, [repo.PinAudit(member_id, "unpin", held.rank, reason, held.until, operator, now)]
+            )
+            return await self._save(conn, rules, states, {}, changes + [change] if change else changes, now, [], reset)
+
+    async def _lock_one(
+        self, conn: AsyncConnection, member_id: str, now: datetime
+    ) -> tuple[Rules, dict[str, MemberState], list[LevelChange], Periods]:
+        """The rules in force and the member, locked and scored under them (rescored if need be)."""
+        rules = await self.book.in_force(conn)
+        states = await repo.lock_states(conn, [member_id])
+        if member_id not in states:
+            raise UnknownMember(member_id)
+        changes, reset = await self._bring_up(conn, states, rules, now)
+        return rules, states, changes, reset
 
     async def _save(
         self,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import orjson
 
 from services.scorer.outbox import cloud_event, payload
+from shared.scoring import Pin, pin
+from tests.asyncapi import validator
 from tests.unit.test_scoring import NOW, RULES, ev, play
 
 
@@ -23,6 +25,16 @@ def test_a_reversal_that_lowers_the_level_is_a_demotion() -> None:
     _, changes = play(ev("article", content_id="a"), ev("content_removed", content_id="a"))
     sent = orjson.loads(payload(changes[1], RULES, NOW))
     assert (sent["direction"], sent["from_level"]["rank"], sent["to_level"]["rank"]) == ("demoted", 6, 1)
+
+
+def test_an_override_carries_its_reason_and_no_event() -> None:
+    states, _ = play(ev("reply", content_id="r"))
+    change = pin(states["ann"], Pin(1, "spam"), NOW, RULES)
+    assert change is not None
+    sent = orjson.loads(payload(change, RULES, NOW))
+    assert (sent["seq"], sent["direction"], sent["to_level"]["rank"]) == (2, "demoted", 1)
+    assert sent["cause"] == {"kind": "override", "reason": "spam"}
+    assert validator("LevelChange").is_valid(sent)
 
 
 def test_a_level_change_goes_out_as_a_binary_mode_cloud_event_with_its_stored_bytes() -> None:

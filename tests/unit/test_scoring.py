@@ -16,14 +16,19 @@ from hypothesis import strategies as st
 from shared.events import ActivityEvent, ActivityRecord
 from shared.rules import RulesError, default_rules, load_rules
 from shared.scoring import (
+    PIN_EXPIRED,
     LevelChange,
     MemberState,
+    Pin,
+    apply,
     apply_batch,
     facts_needed,
     freed_cap,
     period_end,
     period_points,
+    pin,
     reevaluate_tenure,
+    release,
     tenure_due_at,
 )
 
@@ -266,6 +271,96 @@ def test_tenure_alone_promotes_when_due_and_not_before() -> None:
 def test_tenure_never_promotes_an_active_member() -> None:
     states, _ = play(ev("member_joined", at=NOW.isoformat()), ev("reply", content_id="r"))
     assert tenure_due_at(states["ann"], RULES) is None
+
+
+# -- pins (SPEC §9.3) --
+
+
+def test_a_pin_holds_the_level_while_the_scores_move() -> None:
+    states, _ = play(ev("reply", content_id="r1"))
+    ann = states["ann"]
+    change = pin(ann, Pin(1, "spam"), NOW, RULES)
+    assert change is not None
+    assert (change.seq, change.from_rank, change.to_rank, change.cause_kind, change.cause_reason) == (
+        2,
+        5,
+        1,
+        "override",
+        "spam",
+    )
+    assert not change.promoted and change.occurred_at == NOW and ann.level == 1
+    for i in range(30):  # 150 active points: Reliable Contributor if it were not pinned
+        assert apply(ann, ActivityRecord("ann", ev("reply", content_id=f"more{i}")), NOW, RULES) is None
+    assert ann.scores(RULES) == (155, 0) and ann.level == 1 and ann.seq == 2
+
+
+def test_a_pin_at_the_present_level_is_no_level_change_but_still_holds_it() -> None:
+    states, _ = play(ev("reply", content_id="r1"))
+    ann = states["ann"]
+    assert pin(ann, Pin(5, "held"), NOW, RULES) is None
+    assert ann.pin == Pin(5, "held") and ann.seq == 1
+    for i in range(5):
+        apply(ann, ActivityRecord("ann", ev("reply", content_id=f"more{i}")), NOW, RULES)
+    assert ann.level == 5
+
+
+def test_releasing_a_pin_returns_to_the_scored_level_with_the_next_seq() -> None:
+    states, _ = play(ev("reply", content_id="r1"))
+    ann = states["ann"]
+    pin(ann, Pin(10, "staff"), NOW, RULES)
+    apply(ann, ActivityRecord("ann", ev("article", content_id="a1")), NOW, RULES)  # 35 active points
+    change = release(ann, NOW, RULES, "no longer staff")
+    assert change is not None
+    assert (change.seq, change.from_rank, change.to_rank, change.cause_kind, change.cause_reason) == (
+        3,
+        10,
+        6,
+        "override",
+        "no longer staff",
+    )
+    assert ann.pin is None and ann.level == 6
+    assert change.event_id != LevelChange("ann", 2, 5, 10, 0, 0, "override", None, None, NOW).event_id
+    assert release(ann, NOW, RULES, "again") is None  # not pinned, level as scored: nothing to change
+
+
+def test_a_pin_is_refused_for_a_member_without_a_level_a_rank_off_the_ladder_or_an_end_in_the_past() -> None:
+    with pytest.raises(ValueError, match="no level yet"):
+        pin(MemberState("nobody"), Pin(1, "x"), NOW, RULES)
+    states, _ = play(ev("reply", content_id="r1"))
+    with pytest.raises(ValueError, match="no level of rank 15"):
+        pin(states["ann"], Pin(15, "x"), NOW, RULES)
+    with pytest.raises(ValueError, match="before it begins"):
+        pin(states["ann"], Pin(1, "x", NOW), NOW, RULES)
+    assert states["ann"].pin is None and states["ann"].level == 5
+
+
+def test_a_pin_with_an_end_is_due_then_and_expires_through_the_tenure_sweep() -> None:
+    joined = NOW - timedelta(days=29, hours=12)
+    states, _ = play(
+        ev("member_joined", at=joined.isoformat()),
+        *(ev("group_joined", content_id=f"g{i}") for i in range(10)),  # 50 passive points
+    )
+    ann = states["ann"]
+    assert ann.level == 2 and tenure_due_at(ann, RULES) == joined + timedelta(days=30)
+    until = NOW + timedelta(days=1)  # by then tenure allows Established Member
+    pin(ann, Pin(1, "held", until), NOW, RULES)
+    assert tenure_due_at(ann, RULES) == until
+    assert reevaluate_tenure(ann, until - timedelta(seconds=1), RULES) is None and ann.level == 1
+    change = reevaluate_tenure(ann, until, RULES)
+    assert change is not None
+    assert (change.from_rank, change.to_rank, change.cause_kind, change.cause_reason) == (1, 3, "override", PIN_EXPIRED)
+    assert change.occurred_at == until and ann.pin is None
+    assert tenure_due_at(ann, RULES) is None  # Senior Member needs 200 passive points
+
+
+def test_a_pin_without_an_end_is_never_due() -> None:
+    joined = NOW - timedelta(days=6)
+    states, _ = play(ev("member_joined", at=joined.isoformat()), ev("group_joined", content_id="g1"))
+    ann = states["ann"]
+    pin(ann, Pin(1, "held"), NOW, RULES)
+    ann.points["group_joined"] = 10
+    assert tenure_due_at(ann, RULES) is None
+    assert reevaluate_tenure(ann, NOW + timedelta(days=400), RULES) is None and ann.level == 1
 
 
 # -- rules file --
