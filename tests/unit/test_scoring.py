@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.events import ActivityEvent, ActivityRecord
-from shared.rules import RulesError, default_rules, load_rules
+from shared.rules import DEFAULT_RULES_PATH, Rules, RulesError, default_rules, load_rules
 from shared.scoring import (
     PIN_EXPIRED,
     LevelChange,
@@ -29,6 +29,7 @@ from shared.scoring import (
     pin,
     reevaluate_tenure,
     release,
+    rescore,
     tenure_due_at,
 )
 
@@ -493,3 +494,43 @@ def test_a_period_ends_at_utc_midnight_after_its_last_day() -> None:
     assert period_end("month:2026-12") == datetime(2027, 1, 1, tzinfo=UTC)
     assert period_end("week:2026-W48") == datetime(2026, 11, 30, tzinfo=UTC)  # Sunday the 29th is its last day
     assert period_end("week:2026-W53") == datetime(2027, 1, 4, tzinfo=UTC)  # 2026 has 53 ISO weeks
+
+
+def _tuned(**points: int) -> Rules:
+    raw = json.loads(Path(DEFAULT_RULES_PATH).read_text())
+    raw["version"] = "tuned"
+    for metric, n in points.items():
+        raw["metrics"][metric]["points"] = n
+    return Rules.model_validate(raw)
+
+
+def test_rescore_replays_under_new_rules_keeping_the_history_and_one_rescore_change() -> None:
+    events = [ev("reply", content_id="r1"), ev("like", member="bob", content_id="r1", target_member_id="ann")]
+    states, changes = play(*events)
+    ann = states["ann"]
+    assert (ann.level, ann.seq, ann.scores(RULES)) == (5, 1, (8, 0))
+    records = [ActivityRecord("ann", e) for e in events]
+    tuned = _tuned(reply=30)
+
+    rescored, change = rescore(ann, records, NOW, tuned)
+    assert rescored.scores(tuned) == (33, 0) and rescored.rules_version == "tuned"
+    assert rescored.facts == ann.facts | {"created|r1": ["reply", "2026-11-20", 30, False]}
+    assert change is not None and (change.seq, change.from_rank, change.to_rank, change.cause_kind) == (
+        2,
+        5,
+        6,
+        "rescore",
+    )
+    assert sorted(rescored.moves) == [("like_received", "2026-11-20", 3), ("reply", "2026-11-20", 30)]
+
+    same, none = rescore(ann, records, NOW, _tuned(view=2))  # nothing ann did counts differently
+    assert none is None and (same.level, same.seq, same.points) == (ann.level, ann.seq, ann.points)
+
+
+def test_rescore_keeps_a_pinned_level() -> None:
+    states, _ = play(ev("reply", content_id="r1"))
+    ann = states["ann"]
+    assert pin(ann, Pin(1, "held"), NOW, RULES) is not None
+    rescored, change = rescore(ann, [ActivityRecord("ann", ev("reply", content_id="r1"))], NOW, _tuned(reply=30))
+    assert change is None and rescored.level == 1 and rescored.pin == Pin(1, "held")
+    assert rescored.scores(RULES) == (30, 0)
