@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ def rescore(
     file: Annotated[Path, typer.Argument(help="the new rules file")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="report what would change; write nothing")] = False,
     sample: Annotated[int, typer.Option(help="members to list as a sample, and largest moves to show")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as one line of JSON")] = False,
 ) -> None:
     """Replay every member's applied records, in their original order, under new rules, and
     report what would change. Only --dry-run exists yet: applying is not built."""
@@ -38,7 +40,10 @@ def rescore(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     report = asyncio.run(dry_run_report(Settings(), rules))
-    show_report(report, rules, sample)
+    if as_json:
+        print(json.dumps(summary(report, rules, sample)))
+    else:
+        show_report(report, rules, sample)
 
 
 @dataclass
@@ -99,27 +104,55 @@ def _compare(report: RescoreReport, state: MemberState, stored: dict[str, Any], 
         report.moved.append(Moved(state.member_id, rank, state.level, (active, new_active), (passive, new_passive)))
 
 
-def show_report(report: RescoreReport, rules: Rules, sample: int) -> None:
+def _largest(report: RescoreReport, sample: int) -> list[Moved]:
+    """The largest moves, active and passive together; ties in member id order."""
+    return sorted(
+        report.moved,
+        key=lambda m: (-(abs(m.active[1] - m.active[0]) + abs(m.passive[1] - m.passive[0])), m.member_id),
+    )[:sample]
+
+
+def summary(report: RescoreReport, rules: Rules, sample: int) -> dict[str, Any]:
+    """The report as data: what `show_report` prints, by level id."""
     changed = [m for m in report.moved if m.from_rank != m.to_rank]
-    console.print(
-        f"{report.members:,} members replayed under rules {rules.version}; "
-        f"{len(changed):,} would change level, {len(report.moved):,} would change level or scores"
-    )
     pairs: dict[tuple[int, int], int] = {}
     for m in changed:
         pairs[(m.from_rank, m.to_rank)] = pairs.get((m.from_rank, m.to_rank), 0) + 1
+    return {
+        "rules_version": rules.version,
+        "members": report.members,
+        "level_changes": len(changed),
+        "moves": len(report.moved),
+        "from_to": [
+            {"from": rules.level_by_rank(was).id, "to": rules.level_by_rank(now).id, "members": n}
+            for (was, now), n in sorted(pairs.items())
+        ],
+        "largest_moves": [
+            {"member_id": m.member_id, "active": list(m.active), "passive": list(m.passive)}
+            for m in _largest(report, sample)
+        ],
+        "sample": [m.member_id for m in changed[:sample]],
+    }
+
+
+def show_report(report: RescoreReport, rules: Rules, sample: int) -> None:
+    data = summary(report, rules, sample)
+    console.print(
+        f"{report.members:,} members replayed under rules {rules.version}; "
+        f"{data['level_changes']:,} would change level, {data['moves']:,} would change level or scores"
+    )
     table = Table(title="Level changes: from → to")
     for column in ("from", "to", "members"):
         table.add_column(column)
-    for (was, now), n in sorted(pairs.items()):
-        table.add_row(rules.level_by_rank(was).name, rules.level_by_rank(now).name, str(n))
+    names = {level.id: level.name for level in rules.levels}
+    for row in data["from_to"]:
+        table.add_row(names[row["from"]], names[row["to"]], str(row["members"]))
     console.print(table)
     moves = Table(title="Largest score moves")
     for column in ("member", "active", "passive"):
         moves.add_column(column)
-    biggest = sorted(report.moved, key=lambda m: -(abs(m.active[1] - m.active[0]) + abs(m.passive[1] - m.passive[0])))
-    for m in biggest[:sample]:
-        moves.add_row(m.member_id, f"{m.active[0]} → {m.active[1]}", f"{m.passive[0]} → {m.passive[1]}")
+    for m in data["largest_moves"]:
+        moves.add_row(m["member_id"], "{} → {}".format(*m["active"]), "{} → {}".format(*m["passive"]))
     console.print(moves)
-    if changed:
-        console.print("Sample: " + ", ".join(m.member_id for m in changed[:sample]))
+    if data["sample"]:
+        console.print("Sample: " + ", ".join(data["sample"]))
