@@ -132,7 +132,8 @@ async def test_rescore_dry_run_reports_what_new_rules_would_change_and_writes_no
             [],
             incoming(
                 [
-                    {"type": "reply", "member_id": "ann", "content_id": "r1"},  # 5 now, 30 under the new rules
+                    # 5 now, 30 under the new rules; attributes are never scored (nor read by a rescore)
+                    {"type": "reply", "member_id": "ann", "content_id": "r1", "attributes": {"n": 10**20}},
                     {"type": "view", "member_id": "bob", "content_id": "t1"},
                     {"type": "post", "member_id": "cat", "content_id": "p1"},
                 ]
@@ -282,7 +283,7 @@ async def test_rescore_dry_run_of_a_generated_history_reports_what_the_model_com
         sample = got.pop("sample")
         assert got == want
         changed = {m for m, w in after.expected().items() if w["level"] != stored[m][0]}
-        assert len(sample) == 12 and set(sample) <= changed
+        assert sample == sorted(changed)[:12]
         assert await snapshot(pg) == tables, "a dry run wrote something"
     finally:
         await pg.close()
