@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -148,16 +147,34 @@ def tuned_rules(directory: str) -> str:
 
 
 def dry_run(name: str, rules: str) -> tuple[float, dict[str, object], int]:
-    """Wall seconds, the report, and the peak RSS (bytes) of the dry run's process."""
+    """Wall seconds, the report, and the peak RSS (bytes) of the dry run's process: its VmHWM,
+    read while it runs (a fork's rusage would count this process's pages before the exec)."""
     args = [sys.executable, "-m", "services.cli", "rescore", "--dry-run", "--json", rules]
-    if profile := os.environ.get("BENCH_RESCORE_PROFILE"):
+    if profile := os.environ.get("BENCH_RESCORE_PROFILE"):  # then the RSS is py-spy's
         args = [str(Path(sys.executable).parent / "py-spy"), "record", "-o", profile, "--", *args]
     env = {**os.environ, "CL_DATABASE_URL": url("cl_owner", name)}
     started = time.perf_counter()
-    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while True:
+        try:
+            out, err = proc.communicate(timeout=0.1)
+            break
+        except subprocess.TimeoutExpired:
+            peak = max(peak, high_water_mark(proc.pid))
     elapsed = time.perf_counter() - started
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    return elapsed, report, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    if proc.returncode:
+        raise RuntimeError(f"the dry run failed ({proc.returncode}): {err[-2000:]}")
+    return elapsed, json.loads(out.strip().splitlines()[-1]), peak
+
+
+def high_water_mark(pid: int) -> int:
+    """A running process's peak resident set so far, in bytes (0 once it has gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM:")), 0)
 
 
 async def main() -> None:

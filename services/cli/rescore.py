@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import TypeAdapter
+from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from sqlalchemy import text
@@ -131,6 +132,7 @@ ORDER BY a.member_id
 
 
 _EVENTS: TypeAdapter[list[AnyEvent]] = TypeAdapter(list[AnyEvent])
+_progress = Console(stderr=True)  # so that the report alone is on stdout (--json)
 
 
 async def dry_run_report(settings: Settings, rules: Rules, keep: int = 10) -> RescoreReport:
@@ -143,7 +145,9 @@ async def dry_run_report(settings: Settings, rules: Rules, keep: int = 10) -> Re
         async with engine.connect() as conn:
             total = await conn.scalar(text("SELECT count(*) FROM members"))
             rows = await conn.stream(text(_REPLAY).execution_options(yield_per=2000))
-            with Progress(TextColumn("replaying"), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
+            with Progress(
+                TextColumn("replaying"), MofNCompleteColumn(), TimeRemainingColumn(), console=_progress
+            ) as bar:
                 task = bar.add_task("members", total=total)
                 async for member_id, rank, active, passive, events in rows:
                     state = MemberState(member_id)
