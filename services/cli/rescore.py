@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import total_ordering
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import TypeAdapter
 from redis.asyncio import Redis
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from sqlalchemy import text
@@ -19,14 +24,13 @@ from services.cli.output import console
 from services.common import db
 from services.common.members import MemberCache
 from services.common.settings import Settings
-from services.common.strict_json import parse_json
 from services.scorer import repository as repo
 from services.scorer import rulebook
 from services.scorer.unit_of_work import UnitOfWork, WrongRules
 from services.scorer.views import Views
-from shared.events import ActivityEvent, ActivityRecord
+from shared.events import ActivityRecord, AnyEvent
 from shared.rules import Rules, RulesError, load_rules
-from shared.scoring import LevelChange, MemberState, apply
+from shared.scoring import LevelChange, MemberState, Pin, apply
 
 
 def rescore(
@@ -36,6 +40,7 @@ def rescore(
         bool, typer.Option("--apply", help="put the rules in force and rescore every member under them")
     ] = False,
     sample: Annotated[int, typer.Option(help="members to list as a sample, and largest moves to show")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="with --dry-run: the report as one line of JSON")] = False,
     chunk: Annotated[int, typer.Option(min=1, help="with --apply: members rescored in one transaction")] = 500,
 ) -> None:
     """Replay every member's applied records, in their original order, under new rules: report
@@ -49,8 +54,11 @@ def rescore(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     if dry_run:
-        report = asyncio.run(dry_run_report(Settings(), rules))
-        show_report(report, rules, sample)
+        report = asyncio.run(dry_run_report(Settings(), rules, sample))
+        if as_json:
+            print(json.dumps(summary(report, rules, sample)))
+        else:
+            show_report(report, rules, sample)
         return
     try:
         rescored, changes = asyncio.run(apply_everywhere(Settings(), rules, chunk))
@@ -60,10 +68,14 @@ def rescore(
     console.print(
         f"rules {rules.version} in force; {rescored:,} members rescored, {len(changes):,} of them changed level"
     )
-    show_changes(changes, rules)
+    pairs: dict[tuple[int, int], int] = {}
+    for c in changes:
+        if c.from_rank is not None:
+            pairs[(c.from_rank, c.to_rank)] = pairs.get((c.from_rank, c.to_rank), 0) + 1
+    console.print(from_to_table(pairs, rules))
 
 
-@dataclass
+@dataclass(slots=True)
 class Moved:
     member_id: str
     from_rank: int
@@ -71,80 +83,165 @@ class Moved:
     active: tuple[int, int]  # now, under the new rules
     passive: tuple[int, int]
 
+    @property
+    def size(self) -> int:
+        """The move, active and passive together."""
+        return abs(self.active[1] - self.active[0]) + abs(self.passive[1] - self.passive[0])
+
+
+@total_ordering
+class _Earlier:
+    """A member id that ranks higher the earlier it sorts: ties between equal moves go to the
+    first member id."""
+
+    __slots__ = ("member_id",)
+
+    def __init__(self, member_id: str) -> None:
+        self.member_id = member_id
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Earlier) and self.member_id == other.member_id
+
+    def __lt__(self, other: _Earlier) -> bool:
+        return self.member_id > other.member_id
+
 
 @dataclass
 class RescoreReport:
+    """What the new rules would change. Its size does not grow with the members: counts, the
+    `keep` largest moves and the first `keep` members (in member id order) changing level."""
+
+    keep: int = 10
     members: int = 0
-    moved: list[Moved] = field(default_factory=list)  # every member whose level or scores would change
+    moves: int = 0  # members whose level or scores would change
+    from_to: dict[tuple[int, int], int] = field(default_factory=dict)  # level changes by (from, to) rank
+    sample: list[str] = field(default_factory=list)
+    _largest: list[tuple[int, _Earlier, Moved]] = field(default_factory=list)  # a heap, the smallest first
+
+    @property
+    def level_changes(self) -> int:
+        return sum(self.from_to.values())
+
+    def add(self, moved: Moved) -> None:
+        self.moves += 1
+        if moved.from_rank != moved.to_rank:
+            pair = (moved.from_rank, moved.to_rank)
+            self.from_to[pair] = self.from_to.get(pair, 0) + 1
+            if len(self.sample) < self.keep:
+                self.sample.append(moved.member_id)
+        if self.keep <= 0:
+            return
+        entry = (moved.size, _Earlier(moved.member_id), moved)
+        if len(self._largest) < self.keep:
+            heapq.heappush(self._largest, entry)
+        elif entry[:2] > self._largest[0][:2]:
+            heapq.heapreplace(self._largest, entry)
+
+    def largest(self) -> list[Moved]:
+        """The largest moves, the largest first; equal ones in member id order."""
+        return [moved for *_, moved in sorted(self._largest, key=lambda e: e[:2], reverse=True)]
 
 
-async def dry_run_report(settings: Settings, rules: Rules) -> RescoreReport:
+# One row per member, in member id order: the stored figures beside the member's applied
+# records as one JSON array in application order. The members' figures stream alongside their
+# records (a merge join on the two primary keys), so memory does not grow with the members;
+# attributes are never scored, so they are left in the database. A pinned level stays pinned.
+# Each array is read and validated in one call (pydantic-core parses the JSON): the events
+# were validated on their way in, and the same models read them back.
+_REPLAY = """
+SELECT a.member_id, m.level_rank, m.active_score, m.passive_score, m.pinned_rank, a.events
+FROM (SELECT member_id, json_agg(event - 'attributes' ORDER BY position)::text AS events
+      FROM activity GROUP BY member_id) AS a
+LEFT JOIN members AS m USING (member_id)
+ORDER BY a.member_id
+"""
+
+
+_EVENTS: TypeAdapter[list[AnyEvent]] = TypeAdapter(list[AnyEvent])
+_progress = Console(stderr=True)  # so that the report alone is on stdout (--json)
+
+
+async def dry_run_report(settings: Settings, rules: Rules, keep: int = 10) -> RescoreReport:
     """Stream the applied records member by member (in application order) and replay each
-    member from an empty state with the same pure scoring code the scorer runs."""
+    member from an empty state with the same pure scoring code the scorer runs. The report
+    keeps the `keep` largest moves and a sample of as many members changing level."""
     engine = db.engine(settings.database_url, "cl-rescore")
-    now, report = datetime.now(UTC), RescoreReport()
+    now, report = datetime.now(UTC), RescoreReport(keep)
     try:
         async with engine.connect() as conn:
-            stored = {
-                row[0]: row[1:]
-                for row in await conn.execute(
-                    text("SELECT member_id, level_rank, active_score, passive_score FROM members")
-                )
-            }
-            rows = await conn.stream(text("SELECT member_id, event::text FROM activity ORDER BY member_id, position"))
-            state: MemberState | None = None
-            with Progress(TextColumn("replaying"), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
-                task = bar.add_task("members", total=len(stored))
-                async for member_id, raw in rows:
-                    if state is None or state.member_id != member_id:
-                        if state is not None:
-                            _compare(report, state, stored, rules)
-                            bar.advance(task)
-                        state = MemberState(member_id)
-                    event = ActivityEvent.model_validate(parse_json(raw.encode()))
-                    apply(state, ActivityRecord(member_id, event), now, rules)
-                if state is not None:
-                    _compare(report, state, stored, rules)
-                    bar.advance(task)
+            total = await conn.scalar(text("SELECT count(*) FROM members"))
+            rows = await conn.stream(text(_REPLAY).execution_options(yield_per=2000))
+            with Progress(
+                TextColumn("replaying"), MofNCompleteColumn(), TimeRemainingColumn(), console=_progress
+            ) as bar:
+                task = bar.add_task("members", total=total)
+                async for member_id, rank, active, passive, pinned, events in rows:
+                    state = MemberState(member_id, pin=None if pinned is None else Pin(pinned, "pinned"))
+                    for event in _EVENTS.validate_json(events):
+                        apply(state, ActivityRecord(member_id, event), now, rules)
+                    _compare(report, state, None if rank is None else (rank, active, passive), rules)
+                    if report.members % 1000 == 0:
+                        bar.update(task, completed=report.members)
+                bar.update(task, completed=report.members)
     finally:
         await engine.dispose()
     return report
 
 
-def _compare(report: RescoreReport, state: MemberState, stored: dict[str, Any], rules: Rules) -> None:
+def _compare(report: RescoreReport, state: MemberState, stored: tuple[int, int, int] | None, rules: Rules) -> None:
     report.members += 1
-    if state.member_id not in stored or state.level is None:
+    if stored is None or state.level is None:
         return
-    rank, active, passive = stored[state.member_id]
+    rank, active, passive = stored
     new_active, new_passive = state.scores(rules)
     if (rank, active, passive) != (state.level, new_active, new_passive):
-        report.moved.append(Moved(state.member_id, rank, state.level, (active, new_active), (passive, new_passive)))
+        report.add(Moved(state.member_id, rank, state.level, (active, new_active), (passive, new_passive)))
+
+
+def summary(report: RescoreReport, rules: Rules, sample: int) -> dict[str, Any]:
+    """The report as data: what `show_report` prints, by level id."""
+    return {
+        "rules_version": rules.version,
+        "members": report.members,
+        "level_changes": report.level_changes,
+        "moves": report.moves,
+        "from_to": [
+            {"from": rules.level_by_rank(was).id, "to": rules.level_by_rank(now).id, "members": n}
+            for (was, now), n in sorted(report.from_to.items())
+        ],
+        "largest_moves": [
+            {"member_id": m.member_id, "active": list(m.active), "passive": list(m.passive)}
+            for m in report.largest()[:sample]
+        ],
+        "sample": report.sample[:sample],
+    }
 
 
 def show_report(report: RescoreReport, rules: Rules, sample: int) -> None:
-    changed = [m for m in report.moved if m.from_rank != m.to_rank]
+    data = summary(report, rules, sample)
     console.print(
         f"{report.members:,} members replayed under rules {rules.version}; "
-        f"{len(changed):,} would change level, {len(report.moved):,} would change level or scores"
+        f"{data['level_changes']:,} would change level, {data['moves']:,} would change level or scores"
     )
-    pairs: dict[tuple[int, int], int] = {}
-    for m in changed:
-        pairs[(m.from_rank, m.to_rank)] = pairs.get((m.from_rank, m.to_rank), 0) + 1
+    console.print(from_to_table(report.from_to, rules))
+    moves = Table(title="Largest score moves")
+    for column in ("member", "active", "passive"):
+        moves.add_column(column)
+    for m in data["largest_moves"]:
+        moves.add_row(m["member_id"], "{} → {}".format(*m["active"]), "{} → {}".format(*m["passive"]))
+    console.print(moves)
+    if data["sample"]:
+        console.print("Sample: " + ", ".join(data["sample"]))
+
+
+def from_to_table(pairs: dict[tuple[int, int], int], rules: Rules) -> Table:
+    """Level changes counted by (from, to) rank."""
     table = Table(title="Level changes: from → to")
     for column in ("from", "to", "members"):
         table.add_column(column)
     for (was, now), n in sorted(pairs.items()):
         table.add_row(rules.level_by_rank(was).name, rules.level_by_rank(now).name, str(n))
-    console.print(table)
-    moves = Table(title="Largest score moves")
-    for column in ("member", "active", "passive"):
-        moves.add_column(column)
-    biggest = sorted(report.moved, key=lambda m: -(abs(m.active[1] - m.active[0]) + abs(m.passive[1] - m.passive[0])))
-    for m in biggest[:sample]:
-        moves.add_row(m.member_id, f"{m.active[0]} → {m.active[1]}", f"{m.passive[0]} → {m.passive[1]}")
-    console.print(moves)
-    if changed:
-        console.print("Sample: " + ", ".join(m.member_id for m in changed[:sample]))
+    return table
 
 
 class Superseded(Exception):
@@ -198,16 +295,3 @@ async def apply_everywhere(settings: Settings, rules: Rules, chunk: int) -> tupl
         await redis.aclose()
         await engine.dispose()
     return rescored, changes
-
-
-def show_changes(changes: list[LevelChange], rules: Rules) -> None:
-    pairs: dict[tuple[int, int], int] = {}
-    for c in changes:
-        if c.from_rank is not None:
-            pairs[(c.from_rank, c.to_rank)] = pairs.get((c.from_rank, c.to_rank), 0) + 1
-    table = Table(title="Level changes: from → to")
-    for column in ("from", "to", "members"):
-        table.add_column(column)
-    for (was, now), n in sorted(pairs.items()):
-        table.add_row(rules.level_by_rank(was).name, rules.level_by_rank(now).name, str(n))
-    console.print(table)

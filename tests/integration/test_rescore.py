@@ -26,6 +26,7 @@ from shared.events import ActivityEvent
 from shared.rules import DEFAULT_RULES_PATH, default_rules
 from tests.conftest import ROOT, env_with, unique
 from tests.integration.test_cli import cl
+from tests.integration.test_pins import cl_env, seed
 from tests.integration.test_scorer import publish, running
 from tests.integration.test_scorer_failures import scorer_settings
 from tests.model import LADDER, Model
@@ -221,3 +222,28 @@ async def _applied(pg: asyncpg.Connection, records: int) -> bool:
 
 async def _more_than(pg: asyncpg.Connection, n: int) -> bool:
     return await members_under(pg, "tuned") > n
+
+
+async def test_a_pinned_level_stays_through_a_rescore_dry_run_and_apply(
+    tmp_path: Path, run_env: dict[str, str], settings_kwargs: dict[str, Any], fresh_database: str
+) -> None:
+    kwargs = {**own_topics(settings_kwargs, unique("rs-pin")), "database_url": fresh_database}
+    await seed(fresh_database, {"type": "reply", "member_id": "ann", "content_id": "r1"})  # 5 points: rank 5
+    env = cl_env(run_env, kwargs, CL_OPERATOR="mod")
+    code, out = await cl(env, "member", "pin", "ann", "new_member", "--reason", "held")
+    assert code == 0, out
+    tuned = tuned_rules(tmp_path / "tuned.json")  # replies 30: rank 6, were ann not pinned
+
+    code, out = await cl(env, "rescore", "--dry-run", "--json", str(tuned))
+    assert code == 0, out
+    report = json.loads(out.splitlines()[-1])
+    assert (report["moves"], report["level_changes"]) == (1, 0)
+
+    code, out = await cl(env, "rescore", "--apply", str(tuned))
+    assert code == 0 and "1 members rescored, 0 of them changed level" in out, out
+    pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
+    try:
+        row = await pg.fetchrow("SELECT level_rank, active_score, pinned_rank, level_seq FROM members")
+        assert tuple(row) == (1, 30, 1, 2)  # first level, then the pin
+    finally:
+        await pg.close()
