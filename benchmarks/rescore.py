@@ -12,7 +12,9 @@ that change reply points and the comment cap. The database is dropped at the end
 Sizes: BENCH_RESCORE_MEMBERS (1000000), BENCH_RESCORE_EVENTS (5: events per member, its
 join included), BENCH_RESCORE_GROUP (200: members of the template group). BENCH_RESCORE_KEEP=1
 keeps the database (its name is printed) and BENCH_RESCORE_DATABASE=<name> reuses one;
-BENCH_RESCORE_PROFILE=<file.svg> runs the dry run under `py-spy record`.
+BENCH_RESCORE_PROFILE=<file.svg> runs the dry run under `py-spy record`. BENCH_RESCORE_APPLY=1
+then times `cl rescore --apply` of the same rules over the same members (views to Redis under a
+prefix of its own, deleted afterwards).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 import asyncpg
 from alembic import command
 from alembic.config import Config
+from redis import Redis
 from sqlalchemy import make_url
 
 from benchmarks import workload
@@ -168,6 +171,31 @@ def dry_run(name: str, rules: str) -> tuple[float, dict[str, object], int]:
     return elapsed, json.loads(out.strip().splitlines()[-1]), peak
 
 
+def apply(name: str, rules: str) -> tuple[float, str]:
+    """Wall seconds of `cl rescore --apply`, and its last line."""
+    prefix = f"bench:{name}:"
+    env = {**os.environ, "CL_DATABASE_URL": url("cl_owner", name), "CL_REDIS_PREFIX": prefix}
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "rescore", "--apply", rules],
+        cwd=ROOT,
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+    )
+    elapsed = time.perf_counter() - started
+    if done.returncode:
+        raise RuntimeError(f"the apply failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
+    redis = Redis.from_url(Settings().redis_url)
+    try:
+        for key in redis.scan_iter(match=f"{prefix}*", count=1000):
+            redis.unlink(key)
+    finally:
+        redis.close()
+    summary = next(line for line in done.stdout.splitlines() if "members rescored" in line)
+    return elapsed, summary.strip()
+
+
 def high_water_mark(pid: int) -> int:
     """A running process's peak resident set so far, in bytes (0 once it has gone)."""
     try:
@@ -195,6 +223,11 @@ async def main() -> None:
             f"peak RSS {rss / 2**20:.0f} MB; {report['level_changes']:,} would change level, "
             f"{report['moves']:,} level or scores"
         )
+        if os.environ.get("BENCH_RESCORE_APPLY") == "1":
+            with tempfile.TemporaryDirectory() as directory:
+                elapsed, summary = await asyncio.to_thread(apply, name, tuned_rules(directory))
+            print(f"apply {elapsed:.1f} s wall, {members / elapsed:,.0f} members/s, {records / elapsed:,.0f} records/s")
+            print(f"  {summary}")
     finally:
         if not keep:
             await drop(name)
