@@ -39,10 +39,12 @@ class RulesInForce:
             log.info("rules %s in force", self.current.version)
 
     async def follow(self, engine: AsyncEngine) -> None:
-        """Refresh for ever; while PostgreSQL is away, keep the rules last read."""
+        """Refresh for ever; while PostgreSQL is away (or a read fails), keep the rules last read."""
         while True:
             try:
                 await self.refresh(engine)
             except DB_ERRORS as exc:
                 log.warning("rules in force not read: %r", exc)
+            except Exception:
+                log.exception("rules in force not read")
             await asyncio.sleep(REFRESH_S)
