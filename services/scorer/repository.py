@@ -557,10 +557,16 @@ async def backlog(conn: AsyncConnection) -> Backlog:
 # -- rules versions (SPEC §9.1) ---------------------------------------------------------
 
 
+# Scoring transactions hold this advisory lock shared, a switch of the rules in force holds it
+# alone: the switch waits for the transactions scoring under the old rules, and every later
+# one reads the new. (An advisory lock writes nothing, where a row lock would write the row.)
+RULES_LOCK = 0x636C2D72756C6573  # "cl-rules"
+
+
 async def rules_in_force(conn: AsyncConnection) -> str | None:
-    """The version in force, share-locked until the transaction ends: a switch to new rules
-    waits for the transactions scoring under the old ones, and every later one sees it."""
-    row = await conn.execute(text("SELECT version FROM rules_in_force WHERE id = 1 FOR SHARE"))
+    """The version in force; the rules lock is held shared until the transaction ends."""
+    await conn.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": RULES_LOCK})
+    row = await conn.execute(text("SELECT version FROM rules_in_force WHERE id = 1"))
     return row.scalar_one_or_none()
 
 
@@ -589,6 +595,8 @@ async def seed_rules(conn: AsyncConnection, version: str) -> None:
 
 
 async def put_rules_in_force(conn: AsyncConnection, version: str) -> None:
+    """Name the rules in force, once no transaction scores under the old ones (the lock alone)."""
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": RULES_LOCK})
     await conn.execute(
         text(
             "INSERT INTO rules_in_force (id, version) VALUES (1, :v)"

@@ -37,7 +37,7 @@ class RulesBook:
         self.versions = {own.version: own}
 
     async def in_force(self, conn: AsyncConnection) -> Rules:
-        """The rules in force, share-locked for the transaction (seeded with `own` if none are)."""
+        """The rules in force, held for the transaction (seeded with `own` if none are)."""
         version = await repo.rules_in_force(conn)
         if version is None:
             await record(conn, self.own)
