@@ -332,6 +332,8 @@ AnyEvent = Annotated[
     Field(discriminator="type"),
 ]
 EVENT: TypeAdapter[ActivityEvent] = TypeAdapter(AnyEvent)
+# A JSON array of stored events (validated on their way in), read back in one call: a replay.
+EVENTS: TypeAdapter[list[AnyEvent]] = TypeAdapter(list[AnyEvent])
 _FIELDS = frozenset(ActivityEvent.model_fields)
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import TypeAdapter
 from redis.asyncio import Redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -28,7 +27,7 @@ from services.scorer import repository as repo
 from services.scorer import rulebook
 from services.scorer.unit_of_work import UnitOfWork, WrongRules
 from services.scorer.views import Views
-from shared.events import ActivityRecord, AnyEvent
+from shared.events import EVENTS, ActivityRecord
 from shared.rules import Rules, RulesError, load_rules
 from shared.scoring import LevelChange, MemberState, Pin, apply
 
@@ -157,7 +156,6 @@ ORDER BY a.member_id
 """
 
 
-_EVENTS: TypeAdapter[list[AnyEvent]] = TypeAdapter(list[AnyEvent])
 _progress = Console(stderr=True)  # so that the report alone is on stdout (--json)
 
 
@@ -177,7 +175,7 @@ async def dry_run_report(settings: Settings, rules: Rules, keep: int = 10) -> Re
                 task = bar.add_task("members", total=total)
                 async for member_id, rank, active, passive, pinned, events in rows:
                     state = MemberState(member_id, pin=None if pinned is None else Pin(pinned, "pinned"))
-                    for event in _EVENTS.validate_json(events):
+                    for event in EVENTS.validate_json(events):
                         apply(state, ActivityRecord(member_id, event), now, rules)
                     _compare(report, state, None if rank is None else (rank, active, passive), rules)
                     if report.members % 1000 == 0:

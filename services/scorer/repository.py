@@ -712,16 +712,24 @@ async def pending_left(conn: AsyncConnection, ids: list[int]) -> int:
     return int(row.scalar_one())
 
 
-async def member_activity(conn: AsyncConnection, member_ids: list[str]) -> list[tuple[str, str, str]]:
-    """Every applied record of these members, in the order applied: (member, event id, event JSON)."""
+async def member_activity(
+    conn: AsyncConnection, member_ids: list[str], skip: set[tuple[str, str]] | frozenset[tuple[str, str]]
+) -> dict[str, str]:
+    """Each of these members' applied records but `skip` (member, event id), in the order
+    applied, as one JSON array of events (without their attributes, which are never scored)."""
     rows = await conn.execute(
         text(
-            "SELECT member_id, event_id, event::text FROM activity WHERE member_id = ANY(CAST(:ids AS text[]))"
-            " ORDER BY member_id, position"
+            """
+            SELECT member_id, json_agg(event - 'attributes' ORDER BY position)::text FROM activity AS a
+            WHERE member_id = ANY(CAST(:ids AS text[])) AND NOT EXISTS (
+                SELECT 1 FROM unnest(CAST(:skip_ids AS text[]), CAST(:skip_events AS text[])) AS s(m, e)
+                WHERE s.m = a.member_id AND s.e = a.event_id)
+            GROUP BY member_id
+            """
         ),
-        {"ids": member_ids},
+        {"ids": member_ids, "skip_ids": [m for m, _ in skip], "skip_events": [e for _, e in skip]},
     )
-    return [(row[0], row[1], row[2]) for row in rows]
+    return {row[0]: row[1] for row in rows}
 
 
 async def drop_facts(conn: AsyncConnection, member_ids: list[str]) -> None:

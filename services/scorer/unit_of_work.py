@@ -17,11 +17,10 @@ from typing import NamedTuple
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common.members import Periods
-from services.common.strict_json import parse_json
 from services.scorer import outbox
 from services.scorer import repository as repo
 from services.scorer.rulebook import RulesBook
-from shared.events import ActivityEvent, ActivityRecord
+from shared.events import EVENTS, ActivityRecord
 from shared.rules import Rules
 from shared.scoring import (
     PIN_EXPIRED,
@@ -147,13 +146,11 @@ class UnitOfWork:
         behind = sorted(m for m, s in states.items() if s.rules_version != rules.version)
         if not behind:
             return [], {}
-        records: dict[str, list[ActivityRecord]] = {m: [] for m in behind}
-        for member, event_id, raw in await repo.member_activity(conn, behind):
-            if (member, event_id) not in skip:
-                records[member].append(ActivityRecord(member, ActivityEvent.model_validate(parse_json(raw.encode()))))
+        events = await repo.member_activity(conn, behind, skip)
         changes, points = [], {}
         for member in behind:
-            states[member], change = rescore(states[member], records[member], now, rules)
+            records = [ActivityRecord(member, e) for e in EVENTS.validate_json(events.get(member, "[]"))]
+            states[member], change = rescore(states[member], records, now, rules)
             if change:
                 changes.append(change)
             points[member] = period_points(states[member].moves, rules)
