@@ -8,11 +8,14 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
+
+from shared.rules import DEFAULT_RULES_PATH
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30, what: str = "condition") -> None:
@@ -77,3 +80,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def rules_file(
+    path: Path,
+    version: str,
+    points: dict[str, int],
+    caps: dict[str, int],
+    ladder: list[tuple[int, str, int, int, int]],
+) -> Path:
+    """The default rules file with other points, caps and ladder (as `tests.model.Model` takes
+    them), under another version."""
+    rules = json.loads(DEFAULT_RULES_PATH.read_text())
+    rules["version"] = version
+    for metric, n in points.items():
+        rules["metrics"][metric]["points"] = n
+    for metric, cap in caps.items():
+        rules["metrics"][metric]["daily_cap"] = cap
+    for level in rules["levels"]:
+        _, _, active, passive, tenure = next(row for row in ladder if row[1] == level["id"])
+        level.update({k: n for k, n in (("active", active), ("passive", passive), ("tenure_days", tenure)) if n})
+    path.write_text(json.dumps(rules))
+    return path

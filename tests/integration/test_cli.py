@@ -22,7 +22,7 @@ from tests.integration.test_scorer_failures import scorer_settings
 from tests.integration.test_stats import incoming
 from tests.model import LADDER, Model
 from tests.streams import mixed_stream
-from tests.support import eventually, own_topics, read_topic
+from tests.support import eventually, own_topics, read_topic, rules_file
 
 
 async def cl(env: dict[str, str], *args: str) -> tuple[int, str]:
@@ -186,17 +186,7 @@ TUNED_LADDER = [
 
 
 def tuned_rules_file(path: Path) -> Path:
-    rules = json.loads(DEFAULT_RULES_PATH.read_text())
-    rules["version"] = "tuned"
-    for metric, points in TUNED_POINTS.items():
-        rules["metrics"][metric]["points"] = points
-    for metric, cap in TUNED_CAPS.items():
-        rules["metrics"][metric]["daily_cap"] = cap
-    for level in rules["levels"]:
-        _, _, active, passive, _ = next(row for row in TUNED_LADDER if row[1] == level["id"])
-        level.update({"active": active} if level["tier"] == "active" else {"passive": passive} if passive else {})
-    path.write_text(json.dumps(rules))
-    return path
+    return rules_file(path, "tuned", TUNED_POINTS, TUNED_CAPS, TUNED_LADDER)
 
 
 async def store_through_the_scorer(database: str, events: list[dict[str, Any]], now: datetime) -> None:

@@ -23,7 +23,7 @@ from services.api.settings import ApiSettings
 from services.common.kafka import ensure_topics
 from services.scorer.settings import ScorerSettings
 from shared.events import ActivityEvent
-from shared.rules import DEFAULT_RULES_PATH, default_rules
+from shared.rules import default_rules
 from tests.conftest import ROOT, env_with, unique
 from tests.integration.test_cli import cl
 from tests.integration.test_pins import cl_env, seed
@@ -31,7 +31,7 @@ from tests.integration.test_scorer import publish, running
 from tests.integration.test_scorer_failures import scorer_settings
 from tests.model import LADDER, Model
 from tests.streams import mixed_stream
-from tests.support import eventually, in_process, own_topics
+from tests.support import eventually, in_process, own_topics, rules_file
 
 # The tuned rules: replies worth more, views capped lower, a contributor level moved.
 POINTS = {"reply": 30, "like_received": 4}
@@ -40,21 +40,15 @@ THRESHOLD = ("general_contributor", 40)
 DEFAULT_VERSION = default_rules().version
 
 
+LADDER_TUNED = [(r, i, THRESHOLD[1] if i == THRESHOLD[0] else a, p, t) for r, i, a, p, t in LADDER]
+
+
 def tuned_rules(path: Path) -> Path:
-    rules = json.loads(DEFAULT_RULES_PATH.read_text())
-    rules["version"] = "tuned"
-    for metric, points in POINTS.items():
-        rules["metrics"][metric]["points"] = points
-    for metric, cap in CAPS.items():
-        rules["metrics"][metric]["daily_cap"] = cap
-    next(lv for lv in rules["levels"] if lv["id"] == THRESHOLD[0])["active"] = THRESHOLD[1]
-    path.write_text(json.dumps(rules))
-    return path
+    return rules_file(path, "tuned", POINTS, CAPS, LADDER_TUNED)
 
 
 def tuned_model() -> Model:
-    ladder = [(r, i, THRESHOLD[1] if i == THRESHOLD[0] else a, p, t) for r, i, a, p, t in LADDER]
-    return Model(datetime.now(UTC), points=POINTS, caps=CAPS, ladder=ladder)
+    return Model(datetime.now(UTC), points=POINTS, caps=CAPS, ladder=LADDER_TUNED)
 
 
 async def members_under(pg: asyncpg.Connection, version: str) -> int:
