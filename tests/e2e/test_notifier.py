@@ -1,5 +1,6 @@
 """The example notifier (examples/notifier/) against the whole system: it acts once per
-promotion, never on a demotion, and not again when level changes are delivered twice."""
+promotion, never on a demotion, and not again when level changes are delivered twice; an
+erased member's tombstone makes it forget them, so a later member of the same id is announced."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import httpx
 
 from tests.conftest import ROOT
 from tests.e2e.conftest import System, post_events
+from tests.integration.test_cli import cl
 from tests.support import eventually
 
 NOTIFIER = ROOT / "examples" / "notifier" / "notifier.py"
@@ -72,3 +74,13 @@ async def test_the_notifier_acts_once_per_promotion_across_restarts_and_redelive
         await eventually(lambda: seqs_acted_are([1, 3, 5]), timeout=60, what="promotion 5 acted on")
     first, _, last = acted(out, member)
     assert (first["level"], first["cause"], last["level"]) == ("general_contributor", "activity", "general_contributor")
+
+    # The member is erased: the notifier forgets them on the tombstone, and a new member of the
+    # same id (seq 1 again, so the same event id as the erased member's first) is announced.
+    env = {**system.env, "CL_DATABASE_URL": system.database_urls.get("scorer", system.env["CL_DATABASE_URL"])}
+    code, said = await cl(env, "member", "erase", member, "--operator", "test")
+    assert code == 0, said
+    with notifier(system, out, group=f"notifier-{uuid.uuid4().hex}"):
+        await eventually(lambda: seqs_acted_are([]), timeout=60, what="the erased member forgotten")
+        await post_events(ingest, [event("article", member, "b1")])
+        await eventually(lambda: seqs_acted_are([1]), timeout=60, what="the new member's promotion acted on")
