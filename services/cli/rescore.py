@@ -61,8 +61,11 @@ def rescore(
         return
     try:
         rescored, changes = asyncio.run(apply_everywhere(Settings(), rules, chunk))
-    except (RulesError, Superseded) as exc:
+    except RulesError as exc:
         console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    except WrongRules as exc:
+        console.print(f"[red]{exc}: this rescore stopped; the later one rescores every member[/red]")
         raise typer.Exit(1) from None
     console.print(
         f"rules {rules.version} in force; {rescored:,} members rescored, {len(changes):,} of them changed level"
@@ -242,10 +245,6 @@ def from_to_table(pairs: dict[tuple[int, int], int], rules: Rules) -> Table:
     return table
 
 
-class Superseded(Exception):
-    """Other rules were put in force while this rescore ran."""
-
-
 async def apply_everywhere(settings: Settings, rules: Rules, chunk: int) -> tuple[int, list[LevelChange]]:
     """Put `rules` in force, then rescore every member still under other rules, a chunk of
     members (in id order) a transaction, until none is left. The scorer scores under the rules
@@ -276,10 +275,7 @@ async def apply_everywhere(settings: Settings, rules: Rules, chunk: int) -> tupl
                     if not ids:
                         break
                     written = list(views.written)
-                    try:
-                        done = await work.rescore(ids, rules.version, datetime.now(UTC), written)
-                    except WrongRules as exc:
-                        raise Superseded(f"{exc}: this rescore stopped; the later one rescores every member") from None
+                    done = await work.rescore(ids, rules.version, datetime.now(UTC), written)
                     views.deleted(written)
                     await views.publish(done)
                     rescored, behind, after = rescored + len(done.states), behind + len(ids), ids[-1]

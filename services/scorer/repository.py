@@ -753,21 +753,7 @@ async def replace_period_points(conn: AsyncConnection, points: Periods) -> Perio
         out[member][(tier, period)] = 0
     for member, by in points.items():
         out[member].update(by)
-    rows = sorted((m, tier, period, n) for m, by in points.items() for (tier, period), n in by.items() if n)
-    if rows:
-        await conn.execute(
-            text(
-                "INSERT INTO member_periods (member_id, tier, period, points)"
-                " SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:tiers AS text[]), CAST(:periods AS text[]),"
-                " CAST(:points AS bigint[]))"
-            ),
-            {
-                "ids": [r[0] for r in rows],
-                "tiers": [r[1] for r in rows],
-                "periods": [r[2] for r in rows],
-                "points": [r[3] for r in rows],
-            },
-        )
+    await add_period_points(conn, points)  # nothing left to add to: it inserts them
     return out
 
 

@@ -167,7 +167,7 @@ class UnitOfWork:
             await repo.record_pin_audit(
                 conn, [repo.PinAudit(member_id, "pin", held.rank, held.reason, held.until, operator, now)]
             )
-            return await self._save(conn, rules, states, {}, changes + [change] if change else changes, now, [], reset)
+            return await self._save(conn, rules, states, {}, changes + ([change] if change else []), now, [], reset)
 
     async def unpin(self, member_id: str, reason: str, operator: str, now: datetime) -> Committed | None:
         """Release a member's pin, with the audit line; None if the member was not pinned."""
@@ -180,7 +180,7 @@ class UnitOfWork:
             await repo.record_pin_audit(
                 conn, [repo.PinAudit(member_id, "unpin", held.rank, reason, held.until, operator, now)]
             )
-            return await self._save(conn, rules, states, {}, changes + [change] if change else changes, now, [], reset)
+            return await self._save(conn, rules, states, {}, changes + ([change] if change else []), now, [], reset)
 
     async def _lock_one(
         self, conn: AsyncConnection, member_id: str, now: datetime
