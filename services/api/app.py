@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -95,6 +95,18 @@ def _ids_problem(ids: str) -> str:
     return f"names {len(wanted)} members; ids must be {IDS_RULE}"
 
 
+def each_query_parameter_once(request: Request) -> None:
+    """Refuse a query parameter the route declares that is given more than once, rather than
+    answer for one of its values picked silently (`?offset=5&offset=0`)."""
+    route = request.scope.get("route")
+    declared = [p.alias for p in route.dependant.query_params] if route is not None else []
+    twice = [name for name in declared if len(request.query_params.getlist(name)) > 1]
+    if twice:
+        raise RequestValidationError(
+            [{"loc": ("query", name), "msg": "given more than once", "type": "repeated"} for name in twice]
+        )
+
+
 def ladder_body(rules: Rules) -> bytes:
     """`GET /v1/levels`: checked against its document, and made once per rules version."""
     ladder = {
@@ -130,7 +142,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         await app.state.redis.aclose()
         await app.state.engine.dispose()
 
-    app = FastAPI(title="Community Levels API", version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="Community Levels API",
+        version="1",
+        lifespan=lifespan,
+        dependencies=[Depends(each_query_parameter_once)],
+    )
     # Request counts and latencies per route, in a registry of this app's own (several apps in
     # one process, as in the tests, would otherwise share one).
     http_metrics = CollectorRegistry()

@@ -503,6 +503,30 @@ async def test_limit_and_before_out_of_range_are_422(api: httpx.AsyncClient, que
     assert_invalid(await api.get(f"/v1/members/{unique('m')}/level-changes?{query}"))
 
 
+@pytest.mark.parametrize(
+    ("path", "query", "name"),
+    [
+        ("/v1/leaderboard", "offset=5&offset=0", "offset"),
+        ("/v1/leaderboard", "tier=active&limit=2&tier=passive", "tier"),
+        ("/v1/members/{m}/level-changes", "limit=1&limit=1", "limit"),
+        ("/v1/members", "ids={m}&ids={m}", "ids"),
+        ("/members/{m}", "before=3&before=2", "before"),
+    ],
+)
+async def test_a_query_parameter_given_twice_is_422_naming_it(
+    api: httpx.AsyncClient, path: str, query: str, name: str
+) -> None:
+    member = unique("m")
+    response = await api.get(f"{path}?{query}".format(m=member))
+    assert_invalid(response)
+    assert response.json()["message"] == f"{name}: given more than once"
+
+
+async def test_a_query_parameter_a_route_does_not_declare_may_repeat(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/v1/leaderboard?utm=a&utm=b")).status_code in (200, 503)
+    assert (await api.get("/v1/levels?v=1&v=2")).status_code == 200
+
+
 async def test_limit_and_before_at_their_bounds_are_read(api: httpx.AsyncClient) -> None:
     member = unique("m")
     for query in ("limit=1", "limit=100", "before=1", f"before={2**31 - 1}"):
