@@ -227,6 +227,25 @@ async def test_pinning_is_refused_without_an_operator_a_known_member_or_a_level_
         await pg.close()
 
 
+async def test_a_pin_until_a_date_ends_at_midnight_utc_of_that_date(
+    run_env: dict[str, str], settings_kwargs: dict[str, Any], fresh_database: str
+) -> None:
+    kwargs = {**own_topics(settings_kwargs, unique("pin-date")), "database_url": fresh_database}
+    dan = unique("dan")
+    await seed(fresh_database, {"type": "reply", "member_id": dan, "content_id": "r0"})
+    env = cl_env(run_env, kwargs, CL_OPERATOR="mod")
+
+    code, out = await cl(env, "member", "pin", dan, "1", "--reason", "cooling off", "--until", "2099-12-31")
+    assert code == 0 and "until 2099-12-31T00:00:00+00:00" in out, out
+    pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
+    try:
+        [(action, rank, _, until, operator, _)] = await audit(pg, dan)
+        assert (action, rank, until, operator) == ("pin", 1, datetime(2099, 12, 31, tzinfo=UTC), "mod")
+        assert await pg.fetchval("SELECT pinned_until FROM members WHERE member_id = $1", dan) == until
+    finally:
+        await pg.close()
+
+
 async def _is(value: Any, expected: Any) -> bool:
     return await value == expected
 
