@@ -274,3 +274,56 @@ async def test_with_redis_down_postgres_is_erased_and_the_command_says_to_run_ag
     async with in_process(create_app(ApiSettings(**{**settings_kwargs, "database_url": fresh_database}))) as client:
         for path in (f"/v1/members/{member}", f"/v1/members/{member}/level-changes"):
             assert (await client.get(path)).status_code == 404, path  # the tombstone is no level change
+
+
+async def test_a_like_the_member_gives_while_the_erasure_waits_for_its_lock_is_digested_too(
+    fresh_database: str,
+) -> None:
+    """The erasure looks up whom the member's records name, then locks them: a batch that makes
+    the member name someone new in between (here it holds the member's row when the erasure
+    asks for it) sends the erasure round again, and that member's fact gets the digest too."""
+    ann, bob, dan = "ann-" + unique("x"), "bob-" + unique("x"), "dan-" + unique("x")  # locked in this order
+    engine, scorer, eraser = (db.engine(fresh_database, name) for name in ("test", "test-scorer", "test-erase"))
+    work = UnitOfWork(scorer, RULES, "g", "t")
+    pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
+
+    async def waiting_for_locks(n: int) -> bool:
+        sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        return bool(await pg.fetchval(sql) == n)
+
+    def like(event_id: str, author: str, content: str) -> dict[str, Any]:
+        return {
+            "event_id": event_id,
+            "type": "like",
+            "member_id": bob,
+            "content_id": content,
+            "target_member_id": author,
+        }
+
+    try:
+        await work.commit([], incoming([{"type": "post", "member_id": bob, "content_id": "p0"}]), NOW, [])
+        await work.commit([], incoming([like("l1", ann, "p1")]), NOW, [])
+        async with engine.connect() as holder:
+            transaction = await holder.begin()
+            await holder.execute(text("SELECT 1 FROM members WHERE member_id = :id FOR UPDATE"), {"id": bob})
+            liking = asyncio.create_task(work.commit([], incoming([like("l2", dan, "p2")]), NOW, []))
+            await eventually(lambda: waiting_for_locks(1), what="the batch waiting for bob's row")
+            erasing = asyncio.create_task(erase_stored(eraser, bob, NOW))
+            await eventually(lambda: waiting_for_locks(2), what="the erasure waiting for bob's row too")
+            await transaction.rollback()
+        await liking
+        erased = await erasing
+
+        assert erased.others == 2 and erased.digested_facts == 2  # ann's like received, and dan's
+        # Only the tombstone, until a relay publishes it.
+        assert await holding(pg, bob) == {"level_changes": 1}
+        tombstone = "SELECT seq, payload FROM level_changes WHERE member_id = $1"
+        assert tuple(await pg.fetchrow(tombstone, bob)) == (0, None)
+        digested = await pg.fetch("SELECT member_id, fact FROM member_facts WHERE fact LIKE '%erased:%'")
+        assert sorted(member for member, _ in digested) == [ann, dan]
+        points = await pg.fetch("SELECT member_id, active_score FROM members ORDER BY member_id")
+        assert [tuple(row) for row in points] == [(ann, 3), (dan, 3)]  # a like received: 3 points
+    finally:
+        await pg.close()
+        for each in (engine, scorer, eraser):
+            await each.dispose()
