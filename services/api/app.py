@@ -95,9 +95,10 @@ def _ids_problem(ids: str) -> str:
     return f"names {len(wanted)} members; ids must be {IDS_RULE}"
 
 
-def each_query_parameter_once(request: Request) -> None:
+async def each_query_parameter_once(request: Request) -> None:
     """Refuse a query parameter the route declares that is given more than once, rather than
-    answer for one of its values picked silently (`?offset=5&offset=0`)."""
+    answer for one of its values picked silently (`?offset=5&offset=0`). Async, so it runs on
+    the event loop rather than in a worker thread."""
     route = request.scope.get("route")
     declared = [p.alias for p in route.dependant.query_params] if route is not None else []
     twice = [name for name in declared if len(request.query_params.getlist(name)) > 1]
