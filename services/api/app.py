@@ -40,7 +40,7 @@ from services.api.reads import (
     member_views,
 )
 from services.api.rules import RulesInForce
-from services.api.schemas import ID_PATTERN, MEMBER_ID
+from services.api.schemas import DIGITS, ID_PATTERN, MEMBER_ID
 from services.api.settings import ApiSettings
 from services.common import db
 from services.common.members import MemberCache, render
@@ -232,8 +232,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     async def history(
         request: Request,
         member_id: Annotated[str, Path(pattern=MEMBER_ID)],
-        limit: Annotated[int, Query(ge=1, le=100)] = 20,
-        before: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="seq to page below")] = None,
+        limit: Annotated[int, Query(ge=1, le=100), DIGITS] = 20,
+        before: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="seq to page below"), DIGITS] = None,
     ) -> Response:
         changes = await level_changes(request.app.state, member_id, before, limit)
         if not changes and before is None:
@@ -251,8 +251,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         request: Request,
         tier: Annotated[Literal["active", "passive"], Query()] = "active",
         period: Annotated[Literal["all", "month", "week"], Query()] = "all",
-        limit: Annotated[int, Query(ge=1, le=100)] = 25,
-        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+        limit: Annotated[int, Query(ge=1, le=100), DIGITS] = 25,
+        offset: Annotated[int, Query(ge=0, le=1_000_000), DIGITS] = 0,
     ) -> Response:
         body = await leaderboard_page(request.app.state, in_force.current, tier, period, offset, limit)
         return Response(orjson.dumps(body), media_type="application/json")

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 
 from services.api.reads import Unavailable, leaderboard_page, level_changes, member_views
 from services.api.rules import RulesInForce
-from services.api.schemas import MEMBER_ID
+from services.api.schemas import DIGITS, MEMBER_ID
 from services.common.members import render
 from shared.rules import Level, Rules
 
@@ -114,7 +114,7 @@ def router(in_force: RulesInForce) -> APIRouter:
     async def member(
         request: Request,
         member_id: str,
-        before: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+        before: Annotated[int | None, Query(ge=1, le=2**31 - 1), DIGITS] = None,
     ) -> HTMLResponse:
         try:
             # An id no member can have is simply not found, as a person would read it.

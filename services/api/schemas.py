@@ -4,13 +4,28 @@ payloads; these models describe them."""
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict
+from pydantic_core import PydanticCustomError
 
 Tier = Literal["passive", "active"]
 ID_PATTERN = r"[A-Za-z0-9._:@\-]{1,128}"
 MEMBER_ID = f"^{ID_PATTERN}$"
+
+
+def _digits(value: object) -> object:
+    # pydantic alone would also read ` 5`, `5_000` and `1.0` as integers.
+    if isinstance(value, str) and not re.fullmatch("-?[0-9]+", value):
+        raise PydanticCustomError("int_parsing", "Input should be a whole number written in digits")
+    return value
+
+
+# Put after the `Query(...)` of an integer query parameter (`limit`, `offset`, `before`): digits
+# only, as the document's `type: integer` says. (Before it, FastAPI would leave the bounds out of
+# the document.)
+DIGITS = BeforeValidator(_digits)
 
 
 class Schema(BaseModel):

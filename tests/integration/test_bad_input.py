@@ -497,10 +497,23 @@ async def test_100_ids_and_repeats_of_fewer_are_read(api: httpx.AsyncClient) -> 
         f"before={10**30}",
         "before=abc",
         "before=",
+        # Integers written other than in digits, which pydantic alone would read.
+        "limit=1.0",
+        "limit=%205",
+        "limit=5%20",
+        "limit=5_0",
+        "before=%2B3",
     ],
 )
 async def test_limit_and_before_out_of_range_are_422(api: httpx.AsyncClient, query: str) -> None:
     assert_invalid(await api.get(f"/v1/members/{unique('m')}/level-changes?{query}"))
+
+
+@pytest.mark.parametrize("offset", ["1.0", "%200", "1_0", "%2B1", "-1"])
+async def test_an_offset_not_in_digits_or_below_0_is_422_naming_it(api: httpx.AsyncClient, offset: str) -> None:
+    response = await api.get(f"/v1/leaderboard?offset={offset}")
+    assert_invalid(response)
+    assert response.json()["message"].startswith("offset: ")
 
 
 @pytest.mark.parametrize(
