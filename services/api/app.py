@@ -22,7 +22,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -44,6 +43,7 @@ from services.api.schemas import DIGITS, ID_PATTERN, MEMBER_ID
 from services.api.settings import ApiSettings
 from services.common import db
 from services.common.members import MemberCache, render
+from services.common.runtime import instrument_http
 from shared.rules import Rules
 
 log = logging.getLogger("api")
@@ -152,7 +152,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     # Request counts and latencies per route, in a registry of this app's own (several apps in
     # one process, as in the tests, would otherwise share one).
     http_metrics = CollectorRegistry()
-    Instrumentator(registry=http_metrics, excluded_handlers=["/metrics"]).instrument(app)
+    instrument_http(app, http_metrics)
     if settings.api_cors_origins:
         # Browser frontends on other origins read members (SPEC §7): GET only, and the ETag
         # readable so they can poll with If-None-Match.

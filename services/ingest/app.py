@@ -17,10 +17,10 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
-from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from services.common.runtime import instrument_http
 from services.ingest.access import ApiKeys, RateLimiter
 from services.ingest.errors import IngestError, Unauthorized
 from services.ingest.payload import MAX_BODY_BYTES, events_of, parse_body, read_body
@@ -149,7 +149,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Community Levels ingest", version="1", lifespan=lifespan)
     # Request counts and latencies per route, in the app's registry (served on /metrics).
-    Instrumentator(registry=metrics.registry, excluded_handlers=["/metrics"]).instrument(app)
+    instrument_http(app, metrics.registry)
 
     def openapi() -> dict[str, Any]:
         # The body is read raw (see post_events), so FastAPI does not know the event models:

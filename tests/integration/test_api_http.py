@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from services.api.app import create_app
@@ -102,4 +103,20 @@ async def test_each_request_shows_in_the_latency_histogram(api: httpx.AsyncClien
     metrics = (await api.get("/metrics")).text
     assert sample(metrics, "http_request_duration_seconds_count", **labels) == before + 1
     assert sample(metrics, "http_request_duration_seconds_bucket", le="+Inf", **labels) == before + 1
+    # Buckets fine enough to tell a 10 ms p99 apart, and no other request metrics than the two.
+    buckets = [
+        s.labels["le"]
+        for family in text_string_to_metric_families(metrics)
+        for s in family.samples
+        if s.name == "http_request_duration_seconds_bucket" and s.labels["handler"] == labels["handler"]
+    ]
+    assert buckets == ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "+Inf"]
+    assert {line.split("{")[0] for line in metrics.splitlines() if line.startswith("http_")} == {
+        "http_requests_total",
+        "http_requests_created",
+        "http_request_duration_seconds_bucket",
+        "http_request_duration_seconds_count",
+        "http_request_duration_seconds_sum",
+        "http_request_duration_seconds_created",
+    }
     assert "api_member_reads_total" in metrics  # the API's own metrics are still there
