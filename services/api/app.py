@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -39,7 +39,7 @@ from services.api.reads import (
     member_views,
 )
 from services.api.rules import RulesInForce
-from services.api.schemas import DIGITS, ID_PATTERN, MEMBER_ID
+from services.api.schemas import DIGITS, ID_PATTERN, MEMBER_ID, ONCE
 from services.api.settings import ApiSettings
 from services.common import db
 from services.common.members import MemberCache, render
@@ -95,19 +95,6 @@ def _ids_problem(ids: str) -> str:
     return f"names {len(wanted)} members; ids must be {IDS_RULE}"
 
 
-async def each_query_parameter_once(request: Request) -> None:
-    """Refuse a query parameter the route declares that is given more than once, rather than
-    answer for one of its values picked silently (`?offset=5&offset=0`). Async, so it runs on
-    the event loop rather than in a worker thread."""
-    route = request.scope.get("route")
-    declared = [p.alias for p in route.dependant.query_params] if route is not None else []
-    twice = [name for name in declared if len(request.query_params.getlist(name)) > 1]
-    if twice:
-        raise RequestValidationError(
-            [{"loc": ("query", name), "msg": "given more than once", "type": "repeated"} for name in twice]
-        )
-
-
 def ladder_body(rules: Rules) -> bytes:
     """`GET /v1/levels`: checked against its document, and made once per rules version."""
     ladder = {
@@ -147,7 +134,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         title="Community Levels API",
         version="1",
         lifespan=lifespan,
-        dependencies=[Depends(each_query_parameter_once)],
     )
     # Request counts and latencies per route, in a registry of this app's own (several apps in
     # one process, as in the tests, would otherwise share one).
@@ -204,6 +190,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @app.get(
         "/v1/members",
+        dependencies=[ONCE],
         summary="Many members at once (a thread page)",
         responses={
             200: _ok(schemas.Members),
@@ -226,6 +213,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @app.get(
         "/v1/members/{member_id}/level-changes",
+        dependencies=[ONCE],
         summary="A member's level history, newest first",
         responses={200: _ok(schemas.History), 404: NOT_FOUND, 422: INVALID, 503: DOWN},
     )
@@ -244,6 +232,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @app.get(
         "/v1/leaderboard",
+        dependencies=[ONCE],
         summary="Members ranked by score, all time or this month or week",
         responses={200: _ok(schemas.Leaderboard), 422: INVALID, 503: DOWN},
     )
@@ -259,6 +248,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @app.get(
         "/v1/members/{member_id}/rank",
+        dependencies=[ONCE],
         summary="One member's rank and score on a leaderboard",
         responses={200: _ok(schemas.Rank), 404: NOT_FOUND, 422: INVALID, 503: DOWN},
     )

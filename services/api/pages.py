@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 
 from services.api.reads import Unavailable, leaderboard_page, level_changes, member_views
 from services.api.rules import RulesInForce
-from services.api.schemas import DIGITS, MEMBER_ID
+from services.api.schemas import DIGITS, MEMBER_ID, ONCE
 from services.common.members import render
 from shared.rules import Level, Rules
 
@@ -110,7 +110,7 @@ def router(in_force: RulesInForce) -> APIRouter:
     async def levels() -> HTMLResponse:
         return HTMLResponse(in_force.once("ladder page", ladder_page))
 
-    @pages.get("/members/{member_id}")
+    @pages.get("/members/{member_id}", dependencies=[ONCE])
     async def member(
         request: Request,
         member_id: str,
@@ -154,7 +154,7 @@ def router(in_force: RulesInForce) -> APIRouter:
             older=older,
         )
 
-    @pages.get("/leaderboard")
+    @pages.get("/leaderboard", dependencies=[ONCE])
     async def leaderboard(
         request: Request,
         tier: Literal["active", "passive"] = "active",

@@ -1,12 +1,14 @@
 """The shapes of the API's answers, for its OpenAPI document (frontends and the fuzz tests read
 them). Answers are rendered by `services.common.members.render` and the scorer's level-change
-payloads; these models describe them."""
+payloads; these models describe them. Also how query parameters are read: `DIGITS`, `ONCE`."""
 
 from __future__ import annotations
 
 import re
 from typing import Literal
 
+from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict
 from pydantic_core import PydanticCustomError
 
@@ -26,6 +28,22 @@ def _digits(value: object) -> object:
 # only, as the document's `type: integer` says. (Before it, FastAPI would leave the bounds out of
 # the document.)
 DIGITS = BeforeValidator(_digits)
+
+
+async def _each_query_parameter_once(request: Request) -> None:
+    # Async, so it runs on the event loop rather than in a worker thread.
+    declared = [p.alias for p in request.scope["route"].dependant.query_params]
+    twice = [name for name in declared if len(request.query_params.getlist(name)) > 1]
+    if twice:
+        raise RequestValidationError(
+            [{"loc": ("query", name), "msg": "given more than once", "type": "repeated"} for name in twice]
+        )
+
+
+# In the `dependencies` of every route that takes query parameters: one given more than once is
+# refused, rather than answered for one of its values picked silently (`?offset=5&offset=0`).
+# Not app-wide: a dependency costs about 12 µs a request, and the hot member read takes none.
+ONCE = Depends(_each_query_parameter_once)
 
 
 class Schema(BaseModel):
