@@ -130,11 +130,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         await app.state.redis.aclose()
         await app.state.engine.dispose()
 
-    app = FastAPI(
-        title="Community Levels API",
-        version="1",
-        lifespan=lifespan,
-    )
+    app = FastAPI(title="Community Levels API", version="1", lifespan=lifespan)
     # Request counts and latencies per route, in a registry of this app's own (several apps in
     # one process, as in the tests, would otherwise share one).
     http_metrics = CollectorRegistry()
