@@ -691,9 +691,9 @@ class Bench:
         try:
             await conn.execute(
                 """
-                INSERT INTO members (member_id, level_rank, level_seq, active_score, passive_score, points,
+                INSERT INTO members (member_id, level_id, level_seq, active_score, passive_score, points,
                                      joined_at, joined_declared, first_seen, tenure_due_at, version, updated_at)
-                SELECT $1 || '-' || g, level_rank, level_seq, active_score, passive_score, points, joined_at,
+                SELECT $1 || '-' || g, level_id, level_seq, active_score, passive_score, points, joined_at,
                        joined_declared, first_seen, tenure_due_at, 1, updated_at
                 FROM members, generate_series(0, $2 - 1) AS g WHERE member_id = $3
                 """,

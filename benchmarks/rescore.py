@@ -113,10 +113,10 @@ async def fill(name: str) -> None:
         )
         await conn.execute(
             """
-            INSERT INTO members (member_id, level_rank, level_seq, active_score, passive_score, points,
+            INSERT INTO members (member_id, level_id, level_seq, active_score, passive_score, points,
                                  joined_at, joined_declared, first_seen, tenure_due_at, rules_version, version,
                                  updated_at)
-            SELECT replace(member_id, 'tpl-', 'k' || k || '-'), level_rank, level_seq, active_score, passive_score,
+            SELECT replace(member_id, 'tpl-', 'k' || k || '-'), level_id, level_seq, active_score, passive_score,
                    points, joined_at, joined_declared, first_seen, tenure_due_at, rules_version, 1, updated_at
             FROM generate_series(0, $1 - 1) AS k, members WHERE member_id LIKE 'tpl-%'
             """,

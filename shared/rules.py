@@ -126,16 +126,32 @@ class Rules(BaseModel):
                 best = level
         return best
 
-    def level_by_rank(self, rank: int) -> Level:
-        return self.levels[rank - 1]
+    @cached_property
+    def _by_id(self) -> dict[str, Level]:
+        return {level.id: level for level in self.levels}
 
-    def next_level(self, rank: int) -> Level | None:
-        return self.levels[rank] if rank < len(self.levels) else None
+    def find(self, level_id: str) -> Level | None:
+        """The level of this ladder with that id; None if this ladder has none (a level of
+        other rules: levels are known by id across rules versions, never by rank)."""
+        return self._by_id.get(level_id)
 
-    def tenure_due_at(self, active: int, passive: int, rank: int, joined_at: datetime) -> datetime | None:
+    def level(self, level_id: str) -> Level:
+        found = self._by_id.get(level_id)
+        if found is None:
+            raise RulesError(f"rules {self.version} have no level {level_id!r}")
+        return found
+
+    def next_level(self, level_id: str) -> Level | None:
+        """The level above this one in this ladder. For a level this ladder lacks (a member not
+        yet rescored), none: the member's level under these rules is not known yet."""
+        found = self._by_id.get(level_id)
+        return self.levels[found.rank] if found and found.rank < len(self.levels) else None
+
+    def tenure_due_at(self, active: int, passive: int, level_id: str, joined_at: datetime) -> datetime | None:
         """When tenure alone will raise the level, given today's scores; None if it never will."""
         due: datetime | None = None
-        for level in self.levels[rank:]:
+        found = self._by_id.get(level_id)
+        for level in self.levels[found.rank if found else 0 :]:
             if active >= level.active and passive >= level.passive:
                 at = joined_at + timedelta(days=level.tenure_days)
                 due = at if due is None else min(due, at)

@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from shared.events import ActivityRecord
-from shared.rules import Rules
+from shared.rules import Level, Rules
 
 CauseKind = Literal["activity", "tenure", "rescore", "override"]
 _LEVEL_CHANGE_NS = uuid.UUID("6f0e7c8e-3a51-4a0e-9d43-0d2b8f3c1a77")
@@ -30,7 +30,7 @@ _LEVEL_CHANGE_NS = uuid.UUID("6f0e7c8e-3a51-4a0e-9d43-0d2b8f3c1a77")
 class Pin:
     """A level an operator holds a member at (SPEC §9.3), until a time or until released."""
 
-    rank: int
+    level: str  # its id in the rules in force
     reason: str
     until: datetime | None = None
 
@@ -51,7 +51,7 @@ class MemberState:
 
     member_id: str
     points: dict[str, int] = field(default_factory=dict)
-    level: int | None = None  # rank; None before the first applied record
+    level: str | None = None  # the level's id; None before the first applied record
     seq: int = 0  # level changes so far
     joined_declared: datetime | None = None  # earliest member_joined
     first_seen: datetime | None = None  # earliest occurred_at of any event naming the member
@@ -79,8 +79,8 @@ class MemberState:
 class LevelChange:
     member_id: str
     seq: int
-    from_rank: int | None
-    to_rank: int
+    from_level: Level | None  # as the ladder it was reached under knows it
+    to_level: Level  # a level of the rules in force
     active_score: int
     passive_score: int
     cause_kind: CauseKind
@@ -91,8 +91,9 @@ class LevelChange:
 
     @property
     def promoted(self) -> bool:
-        """A first level, or a higher one; otherwise a demotion."""
-        return self.from_rank is None or self.to_rank > self.from_rank
+        """A first level, or a higher one; otherwise a demotion. Levels compare by rank, each in
+        its own ladder (a rescore's from-level may be of other rules)."""
+        return self.from_level is None or self.to_level.rank > self.from_level.rank
 
     @property
     def event_id(self) -> str:
@@ -241,18 +242,24 @@ def _settle(
     record: ActivityRecord | None,
     at: datetime,
     reason: str | None = None,
+    before: Rules | None = None,
 ) -> LevelChange | None:
-    """Move the level to what the scores and tenure allow, or to the pinned level while pinned."""
+    """Move the level to what the scores and tenure allow, or to the pinned level while pinned.
+    The present level is looked up by id in `rules`, else in `before` (the rules it was reached
+    under, for a rescore)."""
     active, passive = state.scores(rules)
     held = state.pin
-    level = held.rank if held else rules.level_for(active, passive, state.tenure_days(now)).rank
-    if level == state.level:
+    level = rules.level(held.level) if held else rules.level_for(active, passive, state.tenure_days(now))
+    if level.id == state.level:
         return None
+    was = None
+    if state.level is not None:
+        was = rules.find(state.level) or (before or rules).level(state.level)
     change = LevelChange(
         member_id=state.member_id,
         seq=state.seq + 1,
-        from_rank=state.level,
-        to_rank=level,
+        from_level=was,
+        to_level=level,
         active_score=active,
         passive_score=passive,
         cause_kind=cause,
@@ -261,7 +268,7 @@ def _settle(
         occurred_at=at,
         cause_reason=reason,
     )
-    state.level, state.seq = level, change.seq
+    state.level, state.seq = level.id, change.seq
     return change
 
 
@@ -337,17 +344,19 @@ def period_points(moves: Iterable[tuple[str, str, int]], rules: Rules) -> dict[t
 
 
 def rescore(
-    state: MemberState, records: Iterable[ActivityRecord], now: datetime, rules: Rules
+    state: MemberState, records: Iterable[ActivityRecord], now: datetime, rules: Rules, before: Rules
 ) -> tuple[MemberState, LevelChange | None]:
     """The member as if each of its applied records (in their original order) had been scored
     under `rules` (SPEC §9.1): new points and facts, the level history kept, and one level
-    change (cause `rescore`) when the level differs. The new state's moves are every point the
-    replay earned, so a store can rebuild the member's periods from them."""
+    change (cause `rescore`) when the level differs, by id, from the one reached under `before`
+    (the member's rules until now), whatever the shape of either ladder. The new state's moves
+    are every point the replay earned, so a store can rebuild the member's periods from them.
+    A pin must name a level of `rules` (`cl rescore` refuses rules that drop a pinned level)."""
     replayed = MemberState(state.member_id, pin=state.pin)
     for record in records:
         apply(replayed, record, now, rules)
     replayed.level, replayed.seq, replayed.rules_version = state.level, state.seq, rules.version
-    return replayed, _settle(replayed, rules, now, "rescore", None, now)
+    return replayed, _settle(replayed, rules, now, "rescore", None, now, before=before)
 
 
 def pin(state: MemberState, held: Pin, now: datetime, rules: Rules) -> LevelChange | None:
@@ -355,8 +364,8 @@ def pin(state: MemberState, held: Pin, now: datetime, rules: Rules) -> LevelChan
     A pin replaces any earlier one."""
     if state.level is None:
         raise ValueError(f"member {state.member_id!r} has no level yet: nothing to pin")
-    if not 1 <= held.rank <= len(rules.levels):
-        raise ValueError(f"no level of rank {held.rank}")
+    if rules.find(held.level) is None:
+        raise ValueError(f"the rules in force ({rules.version}) have no level {held.level!r}")
     if held.until is not None and held.until <= now:
         raise ValueError(f"the pin would end ({held.until.isoformat()}) before it begins")
     state.pin = held

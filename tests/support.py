@@ -15,7 +15,10 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 
-from shared.rules import DEFAULT_RULES_PATH
+from shared.rules import DEFAULT_RULES_PATH, default_rules
+
+# The default ladder's rank of each level id: tests state levels by rank where that reads best.
+RANK = {level.id: level.rank for level in default_rules().levels}
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30, what: str = "condition") -> None:

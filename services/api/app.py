@@ -177,7 +177,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         found = (await member_views(request.app.state, [member_id])).get(member_id)
         if found is None:
             return _error(404, "not_found", f"no member {member_id!r} has been seen")
-        body = orjson.dumps(render(found, in_force.current, datetime.now(UTC)))
+        body = orjson.dumps(render(found, in_force.current, datetime.now(UTC), in_force.known))
         etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
         if etag in (t.strip() for t in request.headers.get("if-none-match", "").split(",")):
@@ -202,7 +202,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         found = await member_views(request.app.state, wanted)
         now, rules = datetime.now(UTC), in_force.current
         body = {
-            "members": [render(found[m], rules, now) for m in wanted if m in found],
+            "members": [render(found[m], rules, now, in_force.known) for m in wanted if m in found],
             "missing": [m for m in wanted if m not in found],
         }
         return Response(orjson.dumps(body), media_type="application/json")
@@ -239,7 +239,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=100), DIGITS] = 25,
         offset: Annotated[int, Query(ge=0, le=1_000_000), DIGITS] = 0,
     ) -> Response:
-        body = await leaderboard_page(request.app.state, in_force.current, tier, period, offset, limit)
+        body = await leaderboard_page(request.app.state, in_force, tier, period, offset, limit)
         return Response(orjson.dumps(body), media_type="application/json")
 
     @app.get(
@@ -272,9 +272,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         except DB_ERRORS as exc:
             raise Unavailable("the stats are unavailable; retry shortly") from exc
         rules = in_force.current
-        by_level = [{**level.ref(), "members": levels.get(level.rank, 0)} for level in rules.levels]
+        by_level = [{**level.ref(), "members": levels.get(level.id, 0)} for level in rules.levels]
         by_tier = {
-            tier: sum(levels.get(level.rank, 0) for level in rules.levels if level.tier == tier)
+            tier: sum(levels.get(level.id, 0) for level in rules.levels if level.tier == tier)
             for tier in ("passive", "active")
         }
 

@@ -131,8 +131,8 @@ def router(in_force: RulesInForce) -> APIRouter:
         except Unavailable as exc:
             return _unavailable(exc)
         rules = in_force.current
-        answer = render(view, rules, datetime.now(UTC))
-        following = rules.next_level(answer["level"]["rank"])
+        answer = render(view, rules, datetime.now(UTC), in_force.known)
+        following = rules.next_level(answer["level"]["id"])
         older = changes[-1]["seq"] if len(changes) == HISTORY_PAGE and changes[-1]["seq"] > 1 else None
         return _page(
             "member.html",
@@ -161,7 +161,7 @@ def router(in_force: RulesInForce) -> APIRouter:
         period: Literal["all", "month", "week"] = "all",
     ) -> HTMLResponse:
         try:
-            board = await leaderboard_page(request.app.state, in_force.current, tier, period, 0, BOARD_PAGE)
+            board = await leaderboard_page(request.app.state, in_force, tier, period, 0, BOARD_PAGE)
         except Unavailable as exc:
             return _unavailable(exc)
         return _page(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from prometheus_client import Counter
@@ -19,9 +19,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import State
 
 from services.api import repository as repo
-from services.common.members import MemberCache, Rebuilding
-from shared.rules import Rules
+from services.common.members import MemberCache, Rebuilding, level_of
 from shared.scoring import periods
+
+if TYPE_CHECKING:
+    from services.api.rules import RulesInForce
 
 log = logging.getLogger("api")
 
@@ -103,7 +105,7 @@ def period_name(period: str) -> str:
 
 
 async def leaderboard_page(
-    state: State, rules: Rules, tier: str, period: str, offset: int, limit: int
+    state: State, in_force: RulesInForce, tier: str, period: str, offset: int, limit: int
 ) -> dict[str, Any]:
     """A page of a leaderboard as `GET /v1/leaderboard` answers it."""
     name = period_name(period)
@@ -112,8 +114,9 @@ async def leaderboard_page(
     except (RedisError, Rebuilding) as exc:
         raise Unavailable(BOARDS_DOWN) from exc
     found = await member_views(state, [member for member, _, _ in page])
+    rules, known = in_force.current, in_force.known
     entries = [
-        {"rank": rank, "member_id": m, "level": rules.level_by_rank(found[m]["level_rank"]).ref(), "score": points}
+        {"rank": rank, "member_id": m, "level": level_of(found[m]["level_id"], rules, known).ref(), "score": points}
         for m, points, rank in page
         if m in found
     ]

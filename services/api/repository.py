@@ -16,7 +16,7 @@ async def member_views(conn: AsyncConnection, member_ids: list[str]) -> dict[str
     """Members' stored views, in the shape Redis holds them (`services.common.members.view_of`)."""
     rows = await conn.execute(
         text(
-            "SELECT member_id, level_rank, active_score, passive_score, points, joined_at, updated_at, version,"
+            "SELECT member_id, level_id, active_score, passive_score, points, joined_at, updated_at, version,"
             " pinned_reason, pinned_until FROM members WHERE member_id = ANY(CAST(:ids AS text[]))"
         ),
         {"ids": member_ids},
@@ -24,7 +24,7 @@ async def member_views(conn: AsyncConnection, member_ids: list[str]) -> dict[str
     return {
         row.member_id: {
             "member_id": row.member_id,
-            "level_rank": row.level_rank,
+            "level_id": row.level_id,
             "active_score": row.active_score,
             "passive_score": row.passive_score,
             "points": orjson.loads(row.points) if isinstance(row.points, str) else row.points,
@@ -50,10 +50,10 @@ async def level_changes(conn: AsyncConnection, member_id: str, before_seq: int |
     return [row[0] for row in rows]
 
 
-async def stats(conn: AsyncConnection) -> tuple[dict[int, int], dict[str, tuple[int, int]]]:
-    """Members per level rank, and per counted thing its totals over the last 24 and 168 hours
+async def stats(conn: AsyncConnection) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
+    """Members per level id, and per counted thing its totals over the last 24 and 168 hours
     (this hour included). A few dozen rows, whatever the number of members."""
-    levels = await conn.execute(text("SELECT level_rank, members FROM level_counts"))
+    levels = await conn.execute(text("SELECT level_id, members FROM level_counts"))
     hours = await conn.execute(
         text(
             """
@@ -77,3 +77,8 @@ async def rules_in_force(conn: AsyncConnection) -> tuple[str, str] | None:
     )
     found = row.first()
     return (found[0], found[1]) if found else None
+
+
+async def rules_bodies(conn: AsyncConnection) -> list[str]:
+    """Every rules file the system has run under, the first recorded first."""
+    return list((await conn.execute(text("SELECT body FROM rules ORDER BY recorded_at, version"))).scalars())

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api import repository as repo
 from services.api.reads import DB_ERRORS
-from shared.rules import Rules
+from shared.rules import Level, Rules
 
 log = logging.getLogger("api")
 REFRESH_S = 2.0
@@ -22,6 +22,9 @@ REFRESH_S = 2.0
 class RulesInForce:
     def __init__(self, own: Rules) -> None:
         self.current = own
+        # Levels of every rules version recorded, by id (the latest version's where several
+        # have one), for members a rescore to a reshaped ladder has not reached yet.
+        self.known: dict[str, Level] = {level.id: level for level in own.levels}
         self._made: dict[tuple[str, str], Any] = {}
 
     def once(self, name: str, make: Callable[[Rules], Any]) -> Any:
@@ -34,9 +37,12 @@ class RulesInForce:
     async def refresh(self, engine: AsyncEngine) -> None:
         async with engine.connect() as conn:
             found = await repo.rules_in_force(conn)
-        if found is not None and found[0] != self.current.version:
-            self.current = Rules.model_validate_json(found[1])
-            log.info("rules %s in force", self.current.version)
+            if found is None or found[0] == self.current.version:
+                return
+            bodies = await repo.rules_bodies(conn)
+        known = {level.id: level for body in bodies for level in Rules.model_validate_json(body).levels}
+        self.current, self.known = Rules.model_validate_json(found[1]), known
+        log.info("rules %s in force", self.current.version)
 
     async def follow(self, engine: AsyncEngine) -> None:
         """Refresh for ever; while PostgreSQL is away (or a read fails), keep the rules last read."""

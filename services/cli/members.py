@@ -49,11 +49,11 @@ def pin(
     who = _operator(operator)
     settings = Settings()
     rules = asyncio.run(in_force(settings))
-    held = Pin(_level(rules, level).rank, _reason(reason), _until(until) if until else None)
+    held = Pin(_level(rules, level).id, _reason(reason), _until(until) if until else None)
     now = datetime.now(UTC)
     done = _run(settings, lambda work: work.pin(member_id, held, who, now))
     assert done is not None and done.rules is not None
-    shown = done.rules.level_by_rank(held.rank).name
+    shown = done.rules.level(held.level).name
     ends = f" until {held.until.isoformat()}" if held.until else ""
     moved = "; level changed" if done.changes else "; the level was already that"
     console.print(f"{member_id} pinned at {shown}{ends} by {who}{moved}")
@@ -78,7 +78,7 @@ def unpin(
     state = done.states[member_id]
     assert state.level is not None and done.rules is not None
     moved = "; level changed" if done.changes else "; the level stays"
-    console.print(f"{member_id} released by {who}: {done.rules.level_by_rank(state.level).name}{moved}")
+    console.print(f"{member_id} released by {who}: {done.rules.level(state.level).name}{moved}")
 
 
 def _operator(given: str | None) -> str:
@@ -96,7 +96,7 @@ def _reason(given: str) -> str:
 
 
 def _level(rules: Rules, given: str) -> Level:
-    """A level by its id or rank."""
+    """A level of the rules in force, by its id or its rank in their ladder (a pin keeps the id)."""
     for level in rules.levels:
         if given in (level.id, str(level.rank)):
             return level

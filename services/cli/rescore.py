@@ -70,18 +70,20 @@ def rescore(
     console.print(
         f"rules {rules.version} in force; {rescored:,} members rescored, {len(changes):,} of them changed level"
     )
-    pairs: dict[tuple[int, int], int] = {}
+    pairs: dict[tuple[str, str], int] = {}
+    names = {level.id: level.name for level in rules.levels}
     for c in changes:
-        if c.from_rank is not None:
-            pairs[(c.from_rank, c.to_rank)] = pairs.get((c.from_rank, c.to_rank), 0) + 1
-    console.print(from_to_table(pairs, rules))
+        if c.from_level is not None:
+            names.setdefault(c.from_level.id, c.from_level.name)
+            pairs[(c.from_level.id, c.to_level.id)] = pairs.get((c.from_level.id, c.to_level.id), 0) + 1
+    console.print(from_to_table(pairs, rules, names))
 
 
 @dataclass(slots=True)
 class Moved:
     member_id: str
-    from_rank: int
-    to_rank: int
+    from_level: str  # ids: the level now (under the rules in force), and under the new rules
+    to_level: str
     active: tuple[int, int]  # now, under the new rules
     passive: tuple[int, int]
 
@@ -116,8 +118,11 @@ class RescoreReport:
     keep: int = 10
     members: int = 0
     moves: int = 0  # members whose level or scores would change
-    from_to: dict[tuple[int, int], int] = field(default_factory=dict)  # level changes by (from, to) rank
+    from_to: dict[tuple[str, str], int] = field(default_factory=dict)  # level changes by (from, to) id
     sample: list[str] = field(default_factory=list)
+    # Members pinned at a level the new ladder lacks: `--apply` refuses until they are released.
+    # Pins are set by hand, one by one, so the list stays short.
+    pins_dropped: list[tuple[str, str]] = field(default_factory=list)
     _largest: list[tuple[int, _Earlier, Moved]] = field(default_factory=list)  # a heap, the smallest first
 
     @property
@@ -126,8 +131,8 @@ class RescoreReport:
 
     def add(self, moved: Moved) -> None:
         self.moves += 1
-        if moved.from_rank != moved.to_rank:
-            pair = (moved.from_rank, moved.to_rank)
+        if moved.from_level != moved.to_level:
+            pair = (moved.from_level, moved.to_level)
             self.from_to[pair] = self.from_to.get(pair, 0) + 1
             if len(self.sample) < self.keep:
                 self.sample.append(moved.member_id)
@@ -151,7 +156,7 @@ class RescoreReport:
 # Each array is read and validated in one call (pydantic-core parses the JSON): the events
 # were validated on their way in, and the same models read them back.
 _REPLAY = """
-SELECT a.member_id, m.level_rank, m.active_score, m.passive_score, m.pinned_rank, a.events
+SELECT a.member_id, m.level_id, m.active_score, m.passive_score, m.pinned_level, a.events
 FROM (SELECT member_id, json_agg(event - 'attributes' ORDER BY position)::text AS events
       FROM activity GROUP BY member_id) AS a
 LEFT JOIN members AS m USING (member_id)
@@ -176,11 +181,14 @@ async def dry_run_report(settings: Settings, rules: Rules, keep: int = 10) -> Re
                 TextColumn("replaying"), MofNCompleteColumn(), TimeRemainingColumn(), console=_progress
             ) as bar:
                 task = bar.add_task("members", total=total)
-                async for member_id, rank, active, passive, pinned, events in rows:
+                async for member_id, level, active, passive, pinned, events in rows:
+                    if pinned is not None and rules.find(pinned) is None:
+                        report.pins_dropped.append((member_id, pinned))
+                        pinned = None  # what the member's figures give, once the pin is released
                     state = MemberState(member_id, pin=None if pinned is None else Pin(pinned, "pinned"))
                     for event in EVENTS.validate_json(events):
                         apply(state, ActivityRecord(member_id, event), now, rules)
-                    _compare(report, state, None if rank is None else (rank, active, passive), rules)
+                    _compare(report, state, None if level is None else (level, active, passive), rules)
                     if report.members % 1000 == 0:
                         bar.update(task, completed=report.members)
                 bar.update(task, completed=report.members)
@@ -189,14 +197,14 @@ async def dry_run_report(settings: Settings, rules: Rules, keep: int = 10) -> Re
     return report
 
 
-def _compare(report: RescoreReport, state: MemberState, stored: tuple[int, int, int] | None, rules: Rules) -> None:
+def _compare(report: RescoreReport, state: MemberState, stored: tuple[str, int, int] | None, rules: Rules) -> None:
     report.members += 1
     if stored is None or state.level is None:
         return
-    rank, active, passive = stored
+    level, active, passive = stored
     new_active, new_passive = state.scores(rules)
-    if (rank, active, passive) != (state.level, new_active, new_passive):
-        report.add(Moved(state.member_id, rank, state.level, (active, new_active), (passive, new_passive)))
+    if (level, active, passive) != (state.level, new_active, new_passive):
+        report.add(Moved(state.member_id, level, state.level, (active, new_active), (passive, new_passive)))
 
 
 def summary(report: RescoreReport, rules: Rules, sample: int) -> dict[str, Any]:
@@ -207,9 +215,10 @@ def summary(report: RescoreReport, rules: Rules, sample: int) -> dict[str, Any]:
         "level_changes": report.level_changes,
         "moves": report.moves,
         "from_to": [
-            {"from": rules.level_by_rank(was).id, "to": rules.level_by_rank(now).id, "members": n}
-            for (was, now), n in sorted(report.from_to.items())
+            {"from": was, "to": now, "members": n}
+            for (was, now), n in sorted(report.from_to.items(), key=lambda pair: _in_ladder_order(rules, pair[0]))
         ],
+        "pins_dropped": [{"member_id": m, "level": level} for m, level in report.pins_dropped],
         "largest_moves": [
             {"member_id": m.member_id, "active": list(m.active), "passive": list(m.passive)}
             for m in report.largest()[:sample]
@@ -218,13 +227,21 @@ def summary(report: RescoreReport, rules: Rules, sample: int) -> dict[str, Any]:
     }
 
 
+def _in_ladder_order(rules: Rules, pair: tuple[str, str]) -> tuple[int, int, str, str]:
+    """(from, to) in the order of the new ladder; a level it lacks after all of it."""
+    ranks = [level.rank if (level := rules.find(i)) else len(rules.levels) + 1 for i in pair]
+    return ranks[0], ranks[1], *pair
+
+
 def show_report(report: RescoreReport, rules: Rules, sample: int) -> None:
     data = summary(report, rules, sample)
     console.print(
         f"{report.members:,} members replayed under rules {rules.version}; "
         f"{data['level_changes']:,} would change level, {data['moves']:,} would change level or scores"
     )
-    console.print(from_to_table(report.from_to, rules))
+    console.print(from_to_table(report.from_to, rules, {level.id: level.name for level in rules.levels}))
+    if report.pins_dropped:
+        console.print(refusal(rules, report.pins_dropped))
     moves = Table(title="Largest score moves")
     for column in ("member", "active", "passive"):
         moves.add_column(column)
@@ -235,14 +252,24 @@ def show_report(report: RescoreReport, rules: Rules, sample: int) -> None:
         console.print("Sample: " + ", ".join(data["sample"]))
 
 
-def from_to_table(pairs: dict[tuple[int, int], int], rules: Rules) -> Table:
-    """Level changes counted by (from, to) rank."""
+def from_to_table(pairs: dict[tuple[str, str], int], rules: Rules, names: dict[str, str]) -> Table:
+    """Level changes counted by (from, to) level id, in the new ladder's order, shown by name
+    where `names` has one."""
     table = Table(title="Level changes: from → to")
     for column in ("from", "to", "members"):
         table.add_column(column)
-    for (was, now), n in sorted(pairs.items()):
-        table.add_row(rules.level_by_rank(was).name, rules.level_by_rank(now).name, str(n))
+    for (was, now), n in sorted(pairs.items(), key=lambda pair: _in_ladder_order(rules, pair[0])):
+        table.add_row(names.get(was, was), names.get(now, now), str(n))
     return table
+
+
+def refusal(rules: Rules, pins: list[tuple[str, str]]) -> str:
+    """Why `--apply` refuses rules whose ladder drops levels members are pinned at."""
+    listed = ", ".join(f"{member} ({level})" for member, level in pins)
+    return (
+        f"rules {rules.version} have no level for {len(pins):,} pinned members: {listed}; "
+        "release those pins (cl member unpin) or keep their levels in the ladder, then apply again"
+    )
 
 
 async def apply_everywhere(settings: Settings, rules: Rules, chunk: int) -> tuple[int, list[LevelChange]]:
@@ -261,6 +288,10 @@ async def apply_everywhere(settings: Settings, rules: Rules, chunk: int) -> tupl
             await work.book.in_force(conn)  # seeded from CL_RULES_PATH on a database that has none
             await rulebook.record(conn, rules)
             await repo.put_rules_in_force(conn, rules.version)  # waits for transactions under the old rules
+            # A pin names a level of the rules in force: none may be left on a level these drop.
+            pins = await repo.pins_outside(conn, [level.id for level in rules.levels])
+            if pins:
+                raise RulesError(refusal(rules, pins))  # and nothing of the switch is kept
         async with engine.connect() as conn:
             total = await repo.count_behind(conn, rules.version)
         columns = (TextColumn("rescoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}/s"))

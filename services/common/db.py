@@ -41,7 +41,7 @@ members = Table(
     "members",
     metadata,
     Column("member_id", Text, primary_key=True),
-    Column("level_rank", SmallInteger, nullable=False),
+    Column("level_id", Text, nullable=False),  # levels are known by id across rules versions
     Column("level_seq", Integer, nullable=False),
     Column("active_score", BigInteger, nullable=False),  # uncapped metrics: no 4-byte ceiling
     Column("passive_score", BigInteger, nullable=False),
@@ -51,7 +51,7 @@ members = Table(
     Column("first_seen", DateTime(timezone=True)),  # earliest occurred_at of any event naming the member
     Column("tenure_due_at", DateTime(timezone=True)),
     Column("rules_version", Text),  # the rules its figures are scored under (NULL: before 0007)
-    Column("pinned_rank", SmallInteger),  # a level pinned by an operator (SPEC §9.3)
+    Column("pinned_level", Text),  # a level pinned by an operator (SPEC §9.3)
     Column("pinned_reason", Text),
     Column("pinned_until", DateTime(timezone=True)),
     Column("version", BigInteger, nullable=False),
@@ -137,7 +137,7 @@ member_periods = Table(
 level_counts = Table(
     "level_counts",
     metadata,
-    Column("level_rank", SmallInteger, primary_key=True),
+    Column("level_id", Text, primary_key=True),
     Column("members", BigInteger, nullable=False),
 )
 
@@ -177,7 +177,7 @@ pin_audit = Table(
     Column("id", BigInteger, Identity(), primary_key=True),
     Column("member_id", Text, nullable=False, index=True),
     Column("action", Text, nullable=False),  # pin, unpin, expire
-    Column("level_rank", SmallInteger),
+    Column("level_id", Text),
     Column("reason", Text),
     Column("until", DateTime(timezone=True)),
     Column("operator", Text, nullable=False),

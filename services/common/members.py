@@ -6,6 +6,7 @@ commit; the API reads it from Redis, or from PostgreSQL when Redis lacks it or i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,7 +14,7 @@ import orjson
 from redis.asyncio import Redis
 
 from shared.events import iso_utc
-from shared.rules import Rules
+from shared.rules import Level, Rules
 from shared.scoring import MemberState, period_end
 
 Periods = dict[str, dict[tuple[str, str], int]]  # member -> (tier, period) -> points
@@ -54,7 +55,7 @@ def view_of(state: MemberState, rules: Rules, version: int, updated_at: datetime
     held = state.pin
     return {
         "member_id": state.member_id,
-        "level_rank": state.level,
+        "level_id": state.level,
         "active_score": active,
         "passive_score": passive,
         "points": dict(state.points),
@@ -70,13 +71,20 @@ def pinned(reason: str, until: datetime | None) -> dict[str, Any]:
     return {"reason": reason, "until": iso_utc(until) if until else None}
 
 
-def render(view: dict[str, Any], rules: Rules, now: datetime) -> dict[str, Any]:
+def level_of(level_id: str, rules: Rules, known: Mapping[str, Level]) -> Level:
+    """A stored level, by id: as the rules in force have it, else as the rules it was reached
+    under do (`known`: a member that a rescore to a reshaped ladder has not reached yet). A
+    level no rules know (never written by the scorer) still reads, under its id."""
+    return rules.find(level_id) or known.get(level_id) or Level(id=level_id, name=level_id, tier=rules.levels[0].tier)
+
+
+def render(view: dict[str, Any], rules: Rules, now: datetime, known: Mapping[str, Level]) -> dict[str, Any]:
     """The API's answer for one member (SPEC §7), from a stored view."""
     joined_at = datetime.fromisoformat(view["joined_at"])
     tenure_days = max(0, (now - joined_at).days)
-    level = rules.level_by_rank(view["level_rank"])
+    level = level_of(view["level_id"], rules, known)
     active, passive = view["active_score"], view["passive_score"]
-    following = rules.next_level(level.rank)
+    following = rules.next_level(level.id)
     return {
         "member_id": view["member_id"],
         "level": level.ref(),
@@ -201,7 +209,9 @@ class MemberCache:
             for member_id in member_ids:
                 pipe.hget(self.key(member_id), "d")
             found = await pipe.execute()
-        return {m: orjson.loads(raw) for m, raw in zip(member_ids, found, strict=True) if raw is not None}
+        views = (orjson.loads(raw) for raw in found if raw is not None)
+        # A view written before levels were stored by id (migration 0008) is read from PostgreSQL.
+        return {v["member_id"]: v for v in views if "level_id" in v}
 
 
 async def _chunks(keys: Any, size: int) -> Any:

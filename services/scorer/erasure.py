@@ -27,7 +27,7 @@ ATTEMPTS = 5  # a member whose likes keep naming new members while it runs is tr
 @dataclass
 class Erased:
     deleted: dict[str, int] = field(default_factory=dict)  # rows deleted, by table
-    level_rank: int | None = None  # the member's level when erased; None: no `members` row
+    level_id: str | None = None  # the member's level when erased; None: no `members` row
     others: int = 0  # members whose facts or records named the member
     digested_facts: int = 0
     digested_records: int = 0
@@ -68,9 +68,9 @@ async def erase_stored(engine: AsyncEngine, member_id: str, now: datetime) -> Er
                     conn, others, member_id, stand_in
                 )
                 if member_id in states:
-                    erased.level_rank = states[member_id].level
-                    if erased.level_rank is not None:
-                        await repo.count(conn, {erased.level_rank: -1}, {}, now)
+                    erased.level_id = states[member_id].level
+                    if erased.level_id is not None:
+                        await repo.count(conn, {erased.level_id: -1}, {}, now)
                 erased.deleted = await repo.delete_member(conn, member_id)
                 erased.pending = await repo.unpend_member(conn, member_id)
                 await repo.record_tombstone(conn, member_id, now)

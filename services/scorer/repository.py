@@ -123,8 +123,8 @@ async def record_activity(
 
 
 _FIGURES = (
-    "member_id, points, level_rank, level_seq, joined_declared, first_seen,"
-    " rules_version, pinned_rank, pinned_reason, pinned_until"
+    "member_id, points, level_id, level_seq, joined_declared, first_seen,"
+    " rules_version, pinned_level, pinned_reason, pinned_until"
 )
 _AFTER = 10  # the first column after `_FIGURES`
 
@@ -227,13 +227,13 @@ async def save_states(conn: AsyncConnection, states: list[MemberState], rules: R
     cols: dict[str, list[Any]] = {
         k: []
         for k in (
-            *("ids", "ranks", "seqs", "actives", "passives", "points", "declared", "first", "dues"),
+            *("ids", "levels", "seqs", "actives", "passives", "points", "declared", "first", "dues"),
             *("versions", "pinned", "reasons", "untils"),
         )
     }
     for s in states:
         cols["ids"].append(s.member_id)
-        cols["ranks"].append(s.level)
+        cols["levels"].append(s.level)
         cols["seqs"].append(s.seq)
         active, passive = s.scores(rules)
         cols["actives"].append(active)
@@ -243,29 +243,29 @@ async def save_states(conn: AsyncConnection, states: list[MemberState], rules: R
         cols["first"].append(s.first_seen)
         cols["dues"].append(tenure_due_at(s, rules))
         cols["versions"].append(s.rules_version or rules.version)
-        cols["pinned"].append(s.pin and s.pin.rank)
+        cols["pinned"].append(s.pin and s.pin.level)
         cols["reasons"].append(s.pin and s.pin.reason)
         cols["untils"].append(s.pin and s.pin.until)
     rows = await conn.execute(
         text(
             """
-            INSERT INTO members AS m (member_id, level_rank, level_seq, active_score, passive_score, points,
+            INSERT INTO members AS m (member_id, level_id, level_seq, active_score, passive_score, points,
                                       joined_at, joined_declared, first_seen, tenure_due_at, rules_version,
-                                      pinned_rank, pinned_reason, pinned_until, version, updated_at)
+                                      pinned_level, pinned_reason, pinned_until, version, updated_at)
             SELECT i, r, q, a, p, CAST(pt AS jsonb), coalesce(jd, fs), jd, fs, d, rv, pr, pn, pu, 1, :now
-            FROM unnest(CAST(:ids AS text[]), CAST(:ranks AS smallint[]), CAST(:seqs AS int[]),
+            FROM unnest(CAST(:ids AS text[]), CAST(:levels AS text[]), CAST(:seqs AS int[]),
                         CAST(:actives AS bigint[]), CAST(:passives AS bigint[]), CAST(:points AS text[]),
                         CAST(:declared AS timestamptz[]), CAST(:first AS timestamptz[]),
-                        CAST(:dues AS timestamptz[]), CAST(:versions AS text[]), CAST(:pinned AS smallint[]),
+                        CAST(:dues AS timestamptz[]), CAST(:versions AS text[]), CAST(:pinned AS text[]),
                         CAST(:reasons AS text[]), CAST(:untils AS timestamptz[]))
                  AS u(i, r, q, a, p, pt, jd, fs, d, rv, pr, pn, pu)
             ON CONFLICT (member_id) DO UPDATE SET
-                level_rank = excluded.level_rank, level_seq = excluded.level_seq,
+                level_id = excluded.level_id, level_seq = excluded.level_seq,
                 active_score = excluded.active_score, passive_score = excluded.passive_score,
                 points = excluded.points, joined_at = excluded.joined_at,
                 joined_declared = excluded.joined_declared, first_seen = excluded.first_seen,
                 tenure_due_at = excluded.tenure_due_at, rules_version = excluded.rules_version,
-                pinned_rank = excluded.pinned_rank, pinned_reason = excluded.pinned_reason,
+                pinned_level = excluded.pinned_level, pinned_reason = excluded.pinned_reason,
                 pinned_until = excluded.pinned_until, version = m.version + 1,
                 updated_at = excluded.updated_at
             RETURNING member_id, version
@@ -303,7 +303,7 @@ class PinAudit:
 
     member_id: str
     action: str  # pin, unpin, expire
-    level_rank: int | None  # the level pinned, or released
+    level_id: str | None  # the level pinned, or released
     reason: str | None
     until: datetime | None
     operator: str
@@ -316,8 +316,8 @@ async def record_pin_audit(conn: AsyncConnection, entries: list[PinAudit]) -> No
     await conn.execute(
         text(
             """
-            INSERT INTO pin_audit (member_id, action, level_rank, reason, until, operator, at)
-            SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:actions AS text[]), CAST(:ranks AS smallint[]),
+            INSERT INTO pin_audit (member_id, action, level_id, reason, until, operator, at)
+            SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:actions AS text[]), CAST(:levels AS text[]),
                                  CAST(:reasons AS text[]), CAST(:untils AS timestamptz[]),
                                  CAST(:operators AS text[]), CAST(:ats AS timestamptz[]))
             """
@@ -325,7 +325,7 @@ async def record_pin_audit(conn: AsyncConnection, entries: list[PinAudit]) -> No
         {
             "ids": [e.member_id for e in entries],
             "actions": [e.action for e in entries],
-            "ranks": [e.level_rank for e in entries],
+            "levels": [e.level_id for e in entries],
             "reasons": [e.reason for e in entries],
             "untils": [e.until for e in entries],
             "operators": [e.operator for e in entries],
@@ -377,19 +377,19 @@ async def period_points(conn: AsyncConnection, member_ids: list[str], periods: l
     return out
 
 
-async def count(conn: AsyncConnection, levels: dict[int, int], hourly: dict[str, int], now: datetime) -> None:
-    """Add to the members per level (by rank) and to this hour's counts (by what)."""
-    levels = {rank: n for rank, n in levels.items() if n}
+async def count(conn: AsyncConnection, levels: dict[str, int], hourly: dict[str, int], now: datetime) -> None:
+    """Add to the members per level (by id) and to this hour's counts (by what)."""
+    levels = {level: n for level, n in levels.items() if n}
     if levels:
         await conn.execute(
             text(
                 """
-                INSERT INTO level_counts AS c (level_rank, members)
-                SELECT * FROM unnest(CAST(:ranks AS smallint[]), CAST(:deltas AS bigint[]))
-                ON CONFLICT (level_rank) DO UPDATE SET members = c.members + excluded.members
+                INSERT INTO level_counts AS c (level_id, members)
+                SELECT * FROM unnest(CAST(:levels AS text[]), CAST(:deltas AS bigint[]))
+                ON CONFLICT (level_id) DO UPDATE SET members = c.members + excluded.members
                 """
             ),
-            {"ranks": sorted(levels), "deltas": [levels[r] for r in sorted(levels)]},
+            {"levels": sorted(levels), "deltas": [levels[lv] for lv in sorted(levels)]},
         )
     hourly = {what: n for what, n in hourly.items() if n}
     if hourly:
@@ -604,6 +604,18 @@ async def put_rules_in_force(conn: AsyncConnection, version: str) -> None:
         ),
         {"v": version},
     )
+
+
+async def pins_outside(conn: AsyncConnection, level_ids: list[str]) -> list[tuple[str, str]]:
+    """Members pinned at a level not among these, (member, level) in member id order."""
+    rows = await conn.execute(
+        text(
+            "SELECT member_id, pinned_level FROM members"
+            " WHERE pinned_level IS NOT NULL AND NOT pinned_level = ANY(CAST(:ids AS text[])) ORDER BY member_id"
+        ),
+        {"ids": level_ids},
+    )
+    return [(row[0], row[1]) for row in rows]
 
 
 async def members_behind(conn: AsyncConnection, version: str, after: str, limit: int) -> list[str]:

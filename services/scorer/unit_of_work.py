@@ -112,7 +112,7 @@ class UnitOfWork:
             states = await repo.lock_tenure_due(conn, now, limit)
             changes, reset = await self._bring_up(conn, states, rules, now)
             expired = [
-                repo.PinAudit(s.member_id, "expire", s.pin.rank, PIN_EXPIRED, s.pin.until, SWEEP_OPERATOR, now)
+                repo.PinAudit(s.member_id, "expire", s.pin.level, PIN_EXPIRED, s.pin.until, SWEEP_OPERATOR, now)
                 for s in states.values()
                 if s.pin and pin_expired(s, now)
             ]
@@ -150,7 +150,8 @@ class UnitOfWork:
         changes, points = [], {}
         for member in behind:
             records = [ActivityRecord(member, e) for e in EVENTS.validate_json(events.get(member, "[]"))]
-            states[member], change = rescore(states[member], records, now, rules)
+            before = await self.book.get(conn, states[member].rules_version)
+            states[member], change = rescore(states[member], records, now, rules, before)
             if change:
                 changes.append(change)
             points[member] = period_points(states[member].moves, rules)
@@ -165,7 +166,7 @@ class UnitOfWork:
             rules, states, changes, reset = await self._lock_one(conn, member_id, now)
             change = pin(states[member_id], held, now, rules)
             await repo.record_pin_audit(
-                conn, [repo.PinAudit(member_id, "pin", held.rank, held.reason, held.until, operator, now)]
+                conn, [repo.PinAudit(member_id, "pin", held.level, held.reason, held.until, operator, now)]
             )
             return await self._save(conn, rules, states, {}, changes + ([change] if change else []), now, [], reset)
 
@@ -178,7 +179,7 @@ class UnitOfWork:
                 return None
             change = release(states[member_id], now, rules, reason)
             await repo.record_pin_audit(
-                conn, [repo.PinAudit(member_id, "unpin", held.rank, reason, held.until, operator, now)]
+                conn, [repo.PinAudit(member_id, "unpin", held.level, reason, held.until, operator, now)]
             )
             return await self._save(conn, rules, states, {}, changes + ([change] if change else []), now, [], reset)
 
@@ -220,14 +221,14 @@ class UnitOfWork:
         return Committed(states, versions, changes, pending, periods, rules=rules)
 
 
-def _counts(changes: list[LevelChange], applied: int) -> tuple[dict[int, int], dict[str, int]]:
+def _counts(changes: list[LevelChange], applied: int) -> tuple[dict[str, int], dict[str, int]]:
     """What these changes and records add to the stats: members per level, and this hour's
     promotions, demotions and records applied."""
-    levels: Counter[int] = Counter()
+    levels: Counter[str] = Counter()
     hourly = Counter({"applied": applied})
     for change in changes:
-        levels[change.to_rank] += 1
-        if change.from_rank is not None:
-            levels[change.from_rank] -= 1
+        levels[change.to_level.id] += 1
+        if change.from_level is not None:
+            levels[change.from_level.id] -= 1
         hourly["promoted" if change.promoted else "demoted"] += 1
     return dict(levels), dict(hourly)

@@ -249,7 +249,7 @@ class Report:
 
 def _figures(view: dict[str, Any]) -> tuple[int, int, int, dict[str, int]]:
     points = {m: n for m, n in view["points"].items() if n}
-    rank = view["level_rank"] if "level_rank" in view else view["level"]["rank"]
+    rank = _rank(view["level_id"] if "level_id" in view else view["level"]["id"])
     return view["active_score"], view["passive_score"], rank, points
 
 

@@ -46,7 +46,7 @@ async def cache(redis: Redis, settings_kwargs: dict[str, Any]) -> CountedCache:
 def view(member_id: str) -> dict[str, Any]:
     return {
         "member_id": member_id,
-        "level_rank": 1,
+        "level_id": "new_member",
         "active_score": 0,
         "passive_score": 1,
         "points": {"view": 1},

@@ -237,6 +237,7 @@ def expected_report(before: Model, after: Model, sample: int) -> dict[str, Any]:
             {"from": w, "to": n, "members": count}
             for (w, n), count in sorted(pairs.items(), key=lambda p: (rank[p[0][0]], rank[p[0][1]]))
         ],
+        "pins_dropped": [],
         "largest_moves": [
             {"member_id": m, "active": [was[1], now[1]], "passive": [was[2], now[2]]} for m, was, now in largest
         ],
@@ -259,8 +260,8 @@ async def test_rescore_dry_run_of_a_generated_history_reports_what_the_model_com
     pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
     try:
         stored = {
-            r["member_id"]: (LADDER[r["level_rank"] - 1][1], r["active_score"], r["passive_score"])
-            for r in await pg.fetch("SELECT member_id, level_rank, active_score, passive_score FROM members")
+            r["member_id"]: (r["level_id"], r["active_score"], r["passive_score"])
+            for r in await pg.fetch("SELECT member_id, level_id, active_score, passive_score FROM members")
         }
         assert stored == {m: (w["level"], w["active_score"], w["passive_score"]) for m, w in before.expected().items()}
         tables = await snapshot(pg)
@@ -300,19 +301,19 @@ async def test_backfill_of_a_generated_history_equals_the_model_and_a_second_run
 
     async def stored() -> dict[str, dict[str, Any]]:
         rows = await pg.fetch(
-            "SELECT m.member_id, m.active_score, m.passive_score, m.level_rank, m.points::text,"
+            "SELECT m.member_id, m.active_score, m.passive_score, m.level_id, m.points::text,"
             " (SELECT array_agg(c.payload ORDER BY c.seq) FROM level_changes c WHERE c.member_id = m.member_id),"
             " (SELECT count(*) FROM activity a WHERE a.member_id = m.member_id)"
             " FROM members m WHERE m.member_id = ANY($1)",
             members,
         )
         out = {}
-        for member, active, passive, rank, points, payloads, _ in rows:
+        for member, active, passive, level, points, payloads, _ in rows:
             changes = [json.loads(p) for p in payloads or []]
             out[member] = {
                 "active_score": active,
                 "passive_score": passive,
-                "level": LADDER[rank - 1][1],
+                "level": level,
                 "points": {m: n for m, n in json.loads(points).items() if n},
                 "level_changes": [[(c["from_level"] or {}).get("rank"), c["to_level"]["rank"]] for c in changes],
             }

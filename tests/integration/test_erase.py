@@ -104,8 +104,8 @@ async def test_erasing_a_member_leaves_no_trace_and_the_others_keep_their_points
     cache = MemberCache(redis, prefix)
     pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
 
-    async def scores() -> dict[str, tuple[int, int, int]]:
-        rows = await pg.fetch("SELECT member_id, active_score, passive_score, level_rank FROM members")
+    async def scores() -> dict[str, tuple[int, int, str]]:
+        rows = await pg.fetch("SELECT member_id, active_score, passive_score, level_id FROM members")
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     async def settled() -> bool:
@@ -149,8 +149,8 @@ async def test_erasing_a_member_leaves_no_trace_and_the_others_keep_their_points
             assert after == {m: s for m, s in before.items() if m != bob}
             expected = {k: [(m, s) for m, s in b if m != bob] for k, b in boards_before.items()}
             assert await boards(redis, prefix) == {k: b for k, b in expected.items() if b}
-            counts = dict(await pg.fetch("SELECT level_rank, members FROM level_counts WHERE members <> 0"))
-            assert counts == dict(await pg.fetch("SELECT level_rank, count(*) FROM members GROUP BY level_rank"))
+            counts = dict(await pg.fetch("SELECT level_id, members FROM level_counts WHERE members <> 0"))
+            assert counts == dict(await pg.fetch("SELECT level_id, count(*) FROM members GROUP BY level_id"))
 
             # ann's facts name a digest instead, one for both likes; replaying her records (as a
             # rescore does) gives back exactly her stored facts.
@@ -184,7 +184,7 @@ async def test_erasing_a_member_leaves_no_trace_and_the_others_keep_their_points
 
             await eventually(new_bob, what="the new member's events applied and its level change published")
             assert (await scores())[ann] == before[ann]
-            assert (await scores())[bob] == (2, 0, 5)  # the comment's 2: New Contributor
+            assert (await scores())[bob] == (2, 0, "new_contributor")  # the comment's 2: New Contributor
             published = await read_topic(settings.kafka_bootstrap, settings.topic_level_changes, keys={bob})
             assert [json.loads(r.value)["seq"] for r in published[len(records) :]] == [1, 2]
 

@@ -1,5 +1,5 @@
 """Migration 0004 moves members' whole-state documents into fact rows, and back on downgrade,
-without losing a fact."""
+without losing a fact; migration 0008 turns ranks into level ids, each in its member's ladder."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import orjson
 
 from services.common import db
 from services.scorer import repository as repo
+from services.scorer.rulebook import body_of
 from shared.events import ActivityEvent, ActivityRecord
-from shared.rules import default_rules
+from shared.rules import Rules, default_rules
 from shared.scoring import MemberState, apply_batch
 from tests.conftest import ADMIN, ROLES, _create_database, _drop_database, database_url, migrate, unique
 
@@ -84,6 +85,62 @@ async def test_facts_survive_a_downgrade_to_whole_states_and_back() -> None:
                 assert {r["fact"]: orjson.loads(r["value"]) for r in rows} == state.facts
                 row = await pg.fetchrow("SELECT joined_declared, first_seen FROM members WHERE member_id = $1", member)
                 assert (row["joined_declared"], row["first_seen"]) == (state.joined_declared, state.first_seen)
+        finally:
+            await pg.close()
+    finally:
+        await _drop_database(admin, name)
+
+
+async def test_ranks_become_the_ids_of_each_members_own_ladder_and_back() -> None:
+    admin, name = database_url(ADMIN, "postgres").replace("+asyncpg", ""), unique("cl_migrate").replace("-", "_")
+    url = database_url(ROLES["owner"], name)
+    await _create_database(admin, name)
+    raw = RULES.model_dump(mode="json")
+    # Another version whose ladder lists the boss levels the other way round.
+    other = Rules.model_validate({**raw, "version": "reversed", "levels": raw["levels"][:9] + raw["levels"][:8:-1]})
+    try:
+        await asyncio.to_thread(migrate, url, "upgrade", "0007")
+        pg = await asyncpg.connect(url.replace("+asyncpg", ""))
+        try:
+            for rules in (RULES, other):
+                await pg.execute("INSERT INTO rules (version, body) VALUES ($1, $2)", rules.version, body_of(rules))
+            await pg.execute("INSERT INTO rules_in_force (id, version) VALUES (1, $1)", other.version)
+            rows = [("ann", 14, RULES.version, 10), ("bob", 14, other.version, None), ("cat", 10, None, 11)]
+            for member, rank, version, pinned in rows:
+                await pg.execute(
+                    "INSERT INTO members (member_id, level_rank, level_seq, active_score, passive_score, points,"
+                    " joined_at, version, updated_at, rules_version, pinned_rank)"
+                    " VALUES ($1, $2, 1, 0, 0, '{}', now(), 1, now(), $3, $4)",
+                    member,
+                    rank,
+                    version,
+                    pinned,
+                )
+            await pg.execute("INSERT INTO level_counts VALUES (14, 2), (10, 1)")
+            await pg.execute(
+                "INSERT INTO pin_audit (member_id, action, level_rank, reason, operator, at)"
+                " VALUES ('ann', 'pin', 10, 'staff', 'mod', now())"
+            )
+
+            await asyncio.to_thread(migrate, url, "upgrade", "head")
+            got = await pg.fetch("SELECT member_id, level_id, pinned_level FROM members ORDER BY member_id")
+            # ann under the default ladder; bob under his own, reversed at the top; cat (no version)
+            # under the ladder in force, the reversed one.
+            assert [tuple(r) for r in got] == [
+                ("ann", "hyper_boss", "community_boss"),
+                ("bob", "community_boss", None),
+                ("cat", "hyper_boss", "exceptional_boss"),
+            ]
+            assert dict(await pg.fetch("SELECT level_id, members FROM level_counts")) == {
+                "hyper_boss": 2,
+                "community_boss": 1,
+            }
+            assert await pg.fetchval("SELECT level_id FROM pin_audit") == "community_boss"
+
+            await asyncio.to_thread(migrate, url, "downgrade", "0007")
+            got = await pg.fetch("SELECT member_id, level_rank, pinned_rank FROM members ORDER BY member_id")
+            assert [tuple(r) for r in got] == [(m, rank, pinned) for m, rank, _, pinned in rows]
+            assert await pg.fetchval("SELECT level_rank FROM pin_audit") == 10
         finally:
             await pg.close()
     finally:

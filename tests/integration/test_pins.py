@@ -25,7 +25,7 @@ from tests.integration.test_cli import cl
 from tests.integration.test_scorer import event, publish, running
 from tests.integration.test_scorer_failures import scorer_settings
 from tests.integration.test_stats import incoming
-from tests.support import eventually, in_process, own_topics, read_topic, values
+from tests.support import RANK, eventually, in_process, own_topics, read_topic, values
 
 RULES = default_rules()
 
@@ -54,16 +54,16 @@ async def history(pg: asyncpg.Connection, member: str) -> list[dict[str, Any]]:
 
 async def audit(pg: asyncpg.Connection, member: str) -> list[tuple[Any, ...]]:
     rows = await pg.fetch(
-        "SELECT action, level_rank, reason, until, operator, at FROM pin_audit WHERE member_id = $1 ORDER BY id",
+        "SELECT action, level_id, reason, until, operator, at FROM pin_audit WHERE member_id = $1 ORDER BY id",
         member,
     )
     return [tuple(row) for row in rows]
 
 
 async def figures(pg: asyncpg.Connection, member: str) -> tuple[int, int, int | None]:
-    row = await pg.fetchrow("SELECT active_score, level_rank, pinned_rank FROM members WHERE member_id = $1", member)
+    row = await pg.fetchrow("SELECT active_score, level_id, pinned_level FROM members WHERE member_id = $1", member)
     assert row is not None
-    return row["active_score"], row["level_rank"], row["pinned_rank"]
+    return row["active_score"], RANK[row["level_id"]], row["pinned_level"] and RANK[row["pinned_level"]]
 
 
 async def test_a_pin_holds_the_level_while_scores_move_and_unpin_returns_to_the_scored_level(
@@ -88,7 +88,7 @@ async def test_a_pin_holds_the_level_while_scores_move_and_unpin_returns_to_the_
 
         # The CLI wrote the view itself: no scorer runs, and it left no pending row behind.
         view = (await MemberCache(redis, settings.redis_prefix).get_many([ann]))[ann]
-        assert (view["level_rank"], view["pinned"]) == (1, {"reason": "spam run", "until": None})
+        assert (view["level_id"], view["pinned"]) == ("new_member", {"reason": "spam run", "until": None})
         assert await pg.fetchval(pending, ann) == seeded
         async with in_process(create_app(ApiSettings(**kwargs))) as client:
             answer = (await client.get(f"/v1/members/{ann}")).json()
@@ -102,7 +102,7 @@ async def test_a_pin_holds_the_level_while_scores_move_and_unpin_returns_to_the_
                 stored = (await api_repo.member_views(conn, [ann]))[ann]
         finally:
             await engine.dispose()
-        assert (stored["level_rank"], stored["pinned"]) == (1, {"reason": "spam run", "until": None})
+        assert (stored["level_id"], stored["pinned"]) == ("new_member", {"reason": "spam run", "until": None})
 
         async with running(settings):
             # 6 replies more: 35 active points, General Contributor were it not pinned.
@@ -133,7 +133,8 @@ async def test_a_pin_holds_the_level_while_scores_move_and_unpin_returns_to_the_
             (1, 6, "promoted", {"kind": "override", "reason": "appeal upheld"}),
         ]
         assert [c["event_id"] for c in changes] == [
-            LevelChange(ann, seq, None, 1, 0, 0, "override", None, None, before).event_id for seq in (1, 2, 3)
+            LevelChange(ann, seq, None, default_rules().levels[0], 0, 0, "override", None, None, before).event_id
+            for seq in (1, 2, 3)
         ]
         assert (changes[1]["active_score"], changes[2]["active_score"]) == (5, 35)
         for change in changes:
@@ -142,12 +143,12 @@ async def test_a_pin_holds_the_level_while_scores_move_and_unpin_returns_to_the_
 
         lines = await audit(pg, ann)
         assert [line[:5] for line in lines] == [
-            ("pin", 1, "spam run", None, "mod-a"),
-            ("unpin", 1, "appeal upheld", None, "mod-b"),
+            ("pin", "new_member", "spam run", None, "mod-a"),
+            ("unpin", "new_member", "appeal upheld", None, "mod-b"),
         ]
         assert all(before <= line[5] <= after for line in lines)
         view = (await MemberCache(redis, settings.redis_prefix).get_many([ann]))[ann]
-        assert (view["level_rank"], view["pinned"]) == (6, None)
+        assert (view["level_id"], view["pinned"]) == ("general_contributor", None)
     finally:
         await pg.close()
         await redis.aclose()
@@ -188,8 +189,8 @@ async def test_a_pin_until_a_time_ends_by_itself_in_the_scorers_tenure_sweep(
         assert datetime.fromisoformat(changes[2]["occurred_at"]) == until
         lines = await audit(pg, bob)
         assert [line[:5] for line in lines] == [
-            ("pin", 10, "staff", until, "staff-desk"),
-            ("expire", 10, "pin expired", until, "scorer"),
+            ("pin", "community_boss", "staff", until, "staff-desk"),
+            ("expire", "community_boss", "pin expired", until, "scorer"),
         ]
         assert lines[1][5] >= until
         assert await pg.fetchval("SELECT tenure_due_at FROM members WHERE member_id = $1", bob) is None
@@ -239,8 +240,8 @@ async def test_a_pin_until_a_date_ends_at_midnight_utc_of_that_date(
     assert code == 0 and "until 2099-12-31T00:00:00+00:00" in out, out
     pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
     try:
-        [(action, rank, _, until, operator, _)] = await audit(pg, dan)
-        assert (action, rank, until, operator) == ("pin", 1, datetime(2099, 12, 31, tzinfo=UTC), "mod")
+        [(action, level, _, until, operator, _)] = await audit(pg, dan)
+        assert (action, level, until, operator) == ("pin", "new_member", datetime(2099, 12, 31, tzinfo=UTC), "mod")
         assert await pg.fetchval("SELECT pinned_until FROM members WHERE member_id = $1", dan) == until
     finally:
         await pg.close()

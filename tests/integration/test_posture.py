@@ -34,9 +34,9 @@ async def as_scorer(database_urls: dict[str, str]) -> AsyncIterator[asyncpg.Conn
 
 
 MEMBER_ROW = """
-    INSERT INTO members (member_id, level_rank, level_seq, active_score, passive_score, points, joined_at,
+    INSERT INTO members (member_id, level_id, level_seq, active_score, passive_score, points, joined_at,
                          version, updated_at)
-    VALUES ($1, 0, 0, 0, 0, '{}', now(), 1, now())
+    VALUES ($1, 'new_member', 0, 0, 0, '{}', now(), 1, now())
 """
 
 

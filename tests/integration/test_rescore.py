@@ -113,13 +113,13 @@ async def test_rescore_apply_is_exact_with_live_activity_and_a_kill_half_way(
 
             await eventually(lambda: _applied(pg, _records(events)), timeout=60, what="all activity applied")
             assert await pg.fetchval("SELECT version FROM rules_in_force") == "tuned"
-            rows = await pg.fetch("SELECT member_id, active_score, passive_score, points, level_rank FROM members")
+            rows = await pg.fetch("SELECT member_id, active_score, passive_score, points, level_id FROM members")
             got = {
                 r["member_id"]: {
                     "active_score": r["active_score"],
                     "passive_score": r["passive_score"],
                     "points": {m: n for m, n in orjson.loads(r["points"]).items() if n},
-                    "level": model.ladder[r["level_rank"] - 1][1],
+                    "level": r["level_id"],
                 }
                 for r in rows
             }
@@ -134,13 +134,13 @@ async def test_rescore_apply_is_exact_with_live_activity_and_a_kill_half_way(
                 chains.setdefault(row["member_id"], []).append(orjson.loads(row["payload"]))
             rescored = [c for chain in chains.values() for c in chain if c["cause"]["kind"] == "rescore"]
             assert rescored and all(c["rules_version"] == "tuned" for c in rescored)
-            levels = dict(await pg.fetch("SELECT member_id, level_rank FROM members"))
+            levels = dict(await pg.fetch("SELECT member_id, level_id FROM members"))
             for member, chain in chains.items():
                 assert [c["seq"] for c in chain] == list(range(1, len(chain) + 1)), member
                 assert chain[0]["from_level"] is None
                 for earlier, later in zip(chain, chain[1:], strict=False):
-                    assert later["from_level"]["rank"] == earlier["to_level"]["rank"], member
-                assert chain[-1]["to_level"]["rank"] == levels[member], member
+                    assert later["from_level"]["id"] == earlier["to_level"]["id"], member
+                assert chain[-1]["to_level"]["id"] == levels[member], member
 
             # The API follows without a restart: the ladder and what members still need are the new rules'.
             async with in_process(create_app(ApiSettings(**kwargs))) as api:
@@ -173,9 +173,7 @@ def _figures(expected: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 async def _members(pg: asyncpg.Connection, ladder: list[tuple[int, str, int, int, int]]) -> dict[str, Any]:
     """Each member's rules version and figures, as the model gives them."""
-    rows = await pg.fetch(
-        "SELECT member_id, rules_version, active_score, passive_score, points, level_rank FROM members"
-    )
+    rows = await pg.fetch("SELECT member_id, rules_version, active_score, passive_score, points, level_id FROM members")
     return {
         r["member_id"]: (
             r["rules_version"],
@@ -183,7 +181,7 @@ async def _members(pg: asyncpg.Connection, ladder: list[tuple[int, str, int, int
                 "active_score": r["active_score"],
                 "passive_score": r["passive_score"],
                 "points": {m: n for m, n in orjson.loads(r["points"]).items() if n},
-                "level": ladder[r["level_rank"] - 1][1],
+                "level": r["level_id"],
             },
         )
         for r in rows
@@ -237,7 +235,7 @@ async def test_a_pinned_level_stays_through_a_rescore_dry_run_and_apply(
     assert code == 0 and "1 members rescored, 0 of them changed level" in out, out
     pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
     try:
-        row = await pg.fetchrow("SELECT level_rank, active_score, pinned_rank, level_seq FROM members")
-        assert tuple(row) == (1, 30, 1, 2)  # first level, then the pin
+        row = await pg.fetchrow("SELECT level_id, active_score, pinned_level, level_seq FROM members")
+        assert tuple(row) == ("new_member", 30, "new_member", 2)  # first level, then the pin
     finally:
         await pg.close()

@@ -25,7 +25,7 @@ from shared.rules import default_rules
 from shared.scoring import MemberState, apply_batch, facts_needed
 from tests.asyncapi import validator
 from tests.conftest import unique
-from tests.support import eventually, free_port, read_topic, values
+from tests.support import RANK, eventually, free_port, read_topic, values
 
 NOW = datetime.now(UTC)
 
@@ -87,7 +87,7 @@ async def member_row(pg: asyncpg.Connection, member: str) -> asyncpg.Record | No
 
 async def scores(pg: asyncpg.Connection, member: str) -> tuple[int, int, int] | None:
     row = await member_row(pg, member)
-    return (row["active_score"], row["passive_score"], row["level_rank"]) if row else None
+    return (row["active_score"], row["passive_score"], RANK[row["level_id"]]) if row else None
 
 
 async def test_records_are_applied_once_and_level_changes_are_published(

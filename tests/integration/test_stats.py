@@ -63,13 +63,13 @@ async def test_stats_count_what_the_tables_hold(fresh_database: str, settings_kw
 
     pg = await asyncpg.connect(database.replace("+asyncpg", ""))
     try:
-        per_level = dict(await pg.fetch("SELECT level_rank, count(*) FROM members GROUP BY level_rank"))
+        per_level = dict(await pg.fetch("SELECT level_id, count(*) FROM members GROUP BY level_id"))
         recent = await pg.fetch("SELECT payload::jsonb->>'direction' AS direction, recorded_at FROM level_changes")
         applied = await pg.fetchval("SELECT count(*) FROM activity")
     finally:
         await pg.close()
-    assert {c["rank"]: c["members"] for c in stats["by_level"] if c["members"]} == per_level
-    assert per_level == {5: 4, 1: 1}  # ann, bob, dan and eve; cat
+    assert {c["id"]: c["members"] for c in stats["by_level"] if c["members"]} == per_level
+    assert per_level == {"new_contributor": 4, "new_member": 1}  # ann, bob, dan and eve; cat
     assert stats["members"] == 5 and stats["by_tier"] == {"passive": 1, "active": 4}
     assert len(recent) == 7  # ann 1, bob 2, cat 2 (one a demotion), dan 1, eve 1 (8 days ago)
     assert stats["level_changes"]["last_24h"] == stats["level_changes"]["last_7d"] == {"promoted": 5, "demoted": 1}

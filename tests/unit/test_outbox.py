@@ -29,7 +29,7 @@ def test_a_reversal_that_lowers_the_level_is_a_demotion() -> None:
 
 def test_an_override_carries_its_reason_and_no_event() -> None:
     states, _ = play(ev("reply", content_id="r"))
-    change = pin(states["ann"], Pin(1, "spam"), NOW, RULES)
+    change = pin(states["ann"], Pin("new_member", "spam"), NOW, RULES)
     assert change is not None
     sent = orjson.loads(payload(change, RULES, NOW))
     assert (sent["seq"], sent["direction"], sent["to_level"]["rank"]) == (2, "demoted", 1)

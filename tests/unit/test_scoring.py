@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.events import ActivityEvent, ActivityRecord
-from shared.rules import DEFAULT_RULES_PATH, Rules, RulesError, default_rules, load_rules
+from shared.rules import DEFAULT_RULES_PATH, Level, Rules, RulesError, default_rules, load_rules
 from shared.scoring import (
     PIN_EXPIRED,
     LevelChange,
@@ -43,6 +43,18 @@ def ev(kind: str, member: str = "ann", at: str = DAY1, **fields: Any) -> Activit
     return ActivityEvent.model_validate(
         {"event_id": f"e{next(_ids)}", "type": kind, "member_id": member, "occurred_at": at, **fields}
     )
+
+
+def _id(rank: int) -> str:
+    """The id of the default ladder's level of that rank."""
+    return RULES.levels[rank - 1].id
+
+
+def _rank(of: MemberState | Level | None) -> int | None:
+    """The rank, in the default ladder, of a member's level or of a level."""
+    if isinstance(of, MemberState):
+        return RULES.level(of.level).rank if of.level else None
+    return of.rank if of else None
 
 
 def play(*events: ActivityEvent, now: datetime = NOW) -> tuple[dict[str, MemberState], list[LevelChange]]:
@@ -216,7 +228,7 @@ def test_joined_at_is_the_earliest_member_joined_else_the_earliest_event() -> No
 def test_a_target_exists_and_has_joined_from_the_event_that_names_it() -> None:
     states, changes = play(like("unlike"))
     assert states["bob"].joined_at == datetime(2026, 11, 20, 9, tzinfo=UTC)
-    assert [(c.member_id, c.to_rank) for c in changes] == [("ann", 1), ("bob", 1)]
+    assert [(c.member_id, c.to_level.rank) for c in changes] == [("ann", 1), ("bob", 1)]
 
 
 @pytest.mark.parametrize(
@@ -236,20 +248,20 @@ def test_passive_levels_need_both_points_and_tenure(passive_events: int, tenure:
     events = [ev("member_joined", at=joined.isoformat())]
     events += [ev("group_joined", content_id=f"g{i}") for i in range(passive_events)]  # 5 points each
     states, _ = play(*events)
-    assert states["ann"].level == rank
+    assert _rank(states["ann"]) == rank
 
 
 def test_any_active_point_outranks_every_passive_level() -> None:
     events = [ev("member_joined", at="2020-01-01T00:00:00Z")]
     events += [ev("event_attended", content_id=f"x{i}") for i in range(30)]
     states, changes = play(*events, ev("comment", content_id="c"))
-    assert states["ann"].level == 5
-    assert [(c.from_rank, c.to_rank) for c in changes] == [(None, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+    assert _rank(states["ann"]) == 5
+    assert [(_rank(c.from_level), c.to_level.rank) for c in changes] == [(None, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
 
 
 def test_a_reversal_can_demote_a_member() -> None:
     _, changes = play(ev("article", content_id="a"), ev("content_removed", content_id="a"))
-    assert [(c.from_rank, c.to_rank) for c in changes] == [(None, 6), (6, 1)]
+    assert [(_rank(c.from_level), c.to_level.rank) for c in changes] == [(None, 6), (6, 1)]
 
 
 def test_tenure_alone_promotes_when_due_and_not_before() -> None:
@@ -264,7 +276,11 @@ def test_tenure_alone_promotes_when_due_and_not_before() -> None:
     assert due == joined + timedelta(days=7)
     assert reevaluate_tenure(ann, due - timedelta(seconds=1), RULES) is None
     change = reevaluate_tenure(ann, due, RULES)
-    assert change is not None and (change.from_rank, change.to_rank, change.cause_kind) == (1, 2, "tenure")
+    assert change is not None and (_rank(change.from_level), change.to_level.rank, change.cause_kind) == (
+        1,
+        2,
+        "tenure",
+    )
     assert change.occurred_at == due
     assert tenure_due_at(ann, RULES) is None  # 10 passive points: no higher level is in reach
 
@@ -280,59 +296,62 @@ def test_tenure_never_promotes_an_active_member() -> None:
 def test_a_pin_holds_the_level_while_the_scores_move() -> None:
     states, _ = play(ev("reply", content_id="r1"))
     ann = states["ann"]
-    change = pin(ann, Pin(1, "spam"), NOW, RULES)
+    change = pin(ann, Pin(_id(1), "spam"), NOW, RULES)
     assert change is not None
-    assert (change.seq, change.from_rank, change.to_rank, change.cause_kind, change.cause_reason) == (
+    assert (change.seq, _rank(change.from_level), change.to_level.rank, change.cause_kind, change.cause_reason) == (
         2,
         5,
         1,
         "override",
         "spam",
     )
-    assert not change.promoted and change.occurred_at == NOW and ann.level == 1
+    assert not change.promoted and change.occurred_at == NOW and _rank(ann) == 1
     for i in range(30):  # 150 active points: Reliable Contributor if it were not pinned
         assert apply(ann, ActivityRecord("ann", ev("reply", content_id=f"more{i}")), NOW, RULES) is None
-    assert ann.scores(RULES) == (155, 0) and ann.level == 1 and ann.seq == 2
+    assert ann.scores(RULES) == (155, 0) and _rank(ann) == 1 and ann.seq == 2
 
 
 def test_a_pin_at_the_present_level_is_no_level_change_but_still_holds_it() -> None:
     states, _ = play(ev("reply", content_id="r1"))
     ann = states["ann"]
-    assert pin(ann, Pin(5, "held"), NOW, RULES) is None
-    assert ann.pin == Pin(5, "held") and ann.seq == 1
+    assert pin(ann, Pin(_id(5), "held"), NOW, RULES) is None
+    assert ann.pin == Pin(_id(5), "held") and ann.seq == 1
     for i in range(5):
         apply(ann, ActivityRecord("ann", ev("reply", content_id=f"more{i}")), NOW, RULES)
-    assert ann.level == 5
+    assert _rank(ann) == 5
 
 
 def test_releasing_a_pin_returns_to_the_scored_level_with_the_next_seq() -> None:
     states, _ = play(ev("reply", content_id="r1"))
     ann = states["ann"]
-    pin(ann, Pin(10, "staff"), NOW, RULES)
+    pin(ann, Pin(_id(10), "staff"), NOW, RULES)
     apply(ann, ActivityRecord("ann", ev("article", content_id="a1")), NOW, RULES)  # 35 active points
     change = release(ann, NOW, RULES, "no longer staff")
     assert change is not None
-    assert (change.seq, change.from_rank, change.to_rank, change.cause_kind, change.cause_reason) == (
+    assert (change.seq, _rank(change.from_level), change.to_level.rank, change.cause_kind, change.cause_reason) == (
         3,
         10,
         6,
         "override",
         "no longer staff",
     )
-    assert ann.pin is None and ann.level == 6
-    assert change.event_id != LevelChange("ann", 2, 5, 10, 0, 0, "override", None, None, NOW).event_id
+    assert ann.pin is None and _rank(ann) == 6
+    assert (
+        change.event_id
+        != LevelChange("ann", 2, RULES.levels[4], RULES.levels[9], 0, 0, "override", None, None, NOW).event_id
+    )
     assert release(ann, NOW, RULES, "again") is None  # not pinned, level as scored: nothing to change
 
 
 def test_a_pin_is_refused_for_a_member_without_a_level_a_rank_off_the_ladder_or_an_end_in_the_past() -> None:
     with pytest.raises(ValueError, match="no level yet"):
-        pin(MemberState("nobody"), Pin(1, "x"), NOW, RULES)
+        pin(MemberState("nobody"), Pin(_id(1), "x"), NOW, RULES)
     states, _ = play(ev("reply", content_id="r1"))
-    with pytest.raises(ValueError, match="no level of rank 15"):
-        pin(states["ann"], Pin(15, "x"), NOW, RULES)
+    with pytest.raises(ValueError, match="have no level 'grand_boss'"):
+        pin(states["ann"], Pin("grand_boss", "x"), NOW, RULES)
     with pytest.raises(ValueError, match="before it begins"):
-        pin(states["ann"], Pin(1, "x", NOW), NOW, RULES)
-    assert states["ann"].pin is None and states["ann"].level == 5
+        pin(states["ann"], Pin(_id(1), "x", NOW), NOW, RULES)
+    assert states["ann"].pin is None and _rank(states["ann"]) == 5
 
 
 def test_a_pin_with_an_end_is_due_then_and_expires_through_the_tenure_sweep() -> None:
@@ -342,14 +361,19 @@ def test_a_pin_with_an_end_is_due_then_and_expires_through_the_tenure_sweep() ->
         *(ev("group_joined", content_id=f"g{i}") for i in range(10)),  # 50 passive points
     )
     ann = states["ann"]
-    assert ann.level == 2 and tenure_due_at(ann, RULES) == joined + timedelta(days=30)
+    assert _rank(ann) == 2 and tenure_due_at(ann, RULES) == joined + timedelta(days=30)
     until = NOW + timedelta(days=1)  # by then tenure allows Established Member
-    pin(ann, Pin(1, "held", until), NOW, RULES)
+    pin(ann, Pin(_id(1), "held", until), NOW, RULES)
     assert tenure_due_at(ann, RULES) == until
-    assert reevaluate_tenure(ann, until - timedelta(seconds=1), RULES) is None and ann.level == 1
+    assert reevaluate_tenure(ann, until - timedelta(seconds=1), RULES) is None and _rank(ann) == 1
     change = reevaluate_tenure(ann, until, RULES)
     assert change is not None
-    assert (change.from_rank, change.to_rank, change.cause_kind, change.cause_reason) == (1, 3, "override", PIN_EXPIRED)
+    assert (_rank(change.from_level), change.to_level.rank, change.cause_kind, change.cause_reason) == (
+        1,
+        3,
+        "override",
+        PIN_EXPIRED,
+    )
     assert change.occurred_at == until and ann.pin is None
     assert tenure_due_at(ann, RULES) is None  # Senior Member needs 200 passive points
 
@@ -358,10 +382,10 @@ def test_a_pin_without_an_end_is_never_due() -> None:
     joined = NOW - timedelta(days=6)
     states, _ = play(ev("member_joined", at=joined.isoformat()), ev("group_joined", content_id="g1"))
     ann = states["ann"]
-    pin(ann, Pin(1, "held"), NOW, RULES)
+    pin(ann, Pin(_id(1), "held"), NOW, RULES)
     ann.points["group_joined"] = 10
     assert tenure_due_at(ann, RULES) is None
-    assert reevaluate_tenure(ann, NOW + timedelta(days=400), RULES) is None and ann.level == 1
+    assert reevaluate_tenure(ann, NOW + timedelta(days=400), RULES) is None and _rank(ann) == 1
 
 
 # -- rules file --
@@ -508,14 +532,14 @@ def test_rescore_replays_under_new_rules_keeping_the_history_and_one_rescore_cha
     events = [ev("reply", content_id="r1"), ev("like", member="bob", content_id="r1", target_member_id="ann")]
     states, changes = play(*events)
     ann = states["ann"]
-    assert (ann.level, ann.seq, ann.scores(RULES)) == (5, 1, (8, 0))
+    assert (_rank(ann), ann.seq, ann.scores(RULES)) == (5, 1, (8, 0))
     records = [ActivityRecord("ann", e) for e in events]
     tuned = _tuned(reply=30)
 
-    rescored, change = rescore(ann, records, NOW, tuned)
+    rescored, change = rescore(ann, records, NOW, tuned, RULES)
     assert rescored.scores(tuned) == (33, 0) and rescored.rules_version == "tuned"
     assert rescored.facts == ann.facts | {"created|r1": ["reply", "2026-11-20", 30, False]}
-    assert change is not None and (change.seq, change.from_rank, change.to_rank, change.cause_kind) == (
+    assert change is not None and (change.seq, _rank(change.from_level), change.to_level.rank, change.cause_kind) == (
         2,
         5,
         6,
@@ -523,14 +547,68 @@ def test_rescore_replays_under_new_rules_keeping_the_history_and_one_rescore_cha
     )
     assert sorted(rescored.moves) == [("like_received", "2026-11-20", 3), ("reply", "2026-11-20", 30)]
 
-    same, none = rescore(ann, records, NOW, _tuned(view=2))  # nothing ann did counts differently
-    assert none is None and (same.level, same.seq, same.points) == (ann.level, ann.seq, ann.points)
+    same, none = rescore(ann, records, NOW, _tuned(view=2), RULES)  # nothing ann did counts differently
+    assert none is None and (_rank(same), same.seq, same.points) == (_rank(ann), ann.seq, ann.points)
 
 
 def test_rescore_keeps_a_pinned_level() -> None:
     states, _ = play(ev("reply", content_id="r1"))
     ann = states["ann"]
-    assert pin(ann, Pin(1, "held"), NOW, RULES) is not None
-    rescored, change = rescore(ann, [ActivityRecord("ann", ev("reply", content_id="r1"))], NOW, _tuned(reply=30))
-    assert change is None and rescored.level == 1 and rescored.pin == Pin(1, "held")
+    assert pin(ann, Pin(_id(1), "held"), NOW, RULES) is not None
+    rescored, change = rescore(ann, [ActivityRecord("ann", ev("reply", content_id="r1"))], NOW, _tuned(reply=30), RULES)
+    assert change is None and _rank(rescored) == 1 and rescored.pin == Pin(_id(1), "held")
     assert rescored.scores(RULES) == (30, 0)
+
+
+def _ladder(version: str, ids: list[str], **active: int) -> Rules:
+    """The default rules with the levels `ids` in that order, and other active thresholds."""
+    raw = json.loads(Path(DEFAULT_RULES_PATH).read_text())
+    by_id = {level["id"]: level for level in raw["levels"]}
+    raw["version"], raw["levels"] = (
+        version,
+        [{**by_id[i], **({"active": active[i]} if i in active else {})} for i in ids],
+    )
+    return Rules.model_validate(raw)
+
+
+IDS = [level.id for level in RULES.levels]
+
+
+def test_a_rescore_to_a_shorter_ladder_moves_a_member_above_its_top_to_a_level_of_it() -> None:
+    easy = _ladder("easy", IDS, **{i: 5 for i in IDS[4:]})  # 5 active points reach Hyper Boss
+    states, _ = play(ev("reply", content_id="r1"))
+    ann, records = states["ann"], [ActivityRecord("ann", ev("reply", content_id="r1"))]
+    ann, change = rescore(ann, records, NOW, easy, RULES)
+    assert ann.level == "hyper_boss" and change is not None
+
+    short = _ladder("short", IDS[:12])
+    rescored, change = rescore(ann, records, NOW, short, easy)
+    assert rescored.level == "new_contributor"
+    assert change is not None and change.cause_kind == "rescore" and not change.promoted
+    assert (change.from_level, change.to_level) == (easy.level("hyper_boss"), short.level("new_contributor"))
+    assert change.from_level is not None and change.from_level.rank == 14 and short.find("hyper_boss") is None
+
+
+def test_a_reordered_ladder_changes_the_level_by_id_even_at_the_same_rank() -> None:
+    states, _ = play(ev("reply", content_id="r1"))
+    ann, records = states["ann"], [ActivityRecord("ann", ev("reply", content_id="r1"))]
+    assert ann.level == "new_contributor" and RULES.level("new_contributor").rank == 5
+    # Rank 5 is now General Contributor, which 5 active points reach; New Contributor moves up.
+    swapped = _ladder("swapped", [*IDS[:4], IDS[5], IDS[4], *IDS[6:]], general_contributor=5, new_contributor=30)
+    rescored, change = rescore(ann, records, NOW, swapped, RULES)
+    assert rescored.level == "general_contributor"
+    assert change is not None and change.to_level == swapped.level("general_contributor")
+    # The same level at another rank is no level change.
+    moved = _ladder("moved", [*IDS[:4], IDS[5], IDS[4], *IDS[6:]], general_contributor=30, new_contributor=5)
+    rescored, change = rescore(ann, records, NOW, moved, RULES)
+    assert change is None and rescored.level == "new_contributor" and moved.level("new_contributor").rank == 6
+
+
+def test_a_pin_names_a_level_of_the_rules_in_force_and_tenure_reads_a_level_it_lacks_as_below_all() -> None:
+    states, _ = play(ev("reply", content_id="r1"))
+    short = _ladder("short", IDS[:12])
+    with pytest.raises(ValueError, match="have no level 'hyper_boss'"):
+        pin(states["ann"], Pin("hyper_boss", "staff"), NOW, short)
+    assert short.next_level("hyper_boss") is None and short.next_level("new_member") == short.levels[1]
+    # Due at once: the entry level is in reach, so the tenure sweep settles the member on this ladder.
+    assert short.tenure_due_at(0, 10, "hyper_boss", NOW) == NOW

@@ -36,7 +36,7 @@ def outcome(states: dict[str, MemberState], chains: dict[str, list[list[int | No
         member: {
             "active_score": state.scores(RULES)[0],
             "passive_score": state.scores(RULES)[1],
-            "level": RULES.level_by_rank(state.level).id if state.level else None,
+            "level": state.level,
             "points": state.points,
             "level_changes": chains[member],
         }
@@ -54,7 +54,9 @@ def run(events: list[dict[str, Any]], batch_sizes: list[int] | None = None) -> d
     while start < len(records):
         size = next(sizes, len(records))
         for change in apply_batch(states, records[start : start + size], vectors.now(), RULES):
-            chains.setdefault(change.member_id, []).append([change.from_rank, change.to_rank])
+            chains.setdefault(change.member_id, []).append(
+                [change.from_level.rank if change.from_level else None, change.to_level.rank]
+            )
         start += max(size, 1)
     return outcome(states, chains)
 
