@@ -18,11 +18,14 @@ from services.common import db
 from services.common.kafka import ensure_topics
 from services.common.members import MemberCache
 from services.common.settings import Settings
-from services.scorer.erasure import erase_stored, erase_views
+from services.scorer import repository as repo
+from services.scorer.erasure import Ends, erase_stored, erase_views
+from services.scorer.rulebook import RulesBook
 from services.scorer.unit_of_work import UnitOfWork
+from services.scorer.views import Views
 from shared.events import ActivityEvent, ActivityRecord
 from shared.rules import default_rules
-from shared.scoring import MemberState, apply, periods
+from shared.scoring import MemberState, apply
 from tests.conftest import env_with, unique
 from tests.integration.test_cli import cl
 from tests.integration.test_scorer import event, publish, running
@@ -32,6 +35,7 @@ from tests.support import eventually, free_port, in_process, own_topics, read_to
 
 RULES = default_rules()
 NOW = datetime.now(UTC)
+NO_ENDS = Ends("t", [])  # no record of the topic waits
 
 
 async def holding(pg: asyncpg.Connection, text: str) -> dict[str, int]:
@@ -99,6 +103,7 @@ async def test_erasing_a_member_leaves_no_trace_and_the_others_keep_their_points
         CL_DATABASE_URL=fresh_database,
         CL_REDIS_PREFIX=prefix,
         CL_TOPIC_LEVEL_CHANGES=settings.topic_level_changes,
+        CL_TOPIC_ACTIVITY=settings.topic_activity,
     )
     redis = Redis.from_url(settings.redis_url)
     cache = MemberCache(redis, prefix)
@@ -208,44 +213,39 @@ async def test_erasing_a_member_leaves_no_trace_and_the_others_keep_their_points
         await redis.aclose()
 
 
-async def test_the_view_of_a_commit_just_before_the_erasure_is_removed_once_written(
+async def test_no_view_or_board_place_made_before_the_erasure_comes_back(
     fresh_database: str, settings_kwargs: dict[str, Any]
 ) -> None:
-    """A scorer that committed the member just before the erasure writes its view just after:
-    Redis is cleaned once that commit's pending row is gone (its views written), not before."""
+    """A scorer that committed the member just before the erasure writes its view late, and a
+    rebuild page read before the erasure is written after it: Redis refuses both. A later
+    member of the same id is written."""
     engine = db.engine(fresh_database, "test")
     redis = Redis.from_url(Settings().redis_url)
     cache = MemberCache(redis, f"{settings_kwargs['redis_prefix']}{unique('erase-race')}:")
+    views = Views(engine, redis, cache, RulesBook(RULES), pause=timedelta(seconds=1), grace=timedelta(seconds=1))
+    work = UnitOfWork(engine, RULES, "g", "t")
     member = unique("eve")
     try:
-        committed = await UnitOfWork(engine, RULES, "g", "t").commit(
+        committed = await work.commit(
             [], incoming([{"type": "post", "member_id": member, "content_id": "p1"}]), NOW, []
         )
-        assert committed.pending is not None
-        erased = await erase_stored(engine, member, NOW)
-        assert erased.pending == [committed.pending] and erased.deleted["members"] == 1
+        async with engine.connect() as conn:
+            page = await repo.views_after(conn, "", 1000)  # a rebuild page in flight
+        erased = await erase_stored(engine, member, NOW, NO_ENDS)
+        await erase_views(cache, member, erased)
+        assert erased.redis_removed == 0  # nothing was in Redis yet
 
-        async def late_scorer() -> None:
-            await asyncio.sleep(0.5)
-            view = {"member_id": member, "active_score": 10, "passive_score": 0, "version": 1}
-            month, _ = periods(NOW.date().isoformat())
-            await cache.put([view], {member: {("active", month): 10}}, NOW)
-            async with engine.begin() as conn:  # the scorer's next commit deletes the written row
-                await conn.execute(text("DELETE FROM pending_views WHERE id = :id"), {"id": committed.pending})
-
-        await asyncio.gather(late_scorer(), erase_views(engine, cache, member, erased, wait_s=10))
-        assert erased.redis_confirmed and erased.redis_removed == 3  # the view, the active boards of all time and month
+        await views.publish(committed)  # the late writer
+        async with engine.connect() as conn:
+            await views._put(conn, page)  # the rebuild page
         assert await cache.get_many([member]) == {}
-        assert not [key async for key in redis.scan_iter(match=f"{cache.prefix}board:*")]
+        assert await redis_holding(redis, cache.prefix, member) == []
 
-        # Nobody writes the view: after the wait, Redis is cleaned anyway, and that is said.
-        other = unique("fay")
-        committed = await UnitOfWork(engine, RULES, "g", "t").commit(
-            [], incoming([{"type": "post", "member_id": other, "content_id": "p1"}]), NOW, []
-        )
-        erased = await erase_stored(engine, other, NOW)
-        await erase_views(engine, cache, other, erased, wait_s=0.5)
-        assert not erased.redis_confirmed
+        # A later member of the same id: its versions are above the erasure's stamp.
+        later = await work.commit([], incoming([{"type": "comment", "member_id": member, "content_id": "c1"}]), NOW, [])
+        await views.publish(later)
+        assert (await cache.get_many([member]))[member]["active_score"] == 2
+        assert [m for m, _ in (await boards(redis, cache.prefix))[cache.board_key("active", "all")]] == [member]
     finally:
         await redis.aclose()
         await engine.dispose()
@@ -263,7 +263,7 @@ async def test_with_redis_down_postgres_is_erased_and_the_command_says_to_run_ag
     finally:
         await engine.dispose()
     env = env_with(run_env, CL_DATABASE_URL=fresh_database, CL_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
-    code, out = await cl(env, "member", "erase", member, "--operator", "moderator-1", "--wait", "0")
+    code, out = await cl(env, "member", "erase", member, "--operator", "moderator-1")
     assert code == 1 and "Redis could not be cleaned" in out and "run this command again" in out, out
     assert f"Erased {member}" in out
     pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
@@ -308,7 +308,7 @@ async def test_a_like_the_member_gives_while_the_erasure_waits_for_its_lock_is_d
             await holder.execute(text("SELECT 1 FROM members WHERE member_id = :id FOR UPDATE"), {"id": bob})
             liking = asyncio.create_task(work.commit([], incoming([like("l2", dan, "p2")]), NOW, []))
             await eventually(lambda: waiting_for_locks(1), what="the batch waiting for bob's row")
-            erasing = asyncio.create_task(erase_stored(eraser, bob, NOW))
+            erasing = asyncio.create_task(erase_stored(eraser, bob, NOW, NO_ENDS))
             await eventually(lambda: waiting_for_locks(2), what="the erasure waiting for bob's row too")
             await transaction.rollback()
         await liking
