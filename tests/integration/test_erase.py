@@ -21,7 +21,7 @@ from services.common.settings import Settings
 from services.scorer import repository as repo
 from services.scorer.erasure import Ends, erase_stored, erase_views
 from services.scorer.rulebook import RulesBook
-from services.scorer.unit_of_work import UnitOfWork
+from services.scorer.unit_of_work import Incoming, UnitOfWork
 from services.scorer.views import Views
 from shared.events import ActivityEvent, ActivityRecord
 from shared.rules import default_rules
@@ -327,3 +327,108 @@ async def test_a_like_the_member_gives_while_the_erasure_waits_for_its_lock_is_d
         await pg.close()
         for each in (engine, scorer, eraser):
             await each.dispose()
+
+
+def arriving(partition: int, offset: int, subject: str, event_id: str, **fields: str) -> Incoming:
+    """A record of topic `t` as the scorer reads it, at this partition and offset."""
+    event = ActivityEvent.model_validate({"event_id": event_id, "occurred_at": NOW.isoformat(), **fields})
+    return Incoming(ActivityRecord(subject, event), event.to_json().decode(), partition, offset)
+
+
+async def test_records_sent_before_the_erasure_and_applied_after_it_are_erased_whatever_their_partition(
+    fresh_database: str,
+) -> None:
+    """Each like is two records, one on each member's partition. ann's partition (0) is ahead
+    of bob's (1), and behind dan's (2): when ann is erased, bob's records of her likes and
+    ann's own record of her like of dan's are still to be applied. Applied afterwards, they
+    are erased as the erasure erased what was applied before it; records sent after the
+    erasure are a later member's."""
+    ann, bob, dan = unique("ann"), unique("bob"), unique("dan")
+    engine = db.engine(fresh_database, "test")
+    work = UnitOfWork(engine, RULES, "g", "t")
+    pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
+
+    def like(kind: str, content: str, author: str) -> dict[str, str]:
+        return {"type": kind, "member_id": ann, "content_id": content, "target_member_id": author}
+
+    try:
+        # Applied before the erasure: ann's records of her likes of b1, b2 and unlike of b2,
+        # bob's post and dan's record of ann's like of d1.
+        await work.commit(
+            [],
+            [
+                arriving(0, 0, ann, "l1", **like("like", "b1", bob)),
+                arriving(0, 1, ann, "l2", **like("like", "b2", bob)),
+                arriving(0, 2, ann, "u2", **like("unlike", "b2", bob)),
+                arriving(1, 0, bob, "b1", type="post", member_id=bob, content_id="b1"),
+                arriving(2, 0, dan, "l3", **like("like", "d1", dan)),
+            ],
+            NOW,
+            [],
+        )
+        erased = await erase_stored(engine, ann, NOW, Ends("t", [5, 4, 1]))
+        assert erased.others == 1 and erased.deleted["activity"] == 3  # dan is not found: ann's record of l3 waits
+
+        # Then the records sent before the erasure: bob's of l1, l2 and u2, ann's own of l3 and a post.
+        later = await work.commit(
+            [],
+            [
+                arriving(1, 1, bob, "l1", **like("like", "b1", bob)),
+                arriving(1, 2, bob, "l2", **like("like", "b2", bob)),
+                arriving(1, 3, bob, "u2", **like("unlike", "b2", bob)),
+                arriving(0, 3, ann, "l3", **like("like", "d1", dan)),
+                arriving(0, 4, ann, "a1", type="post", member_id=ann, content_id="a1"),
+            ],
+            NOW,
+            [],
+        )
+        assert later.applied == 3 and later.erased == 2
+        assert await holding(pg, ann) == {"level_changes": 1}  # the tombstone, until a relay sends it
+        facts = await pg.fetch("SELECT member_id, fact FROM member_facts WHERE fact LIKE 'like_received|%'")
+        stand_ins = {fact.split("|")[1] for _, fact in facts}
+        assert len(stand_ins) == 1 and next(iter(stand_ins)).startswith("erased:")  # the erasure's own digest
+        assert sorted((m, f.split("|")[2]) for m, f in facts) == sorted([(bob, "b1"), (dan, "d1")])  # u2 took b2 back
+        points = await pg.fetch("SELECT member_id, active_score FROM members ORDER BY member_id")
+        assert dict(points) == {bob: 13, dan: 3}  # a post 10, a like received 3; ann is not made again
+        for member in (bob, dan):  # replaying their records (as a rescore does) gives the same facts
+            replayed = MemberState(member)
+            rows = await pg.fetch("SELECT event::text FROM activity WHERE member_id = $1 ORDER BY position", member)
+            for (raw,) in rows:
+                apply(replayed, ActivityRecord(member, ActivityEvent.model_validate_json(raw)), NOW, RULES)
+            stored = await pg.fetch("SELECT fact FROM member_facts WHERE member_id = $1", member)
+            assert set(replayed.facts) == {r["fact"] for r in stored}
+        assert not (await erase_stored(engine, ann, NOW, NO_ENDS)).stored  # nothing is left to find
+
+        # Sent after the erasure: a later member of the id, and its like is its own.
+        await work.commit(
+            [],
+            [
+                arriving(0, 5, ann, "l4", **like("like", "b3", bob)),
+                arriving(1, 4, bob, "l4", **like("like", "b3", bob)),
+            ],
+            NOW,
+            [],
+        )
+        assert await pg.fetchval("SELECT active_score FROM members WHERE member_id = $1", ann) == 1  # a like given
+        assert await pg.fetchval("SELECT count(*) FROM member_facts WHERE fact = $1", f"like_received|{ann}|b3") == 1
+
+        # The erasure is forgotten once the scorer has passed every partition's end.
+        async def passed(*offsets: int) -> int:
+            async with engine.begin() as conn:
+                await conn.execute(text("DELETE FROM consumer_offsets"))
+                for partition, offset in enumerate(offsets):
+                    await conn.execute(
+                        text(
+                            "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, epoch, owner,"
+                            " updated_at) VALUES ('g', 't', :p, :o, 1, 'test', now())"
+                        ),
+                        {"p": partition, "o": offset},
+                    )
+            await work.sweep_tenure(NOW, 10, [])
+            return int(await pg.fetchval("SELECT count(*) FROM erased_members"))
+
+        assert await passed(6, 5, 0) == 1  # dan's partition still holds records from before
+        assert await passed(6, 5, 1) == 0
+    finally:
+        await pg.close()
+        await engine.dispose()
