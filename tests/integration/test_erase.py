@@ -279,9 +279,9 @@ async def test_with_redis_down_postgres_is_erased_and_the_command_says_to_run_ag
 async def test_a_like_the_member_gives_while_the_erasure_waits_for_its_lock_is_digested_too(
     fresh_database: str,
 ) -> None:
-    """The erasure looks up whom the member's records name, then locks them: a batch that makes
-    the member name someone new in between (here it holds the member's row when the erasure
-    asks for it) sends the erasure round again, and that member's fact gets the digest too."""
+    """The erasure waits for the batches scoring when it starts (it holds the scoring lock
+    alone): one that makes the member name someone new (here waiting for the member's row)
+    commits first, and that member's fact gets the digest too."""
     ann, bob, dan = "ann-" + unique("x"), "bob-" + unique("x"), "dan-" + unique("x")  # locked in this order
     engine, scorer, eraser = (db.engine(fresh_database, name) for name in ("test", "test-scorer", "test-erase"))
     work = UnitOfWork(scorer, RULES, "g", "t")
