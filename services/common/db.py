@@ -17,12 +17,15 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Sequence,
     SmallInteger,
     Table,
     Text,
+    event,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 metadata = MetaData(
@@ -193,6 +196,25 @@ relay_lease = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )
 
+# Members erased while records sent before the erasure may still be unapplied (SPEC §9.4):
+# `lookup` recognises the id (`services.scorer.erasure.lookup`), `stand_in` is the digest the
+# erasure put in its place, `ends` the end offset of each partition of `topic` (by partition)
+# when it ran. The scorer puts the stand-in in the records below those ends, and deletes the
+# row once its consumer has passed them all.
+erased_members = Table(
+    "erased_members",
+    metadata,
+    Column("lookup", Text, primary_key=True),
+    Column("stand_in", Text, nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("ends", ARRAY(BigInteger), nullable=False),
+    Column("erased_at", DateTime(timezone=True), nullable=False),
+)
+
+# Members' row versions come from one sequence (`member_versions`), so a later member of an
+# erased id has higher versions than the erased one had, and Redis refuses the older views.
+member_versions = Sequence("member_versions", metadata=metadata)
+
 # One row: a counter the Redis repair advances and mirrors in Redis. Redis having seen a later
 # epoch than PostgreSQL holds means PostgreSQL was restored from a backup: every view is rebuilt.
 view_sync = Table(
@@ -203,13 +225,25 @@ view_sync = Table(
 )
 
 
+def _without_values(context: ExceptionContext) -> None:
+    """PostgreSQL quotes the values of the row at fault in an error's DETAIL (`Key (member_id)=
+    (…)`, `Failing row contains (…)`), and asyncpg puts it in the error's text: drop it, so no
+    log line, traceback or dead-letter reason carries a member's id or an event's content. The
+    condition, its message and the constraint's name stay."""
+    error: BaseException | None = context.original_exception  # SQLAlchemy's adapter's, which copies it
+    while error is not None:
+        if getattr(error, "detail", None) is not None:
+            error.detail = None  # type: ignore[attr-defined]
+        error = error.__cause__  # asyncpg's own
+
+
 def engine(
     database_url: str, application_name: str, pool_size: int = 5, idle_in_transaction_ms: int = 0
 ) -> AsyncEngine:
     server_settings = {"application_name": application_name}
     if idle_in_transaction_ms:
         server_settings["idle_in_transaction_session_timeout"] = str(idle_in_transaction_ms)
-    return create_async_engine(
+    made = create_async_engine(
         database_url,
         # jsonb comes back through orjson: members' points and facts are small integers and
         # strings. (It reads integers past 64 bits as floats: read client-sent JSON, such as
@@ -222,3 +256,5 @@ def engine(
         # A bounded connect, so a request or batch fails fast while PostgreSQL is away.
         connect_args={"server_settings": server_settings, "timeout": 5},
     )
+    event.listen(made.sync_engine, "handle_error", _without_values)
+    return made

@@ -6,6 +6,7 @@ commit; the API reads it from Redis, or from PostgreSQL when Redis lacks it or i
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,15 +20,28 @@ from shared.scoring import MemberState, period_end
 
 Periods = dict[str, dict[tuple[str, str], int]]  # member -> (tier, period) -> points
 
+TOMBSTONE_TTL = timedelta(days=1)
+
+
+def lookup(member_id: str) -> str:
+    """How the scorer and Redis recognise an erased id in what comes after its erasure
+    (`services.scorer.erasure`); kept only while that may still come."""
+    return hashlib.sha256(member_id.encode()).hexdigest()
+
+
 # Writes a member only if the version is newer than the one stored, so a slow writer (the
 # repair loop, a fenced scorer) never puts an older view over a newer one.
 # With the view go the member's places on the leaderboards: [board key, points, expire-at]
 # each, a sorted set scored by minus the points (so ties sort by member id, ascending).
+# KEYS: the members' keys, then their erasure tombstones' (see `tombstone`).
 _SET_IF_NEWER = """
-for i, key in ipairs(KEYS) do
+local n = #KEYS / 2
+for i = 1, n do
+  local key = KEYS[i]
   local version = tonumber(ARGV[3 * i - 2])
   local stored = tonumber(redis.call('HGET', key, 'v') or '-1')
-  if stored < version then
+  local erased = tonumber(redis.call('GET', KEYS[n + i]) or '-1') >= version
+  if stored < version and not erased then
     redis.call('HSET', key, 'v', version, 'd', ARGV[3 * i - 1])
     local boards = cjson.decode(ARGV[3 * i])
     for _, b in ipairs(boards[2]) do
@@ -36,7 +50,7 @@ for i, key in ipairs(KEYS) do
     end
   end
 end
-return #KEYS
+return n
 """
 
 # Stores the view epoch PostgreSQL just handed out; answers 1 when Redis had seen a later one.
@@ -115,6 +129,16 @@ class MemberCache:
     def key(self, member_id: str) -> str:
         return f"{self.prefix}member:{member_id}"
 
+    def tombstone_key(self, member_id: str) -> str:
+        """Where an erasure's stamp stays (SPEC §9.4): the id's lookup digest, never the id."""
+        return f"{self.prefix}erased:{lookup(member_id)}"
+
+    async def tombstone(self, member_id: str, stamp: int) -> None:
+        """From now on (for a day: longer than any writer is late), refuse the member's views
+        of versions up to `stamp`, those made before its erasure: a later member of the same
+        id has higher versions."""
+        await self.redis.set(self.tombstone_key(member_id), stamp, ex=TOMBSTONE_TTL)
+
     @property
     def built_key(self) -> str:
         """Present while Redis holds every member; missing after a flush, which calls for a rebuild."""
@@ -156,7 +180,7 @@ class MemberCache:
         that have not ended more than a day ago; a period's board expires a day after it ends."""
         if not views:
             return
-        keys = [self.key(v["member_id"]) for v in views]
+        keys = [self.key(v["member_id"]) for v in views] + [self.tombstone_key(v["member_id"]) for v in views]
         args: list[Any] = []
         for v in views:
             boards: list[tuple[str, int, int]] = [

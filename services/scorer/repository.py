@@ -221,7 +221,8 @@ async def save_facts(conn: AsyncConnection, states: list[MemberState], loaded: F
 
 
 async def save_states(conn: AsyncConnection, states: list[MemberState], rules: Rules, now: datetime) -> dict[str, int]:
-    """Write members' figures; returns each member's new version."""
+    """Write members' figures; returns each member's new version (from one sequence for all
+    members, so a later member of an erased id has higher versions than the erased one had)."""
     if not states:
         return {}
     cols: dict[str, list[Any]] = {
@@ -252,7 +253,8 @@ async def save_states(conn: AsyncConnection, states: list[MemberState], rules: R
             INSERT INTO members AS m (member_id, level_id, level_seq, active_score, passive_score, points,
                                       joined_at, joined_declared, first_seen, tenure_due_at, rules_version,
                                       pinned_level, pinned_reason, pinned_until, version, updated_at)
-            SELECT i, r, q, a, p, CAST(pt AS jsonb), coalesce(jd, fs), jd, fs, d, rv, pr, pn, pu, 1, :now
+            SELECT i, r, q, a, p, CAST(pt AS jsonb), coalesce(jd, fs), jd, fs, d, rv, pr, pn, pu,
+                   nextval('member_versions'), :now
             FROM unnest(CAST(:ids AS text[]), CAST(:levels AS text[]), CAST(:seqs AS int[]),
                         CAST(:actives AS bigint[]), CAST(:passives AS bigint[]), CAST(:points AS text[]),
                         CAST(:declared AS timestamptz[]), CAST(:first AS timestamptz[]),
@@ -266,7 +268,7 @@ async def save_states(conn: AsyncConnection, states: list[MemberState], rules: R
                 joined_declared = excluded.joined_declared, first_seen = excluded.first_seen,
                 tenure_due_at = excluded.tenure_due_at, rules_version = excluded.rules_version,
                 pinned_level = excluded.pinned_level, pinned_reason = excluded.pinned_reason,
-                pinned_until = excluded.pinned_until, version = m.version + 1,
+                pinned_until = excluded.pinned_until, version = excluded.version,
                 updated_at = excluded.updated_at
             RETURNING member_id, version
             """
@@ -557,9 +559,10 @@ async def backlog(conn: AsyncConnection) -> Backlog:
 # -- rules versions (SPEC §9.1) ---------------------------------------------------------
 
 
-# Scoring transactions hold this advisory lock shared, a switch of the rules in force holds it
-# alone: the switch waits for the transactions scoring under the old rules, and every later
-# one reads the new. (An advisory lock writes nothing, where a row lock would write the row.)
+# Scoring transactions hold this advisory lock shared, a switch of the rules in force and an
+# erasure hold it alone: the switch waits for the transactions scoring under the old rules, and
+# every later one reads the new; every transaction applying records runs wholly before an
+# erasure or wholly after it. (An advisory lock writes nothing, where a row lock would write the row.)
 RULES_LOCK = 0x636C2D72756C6573  # "cl-rules"
 
 
@@ -644,6 +647,71 @@ TOMBSTONE_SEQ = 0
 _NAMING = ("like", "unlike", "solution_accepted")  # the events that name a second member
 
 
+async def exclude_scoring(conn: AsyncConnection) -> None:
+    """Wait for the transactions scoring now, and keep others out until this one ends."""
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": RULES_LOCK})
+
+
+async def next_member_version(conn: AsyncConnection) -> int:
+    """A version above every member version handed out so far (erasure's Redis stamp)."""
+    return int((await conn.execute(text("SELECT nextval('member_versions')"))).scalar_one())
+
+
+@dataclass(frozen=True)
+class ErasedId:
+    """An erased member whose records sent before the erasure may still be unapplied."""
+
+    stand_in: str  # the digest the erasure put in place of the id
+    topic: str  # the activity topic, and where each of its partitions ended (by partition)
+    ends: list[int]
+
+    def before(self, topic: str, partition: int, offset: int) -> bool:
+        """Whether this record was sent before the erasure."""
+        return topic == self.topic and partition < len(self.ends) and offset < self.ends[partition]
+
+
+async def erased_ids(conn: AsyncConnection, lookups: list[str]) -> dict[str, ErasedId]:
+    """The erased members among these (by lookup digest)."""
+    rows = await conn.execute(
+        text("SELECT lookup, stand_in, topic, ends FROM erased_members WHERE lookup = ANY(CAST(:l AS text[]))"),
+        {"l": lookups},
+    )
+    return {row[0]: ErasedId(row[1], row[2], list(row[3])) for row in rows}
+
+
+async def record_erased(conn: AsyncConnection, lookup: str, erased: ErasedId, now: datetime) -> None:
+    await conn.execute(
+        text(
+            """
+            INSERT INTO erased_members (lookup, stand_in, topic, ends, erased_at)
+            VALUES (:lookup, :stand_in, :topic, CAST(:ends AS bigint[]), :now)
+            ON CONFLICT (lookup) DO UPDATE SET stand_in = excluded.stand_in, topic = excluded.topic,
+                ends = excluded.ends, erased_at = excluded.erased_at
+            """
+        ),
+        {"lookup": lookup, "stand_in": erased.stand_in, "topic": erased.topic, "ends": erased.ends, "now": now},
+    )
+
+
+async def prune_erased(conn: AsyncConnection, group_id: str) -> int:
+    """Forget the erased members whose records sent before the erasure are all applied: the
+    group's stored offset of every partition is past where it ended."""
+    result = await conn.execute(
+        text(
+            """
+            DELETE FROM erased_members AS e WHERE NOT EXISTS (
+                SELECT 1 FROM generate_subscripts(e.ends, 1) AS i
+                WHERE e.ends[i] > 0 AND NOT EXISTS (
+                    SELECT 1 FROM consumer_offsets AS o
+                    WHERE o.group_id = :group_id AND o.topic = e.topic AND o.partition = i - 1
+                      AND o.next_offset >= e.ends[i]))
+            """
+        ),
+        {"group_id": group_id},
+    )
+    return _rowcount(result)
+
+
 async def named_by(conn: AsyncConnection, member_id: str) -> list[str]:
     """The other members the member's applied records name: each like, unlike or accepted
     solution is recorded once per member it names, so theirs name this member too."""
@@ -703,25 +771,15 @@ async def delete_member(conn: AsyncConnection, member_id: str) -> dict[str, int]
     return deleted
 
 
-async def unpend_member(conn: AsyncConnection, member_id: str) -> list[int]:
-    """Take the member out of the pending view rows; returns those rows (their commits' views
-    may still be on their way to Redis)."""
-    rows = await conn.execute(
+async def unpend_member(conn: AsyncConnection, member_id: str) -> None:
+    """Take the member out of the pending view rows."""
+    await conn.execute(
         text(
             "UPDATE pending_views SET member_ids = array_remove(member_ids, CAST(:id AS text))"
-            " WHERE CAST(:id AS text) = ANY(member_ids) RETURNING id"
+            " WHERE CAST(:id AS text) = ANY(member_ids)"
         ),
         {"id": member_id},
     )
-    return sorted(row[0] for row in rows)
-
-
-async def pending_left(conn: AsyncConnection, ids: list[int]) -> int:
-    """How many of these pending view rows are still there (their views not yet in Redis)."""
-    row = await conn.execute(
-        text("SELECT count(*) FROM pending_views WHERE id = ANY(CAST(:ids AS bigint[]))"), {"ids": ids}
-    )
-    return int(row.scalar_one())
 
 
 async def member_activity(

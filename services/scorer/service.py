@@ -316,7 +316,8 @@ class Scorer:
             self.committed[move.partition] = move.next_offset
         self.progress_at = time.monotonic()
         RECORDS.labels("applied").inc(done.applied)
-        RECORDS.labels("repeated").inc(len(incoming) - done.applied)
+        RECORDS.labels("repeated").inc(len(incoming) - done.applied - done.erased)
+        RECORDS.labels("erased").inc(done.erased)
         LEVEL_CHANGES.labels("activity").inc(len(done.changes))
         return done
 

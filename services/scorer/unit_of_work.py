@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.common.members import Periods
 from services.scorer import outbox
 from services.scorer import repository as repo
+from services.scorer.erasure import erase_late
 from services.scorer.rulebook import RulesBook
 from shared.events import EVENTS, ActivityRecord
 from shared.rules import Rules
@@ -56,6 +57,7 @@ class Committed:
     pending: int | None = None  # the pending_views row naming the members changed
     periods: repo.Periods = field(default_factory=dict)  # new points of the (tier, period)s touched
     applied: int = 0  # records not seen before
+    erased: int = 0  # records of members erased after they were sent, dropped
     rules: Rules | None = None  # the rules the states are scored under
 
 
@@ -94,21 +96,43 @@ class UnitOfWork:
             if refused:
                 raise Fenced(refused)
             rules = await self.book.in_force(conn)
+            incoming, erased, named = await self._erase_late(conn, incoming)
             rows = [(i.record.subject, i.record.event.event_id, i.raw, i.partition, i.offset) for i in incoming]
             new = await repo.record_activity(conn, rows, now)
             fresh = [i.record for i in incoming if (i.record.subject, i.record.event.event_id) in new]
-            states = await repo.lock_states(conn, sorted({r.subject for r in fresh}))
+            reached = {o for _, _, others in named for o in others}
+            states = await repo.lock_states(conn, sorted({r.subject for r in fresh} | reached))
+            for member, stand_in, others in named:
+                await repo.digest_named(conn, others, member, stand_in)
             rescored, reset = await self._bring_up(conn, states, rules, now, new)
             loaded = await repo.load_facts(conn, states, facts_needed(fresh))
             changes = rescored + apply_batch(states, fresh, now, rules)
             committed = await self._save(conn, rules, states, loaded, changes, now, written, reset, len(new))
-        committed.applied = len(new)
+        committed.applied, committed.erased = len(new), erased
         return committed
 
+    async def _erase_late(
+        self, conn: AsyncConnection, incoming: list[Incoming]
+    ) -> tuple[list[Incoming], int, list[tuple[str, str, list[str]]]]:
+        """The batch as the erasures before it leave it (`erasure.erase_late`), how many of
+        its records they dropped, and the members those named, to digest."""
+        late, named = await erase_late(conn, self.topic, [(i.record, i.partition, i.offset) for i in incoming])
+        if not late:
+            return incoming, 0, named
+        changed, kept = dict(late), []
+        for index, i in enumerate(incoming):
+            if index not in changed:
+                kept.append(i)
+            elif (record := changed[index]) is not None:
+                kept.append(i._replace(record=record, raw=record.event.to_json().decode()))
+        return kept, sum(record is None for record in changed.values()), named
+
     async def sweep_tenure(self, now: datetime, limit: int, written: list[int]) -> Committed:
-        """Raise the levels that tenure alone now allows, for up to `limit` members."""
+        """Raise the levels that tenure alone now allows, for up to `limit` members. (Also forget
+        the erased members whose records sent before their erasure are all applied.)"""
         async with self.engine.begin() as conn:
             rules = await self.book.in_force(conn)
+            await repo.prune_erased(conn, self.group_id)
             states = await repo.lock_tenure_due(conn, now, limit)
             changes, reset = await self._bring_up(conn, states, rules, now)
             expired = [

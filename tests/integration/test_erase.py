@@ -18,11 +18,14 @@ from services.common import db
 from services.common.kafka import ensure_topics
 from services.common.members import MemberCache
 from services.common.settings import Settings
-from services.scorer.erasure import erase_stored, erase_views
-from services.scorer.unit_of_work import UnitOfWork
+from services.scorer import repository as repo
+from services.scorer.erasure import Ends, erase_stored, erase_views
+from services.scorer.rulebook import RulesBook
+from services.scorer.unit_of_work import Incoming, UnitOfWork
+from services.scorer.views import Views
 from shared.events import ActivityEvent, ActivityRecord
 from shared.rules import default_rules
-from shared.scoring import MemberState, apply, periods
+from shared.scoring import MemberState, apply
 from tests.conftest import env_with, unique
 from tests.integration.test_cli import cl
 from tests.integration.test_scorer import event, publish, running
@@ -32,6 +35,7 @@ from tests.support import eventually, free_port, in_process, own_topics, read_to
 
 RULES = default_rules()
 NOW = datetime.now(UTC)
+NO_ENDS = Ends("t", [])  # no record of the topic waits
 
 
 async def holding(pg: asyncpg.Connection, text: str) -> dict[str, int]:
@@ -99,6 +103,7 @@ async def test_erasing_a_member_leaves_no_trace_and_the_others_keep_their_points
         CL_DATABASE_URL=fresh_database,
         CL_REDIS_PREFIX=prefix,
         CL_TOPIC_LEVEL_CHANGES=settings.topic_level_changes,
+        CL_TOPIC_ACTIVITY=settings.topic_activity,
     )
     redis = Redis.from_url(settings.redis_url)
     cache = MemberCache(redis, prefix)
@@ -208,44 +213,39 @@ async def test_erasing_a_member_leaves_no_trace_and_the_others_keep_their_points
         await redis.aclose()
 
 
-async def test_the_view_of_a_commit_just_before_the_erasure_is_removed_once_written(
+async def test_no_view_or_board_place_made_before_the_erasure_comes_back(
     fresh_database: str, settings_kwargs: dict[str, Any]
 ) -> None:
-    """A scorer that committed the member just before the erasure writes its view just after:
-    Redis is cleaned once that commit's pending row is gone (its views written), not before."""
+    """A scorer that committed the member just before the erasure writes its view late, and a
+    rebuild page read before the erasure is written after it: Redis refuses both. A later
+    member of the same id is written."""
     engine = db.engine(fresh_database, "test")
     redis = Redis.from_url(Settings().redis_url)
     cache = MemberCache(redis, f"{settings_kwargs['redis_prefix']}{unique('erase-race')}:")
+    views = Views(engine, redis, cache, RulesBook(RULES), pause=timedelta(seconds=1), grace=timedelta(seconds=1))
+    work = UnitOfWork(engine, RULES, "g", "t")
     member = unique("eve")
     try:
-        committed = await UnitOfWork(engine, RULES, "g", "t").commit(
+        committed = await work.commit(
             [], incoming([{"type": "post", "member_id": member, "content_id": "p1"}]), NOW, []
         )
-        assert committed.pending is not None
-        erased = await erase_stored(engine, member, NOW)
-        assert erased.pending == [committed.pending] and erased.deleted["members"] == 1
+        async with engine.connect() as conn:
+            page = await repo.views_after(conn, "", 1000)  # a rebuild page in flight
+        erased = await erase_stored(engine, member, NOW, NO_ENDS)
+        await erase_views(cache, member, erased)
+        assert erased.redis_removed == 0  # nothing was in Redis yet
 
-        async def late_scorer() -> None:
-            await asyncio.sleep(0.5)
-            view = {"member_id": member, "active_score": 10, "passive_score": 0, "version": 1}
-            month, _ = periods(NOW.date().isoformat())
-            await cache.put([view], {member: {("active", month): 10}}, NOW)
-            async with engine.begin() as conn:  # the scorer's next commit deletes the written row
-                await conn.execute(text("DELETE FROM pending_views WHERE id = :id"), {"id": committed.pending})
-
-        await asyncio.gather(late_scorer(), erase_views(engine, cache, member, erased, wait_s=10))
-        assert erased.redis_confirmed and erased.redis_removed == 3  # the view, the active boards of all time and month
+        await views.publish(committed)  # the late writer
+        async with engine.connect() as conn:
+            await views._put(conn, page)  # the rebuild page
         assert await cache.get_many([member]) == {}
-        assert not [key async for key in redis.scan_iter(match=f"{cache.prefix}board:*")]
+        assert await redis_holding(redis, cache.prefix, member) == []
 
-        # Nobody writes the view: after the wait, Redis is cleaned anyway, and that is said.
-        other = unique("fay")
-        committed = await UnitOfWork(engine, RULES, "g", "t").commit(
-            [], incoming([{"type": "post", "member_id": other, "content_id": "p1"}]), NOW, []
-        )
-        erased = await erase_stored(engine, other, NOW)
-        await erase_views(engine, cache, other, erased, wait_s=0.5)
-        assert not erased.redis_confirmed
+        # A later member of the same id: its versions are above the erasure's stamp.
+        later = await work.commit([], incoming([{"type": "comment", "member_id": member, "content_id": "c1"}]), NOW, [])
+        await views.publish(later)
+        assert (await cache.get_many([member]))[member]["active_score"] == 2
+        assert [m for m, _ in (await boards(redis, cache.prefix))[cache.board_key("active", "all")]] == [member]
     finally:
         await redis.aclose()
         await engine.dispose()
@@ -263,7 +263,7 @@ async def test_with_redis_down_postgres_is_erased_and_the_command_says_to_run_ag
     finally:
         await engine.dispose()
     env = env_with(run_env, CL_DATABASE_URL=fresh_database, CL_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
-    code, out = await cl(env, "member", "erase", member, "--operator", "moderator-1", "--wait", "0")
+    code, out = await cl(env, "member", "erase", member, "--operator", "moderator-1")
     assert code == 1 and "Redis could not be cleaned" in out and "run this command again" in out, out
     assert f"Erased {member}" in out
     pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
@@ -279,9 +279,9 @@ async def test_with_redis_down_postgres_is_erased_and_the_command_says_to_run_ag
 async def test_a_like_the_member_gives_while_the_erasure_waits_for_its_lock_is_digested_too(
     fresh_database: str,
 ) -> None:
-    """The erasure looks up whom the member's records name, then locks them: a batch that makes
-    the member name someone new in between (here it holds the member's row when the erasure
-    asks for it) sends the erasure round again, and that member's fact gets the digest too."""
+    """The erasure waits for the batches scoring when it starts (it holds the scoring lock
+    alone): one that makes the member name someone new (here waiting for the member's row)
+    commits first, and that member's fact gets the digest too."""
     ann, bob, dan = "ann-" + unique("x"), "bob-" + unique("x"), "dan-" + unique("x")  # locked in this order
     engine, scorer, eraser = (db.engine(fresh_database, name) for name in ("test", "test-scorer", "test-erase"))
     work = UnitOfWork(scorer, RULES, "g", "t")
@@ -308,7 +308,7 @@ async def test_a_like_the_member_gives_while_the_erasure_waits_for_its_lock_is_d
             await holder.execute(text("SELECT 1 FROM members WHERE member_id = :id FOR UPDATE"), {"id": bob})
             liking = asyncio.create_task(work.commit([], incoming([like("l2", dan, "p2")]), NOW, []))
             await eventually(lambda: waiting_for_locks(1), what="the batch waiting for bob's row")
-            erasing = asyncio.create_task(erase_stored(eraser, bob, NOW))
+            erasing = asyncio.create_task(erase_stored(eraser, bob, NOW, NO_ENDS))
             await eventually(lambda: waiting_for_locks(2), what="the erasure waiting for bob's row too")
             await transaction.rollback()
         await liking
@@ -327,3 +327,108 @@ async def test_a_like_the_member_gives_while_the_erasure_waits_for_its_lock_is_d
         await pg.close()
         for each in (engine, scorer, eraser):
             await each.dispose()
+
+
+def arriving(partition: int, offset: int, subject: str, event_id: str, **fields: str) -> Incoming:
+    """A record of topic `t` as the scorer reads it, at this partition and offset."""
+    event = ActivityEvent.model_validate({"event_id": event_id, "occurred_at": NOW.isoformat(), **fields})
+    return Incoming(ActivityRecord(subject, event), event.to_json().decode(), partition, offset)
+
+
+async def test_records_sent_before_the_erasure_and_applied_after_it_are_erased_whatever_their_partition(
+    fresh_database: str,
+) -> None:
+    """Each like is two records, one on each member's partition. ann's partition (0) is ahead
+    of bob's (1), and behind dan's (2): when ann is erased, bob's records of her likes and
+    ann's own record of her like of dan's are still to be applied. Applied afterwards, they
+    are erased as the erasure erased what was applied before it; records sent after the
+    erasure are a later member's."""
+    ann, bob, dan = unique("ann"), unique("bob"), unique("dan")
+    engine = db.engine(fresh_database, "test")
+    work = UnitOfWork(engine, RULES, "g", "t")
+    pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
+
+    def like(kind: str, content: str, author: str) -> dict[str, str]:
+        return {"type": kind, "member_id": ann, "content_id": content, "target_member_id": author}
+
+    try:
+        # Applied before the erasure: ann's records of her likes of b1, b2 and unlike of b2,
+        # bob's post and dan's record of ann's like of d1.
+        await work.commit(
+            [],
+            [
+                arriving(0, 0, ann, "l1", **like("like", "b1", bob)),
+                arriving(0, 1, ann, "l2", **like("like", "b2", bob)),
+                arriving(0, 2, ann, "u2", **like("unlike", "b2", bob)),
+                arriving(1, 0, bob, "b1", type="post", member_id=bob, content_id="b1"),
+                arriving(2, 0, dan, "l3", **like("like", "d1", dan)),
+            ],
+            NOW,
+            [],
+        )
+        erased = await erase_stored(engine, ann, NOW, Ends("t", [5, 4, 1]))
+        assert erased.others == 1 and erased.deleted["activity"] == 3  # dan is not found: ann's record of l3 waits
+
+        # Then the records sent before the erasure: bob's of l1, l2 and u2, ann's own of l3 and a post.
+        later = await work.commit(
+            [],
+            [
+                arriving(1, 1, bob, "l1", **like("like", "b1", bob)),
+                arriving(1, 2, bob, "l2", **like("like", "b2", bob)),
+                arriving(1, 3, bob, "u2", **like("unlike", "b2", bob)),
+                arriving(0, 3, ann, "l3", **like("like", "d1", dan)),
+                arriving(0, 4, ann, "a1", type="post", member_id=ann, content_id="a1"),
+            ],
+            NOW,
+            [],
+        )
+        assert later.applied == 3 and later.erased == 2
+        assert await holding(pg, ann) == {"level_changes": 1}  # the tombstone, until a relay sends it
+        facts = await pg.fetch("SELECT member_id, fact FROM member_facts WHERE fact LIKE 'like_received|%'")
+        stand_ins = {fact.split("|")[1] for _, fact in facts}
+        assert len(stand_ins) == 1 and next(iter(stand_ins)).startswith("erased:")  # the erasure's own digest
+        assert sorted((m, f.split("|")[2]) for m, f in facts) == sorted([(bob, "b1"), (dan, "d1")])  # u2 took b2 back
+        points = await pg.fetch("SELECT member_id, active_score FROM members ORDER BY member_id")
+        assert dict(points) == {bob: 13, dan: 3}  # a post 10, a like received 3; ann is not made again
+        for member in (bob, dan):  # replaying their records (as a rescore does) gives the same facts
+            replayed = MemberState(member)
+            rows = await pg.fetch("SELECT event::text FROM activity WHERE member_id = $1 ORDER BY position", member)
+            for (raw,) in rows:
+                apply(replayed, ActivityRecord(member, ActivityEvent.model_validate_json(raw)), NOW, RULES)
+            stored = await pg.fetch("SELECT fact FROM member_facts WHERE member_id = $1", member)
+            assert set(replayed.facts) == {r["fact"] for r in stored}
+        assert not (await erase_stored(engine, ann, NOW, NO_ENDS)).stored  # nothing is left to find
+
+        # Sent after the erasure: a later member of the id, and its like is its own.
+        await work.commit(
+            [],
+            [
+                arriving(0, 5, ann, "l4", **like("like", "b3", bob)),
+                arriving(1, 4, bob, "l4", **like("like", "b3", bob)),
+            ],
+            NOW,
+            [],
+        )
+        assert await pg.fetchval("SELECT active_score FROM members WHERE member_id = $1", ann) == 1  # a like given
+        assert await pg.fetchval("SELECT count(*) FROM member_facts WHERE fact = $1", f"like_received|{ann}|b3") == 1
+
+        # The erasure is forgotten once the scorer has passed every partition's end.
+        async def passed(*offsets: int) -> int:
+            async with engine.begin() as conn:
+                await conn.execute(text("DELETE FROM consumer_offsets"))
+                for partition, offset in enumerate(offsets):
+                    await conn.execute(
+                        text(
+                            "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, epoch, owner,"
+                            " updated_at) VALUES ('g', 't', :p, :o, 1, 'test', now())"
+                        ),
+                        {"p": partition, "o": offset},
+                    )
+            await work.sweep_tenure(NOW, 10, [])
+            return int(await pg.fetchval("SELECT count(*) FROM erased_members"))
+
+        assert await passed(6, 5, 0) == 1  # dan's partition still holds records from before
+        assert await passed(6, 5, 1) == 0
+    finally:
+        await pg.close()
+        await engine.dispose()

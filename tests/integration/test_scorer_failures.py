@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import signal
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -28,12 +29,17 @@ from alembic import command
 from alembic.config import Config
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
+from sqlalchemy.exc import DBAPIError
 
+from services.common import db
 from services.common.kafka import ensure_topics
 from services.common.members import MemberCache
 from services.scorer.settings import ScorerSettings
+from services.scorer.unit_of_work import UnitOfWork
+from shared.rules import default_rules
 from tests.conftest import ADMIN, ROLES, ROOT, _create_database, _drop_database, database_url, unique
 from tests.integration.test_scorer import _equals, event, publish, running, scores
+from tests.integration.test_stats import incoming
 from tests.support import eventually, free_port, own_topics, read_topic
 
 
@@ -433,3 +439,27 @@ async def test_metrics_show_lag_backlogs_dead_letters_and_batch_durations(
         "scorer_offsets_out_of_range_total",
     ):
         assert name in text, name
+
+
+async def test_a_database_error_names_no_member_in_logs_or_reasons(
+    fresh_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL quotes the row at fault in an error's DETAIL ("Failing row contains (<member
+    id>, …)"), and asyncpg puts it in the error's text: the services' engine drops it, so a
+    logged traceback or a dead-letter reason made of the error shows the constraint, not the member."""
+    member = unique("secret-member")
+    pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
+    engine = db.engine(fresh_database, "test")
+    try:
+        await pg.execute("ALTER TABLE members ADD CONSTRAINT small_scores CHECK (active_score < 5)")
+        with pytest.raises(DBAPIError) as caught:
+            await UnitOfWork(engine, default_rules(), "g", "t").commit(
+                [], incoming([{"type": "post", "member_id": member, "content_id": "p1"}]), datetime.now(UTC), []
+            )
+        assert caught.value.orig.__cause__.sqlstate == "23514"  # type: ignore[union-attr]
+        logging.getLogger("scorer").error("tenure failed, will retry", exc_info=caught.value)  # as a worker logs
+        shown = caplog.text + repr(caught.value) + str(caught.value.orig.__cause__)  # type: ignore[union-attr]
+        assert "small_scores" in shown and member not in shown, shown
+    finally:
+        await pg.close()
+        await engine.dispose()
