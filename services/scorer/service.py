@@ -341,7 +341,14 @@ class Scorer:
             else:
                 log.warning("partition %d belongs to another consumer now; not reading it", claim.partition)
                 self.epochs.pop(claim.partition, None)
-                self.consumer.pause(tp)
+                self._stop_reading(tp)
+
+    def _stop_reading(self, tp: TopicPartition) -> None:
+        """Fetch no more of a partition another consumer has claimed. A rebalance may already
+        have taken it from this consumer (a fence that lands after it), and aiokafka refuses to
+        pause a partition it does not hold: then there is nothing left to stop."""
+        if tp in self.consumer.assignment():
+            self.consumer.pause(tp)
 
     async def _out_of_range(self, positions: dict[TopicPartition, int]) -> None:
         """A stored offset the broker no longer holds: below the log start (retention deleted
@@ -359,7 +366,7 @@ class Scorer:
                 ours = await repo.reset_offset(conn, self.settings.group_id, tp.topic, tp.partition, epoch, resume)
             if not ours:
                 self.epochs.pop(tp.partition, None)
-                self.consumer.pause(tp)
+                self._stop_reading(tp)
                 continue
             OUT_OF_RANGE.labels(str(tp.partition), where).inc()
             log.error(

@@ -13,8 +13,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -31,6 +32,7 @@ from redis.asyncio import Redis
 
 from services.common.kafka import ensure_topics
 from services.common.members import MemberCache
+from services.scorer.records import decode_record
 from services.scorer.settings import ScorerSettings
 from tests.conftest import ADMIN, ROLES, ROOT, _create_database, _drop_database, database_url, unique
 from tests.integration.test_scorer import _equals, event, publish, running, scores
@@ -433,3 +435,45 @@ async def test_metrics_show_lag_backlogs_dead_letters_and_batch_durations(
         "scorer_offsets_out_of_range_total",
     ):
         assert name in text, name
+
+
+async def test_a_fence_that_lands_after_a_rebalance_does_not_wedge_the_commit_loop(
+    settings_kwargs: dict[str, Any],
+) -> None:
+    """A batch fetched before a rebalance commits after it: the partition's new owner has claimed
+    it, so the offset write is refused (a fence), and the partition is no longer assigned to this
+    consumer, so there is nothing to pause. The batch must end, not retry forever."""
+    name = unique("fence")
+    base = {**own_topics(settings_kwargs, name), "group_id": name}
+    first, second = (
+        scorer_settings({**base, "instance": f"{name}-a"}),
+        scorer_settings({**base, "instance": f"{name}-b"}),
+    )
+    await ensure_topics(first)
+    everything = set(range(first.topic_partitions))
+    async with running(first) as a:
+        await eventually(lambda: _is(lambda: set(a.epochs) == everything), what="the first scorer owns every partition")
+        claimed = dict(a.epochs)
+        async with running(second) as b:
+            await eventually(
+                lambda: _is(lambda: bool(b.epochs) and set(a.epochs) | set(b.epochs) == everything),
+                what="the partitions shared out",
+            )
+            partition = min(b.epochs)
+            assert TopicPartition(first.topic_activity, partition) not in a.consumer.assignment()
+            lee = unique("lee")
+            while _partition(lee, first) != partition:
+                lee = unique("lee")
+            await publish(first, [event("post", lee, content_id="p1")])
+            msg = await _eventually_read(first, first.topic_activity, lee)
+            # The first scorer fetched this record while it still held the partition.
+            a.epochs[partition] = claimed[partition]
+            fenced = metric("scorer_fenced_batches_total")
+            items = [(msg, decode_record(msg.key, msg.value))]
+            await asyncio.wait_for(a._apply(items, datetime.now(UTC), time.monotonic()), 15)
+            assert metric("scorer_fenced_batches_total") == fenced + 1
+            assert partition not in a.epochs
+
+
+async def _is(check: Callable[[], bool]) -> bool:
+    return check()
