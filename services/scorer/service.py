@@ -218,6 +218,21 @@ class Scorer:
             )
         return out | self.workers.problems()
 
+    async def level_changes_late(self) -> str | None:
+        """Why level changes are not reaching Kafka, or None while the oldest one waiting is
+        younger than CL_OUTBOX_MAX_AGE. Any relay failure that lasts (a deleted topic, a denied
+        authorization, a send that always times out, a permission PostgreSQL refuses) ages the
+        outbox, whether or not the failure looks transient."""
+        async with self.engine.connect() as conn:
+            age = await repo.oldest_unsent_age(conn)
+        OUTBOX_AGE.set(age or 0)
+        bound = self.settings.outbox_max_age.total_seconds()
+        if age is None or age <= bound:
+            return None
+        relay = self.workers.workers.get("relay")
+        error = (relay and relay.last_error) or "no relay error here (another scorer may hold the relay lease)"
+        return f"oldest unsent level change is {age:.0f} s old (bound {bound:g} s): {error}"
+
     async def measure(self) -> int:
         """Refresh the lag, outbox and Redis backlog gauges."""
         LAG.clear()  # partitions this scorer no longer owns are not its to report
@@ -226,8 +241,7 @@ class Scorer:
         async with self.engine.connect() as conn:
             backlog = await repo.backlog(conn)
         OUTBOX.set(backlog.unsent_level_changes)
-        oldest = backlog.oldest_unsent_at
-        OUTBOX_AGE.set((utcnow() - oldest).total_seconds() if oldest else 0)
+        OUTBOX_AGE.set(backlog.oldest_unsent_age or 0)
         UNSYNCED.set(backlog.unsynced_members)
         return 0
 

@@ -29,10 +29,12 @@ from alembic import command
 from alembic.config import Config
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
+from sqlalchemy import make_url
 
 from services.common.kafka import ensure_topics
 from services.common.members import MemberCache
 from services.scorer.records import decode_record
+from services.scorer.service import Item
 from services.scorer.settings import ScorerSettings
 from tests.conftest import ADMIN, ROLES, ROOT, _create_database, _drop_database, database_url, unique
 from tests.integration.test_scorer import _equals, event, publish, running, scores
@@ -469,7 +471,7 @@ async def test_a_fence_that_lands_after_a_rebalance_does_not_wedge_the_commit_lo
             # The first scorer fetched this record while it still held the partition.
             a.epochs[partition] = claimed[partition]
             fenced = metric("scorer_fenced_batches_total")
-            items = [(msg, decode_record(msg.key, msg.value))]
+            items: list[Item] = [(msg, decode_record(msg.key, msg.value))]
             await asyncio.wait_for(a._apply(items, datetime.now(UTC), time.monotonic()), 15)
             assert metric("scorer_fenced_batches_total") == fenced + 1
             assert partition not in a.epochs
@@ -477,3 +479,80 @@ async def test_a_fence_that_lands_after_a_rebalance_does_not_wedge_the_commit_lo
 
 async def _is(check: Callable[[], bool]) -> bool:
     return check()
+
+
+@pytest.mark.parametrize(
+    ("failure", "named"),
+    [
+        ("the topic deleted", "UnknownTopicOrPartitionError"),
+        ("UPDATE revoked", "permission denied for table level_changes"),
+    ],
+)
+async def test_readiness_fails_while_level_changes_wait_longer_than_the_bound(
+    settings_kwargs: dict[str, Any], fresh_database: str, failure: str, named: str
+) -> None:
+    """Every relay round fails, with an error that looks transient: the level-changes topic was
+    deleted, or the scorer's role may no longer mark level changes sent. Once the oldest unsent
+    level change is older than CL_OUTBOX_MAX_AGE, /readyz fails and names the relay's error;
+    once the failure is mended the change is sent, and the scorer is ready again."""
+    name, port = unique("late"), free_port()
+    database = str(make_url(fresh_database).database)
+    settings = scorer_settings(
+        {
+            **own_topics(settings_kwargs, name),
+            "group_id": name,
+            "database_url": database_url(ROLES["scorer"], database),  # the role of production
+        },
+        port=port,
+        outbox_max_age=timedelta(seconds=1),
+    )
+    await ensure_topics(settings)
+    owner = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
+    grant = f"UPDATE ON level_changes {{}} {ROLES['scorer']}"
+    if failure == "the topic deleted":
+        await _delete_topic(settings, settings.topic_level_changes)
+    else:
+        await owner.execute("REVOKE " + grant.format("FROM"))
+    max = unique("max")
+    await publish(settings, [event("post", max, content_id="p1")])  # a new member: a level change
+    try:
+        async with running(settings), httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+
+            async def says(*words: str) -> bool:
+                answer = await _readyz(client)
+                if answer is None or answer.status_code != 503:
+                    return False
+                return all(word in answer.json()["checks"]["level-changes"] for word in words)
+
+            await eventually(lambda: says("oldest unsent level change is", "(bound 1 s)"), what="/readyz to fail")
+            assert metric("scorer_outbox_oldest_age_seconds") > 1
+            await eventually(lambda: says(named), what="/readyz to name the relay's error")
+            if failure == "the topic deleted":
+                await ensure_topics(settings)
+            else:
+                await owner.execute("GRANT " + grant.format("TO"))
+
+            async def ready() -> bool:
+                answer = await _readyz(client)
+                return answer is not None and answer.status_code == 200
+
+            await eventually(ready, what="/readyz ready once the level change is sent")
+            assert (await client.get("/readyz")).json()["checks"]["level-changes"] == "ok"
+            assert not await owner.fetchval("SELECT count(*) FROM level_changes WHERE sent_at IS NULL")
+    finally:
+        await owner.close()
+    assert await read_topic(settings.kafka_bootstrap, settings.topic_level_changes, {max})
+
+
+async def _delete_topic(settings: ScorerSettings, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+
+        async def gone() -> bool:
+            return topic not in await admin.list_topics()
+
+        await eventually(gone, what=f"{topic} deleted")
+    finally:
+        await admin.close()
