@@ -36,6 +36,8 @@ from services.common.members import MemberCache
 from services.scorer.records import decode_record
 from services.scorer.service import Item
 from services.scorer.settings import ScorerSettings
+from shared.events import ActivityRecord
+from shared.scoring import apply_batch
 from tests.conftest import ADMIN, ROLES, ROOT, _create_database, _drop_database, database_url, unique
 from tests.integration.test_scorer import _equals, event, publish, running, scores
 from tests.support import eventually, free_port, own_topics, read_topic
@@ -556,3 +558,59 @@ async def _delete_topic(settings: ScorerSettings, topic: str) -> None:
         await eventually(gone, what=f"{topic} deleted")
     finally:
         await admin.close()
+
+
+async def test_a_fault_of_our_scoring_code_stops_the_partition_loudly_and_dead_letters_nothing(
+    settings_kwargs: dict[str, Any], pg: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scoring raises for every record of one member (a bug, simulated by patching our own
+    scoring function): that record is not to blame. Its partition stops there, the later record
+    of another member on it waits, other partitions go on, nothing is dead-lettered, /readyz
+    names the partition and the error, and a counter says so. Once the code is fixed, the
+    partition is read again and everything applies."""
+    name, port = unique("fault"), free_port()
+    settings = scorer_settings(
+        {**own_topics(settings_kwargs, name), "group_id": name},
+        port=port,
+        code_fault_retry=timedelta(seconds=1),
+    )
+    await ensure_topics(settings)
+    bug, after, elsewhere = unique("bug"), unique("after"), unique("elsewhere")
+    partition = _partition(bug, settings)
+    while _partition(after, settings) != partition:
+        after = unique("after")
+    while _partition(elsewhere, settings) == partition:
+        elsewhere = unique("elsewhere")
+    fixed = asyncio.Event()
+
+    def faulty(states: Any, records: list[ActivityRecord], now: datetime, rules: Any) -> Any:
+        if not fixed.is_set() and any(r.subject == bug for r in records):
+            return [][0]  # IndexError: list index out of range
+        return apply_batch(states, records, now, rules)
+
+    monkeypatch.setattr("services.scorer.unit_of_work.apply_batch", faulty)
+    faults = metric("scorer_code_faults_total", partition=str(partition))
+    await publish(settings, [event("post", bug, content_id="p1")])
+    await publish(settings, [event("post", after, content_id="p1"), event("post", elsewhere, content_id="p1")])
+    async with running(settings), httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        await eventually(lambda: _equals(scores(pg, elsewhere), (10, 0, 5)), what="another partition goes on")
+
+        async def stopped() -> bool:
+            answer = await _readyz(client)
+            check = answer.json()["checks"].get(f"partition {partition}", "") if answer is not None else ""
+            return answer is not None and answer.status_code == 503 and "IndexError" in check
+
+        await eventually(stopped, what="/readyz to name the stopped partition")
+        assert metric("scorer_code_faults_total", partition=str(partition)) > faults
+        await asyncio.sleep(1.5)  # a retry: it fails again, and nothing moves
+        assert await scores(pg, bug) is None and await scores(pg, after) is None, "the partition stops at the fault"
+        assert not await read_topic(settings.kafka_bootstrap, settings.topic_dlq, {bug, after}), "nothing dead-lettered"
+        fixed.set()
+        await eventually(lambda: _equals(scores(pg, bug), (10, 0, 5)), what="the record applied once fixed")
+        await eventually(lambda: _equals(scores(pg, after), (10, 0, 5)), what="the partition goes on")
+
+        async def ready() -> bool:
+            answer = await _readyz(client)
+            return answer is not None and answer.status_code == 200
+
+        await eventually(ready, what="/readyz ready again")
