@@ -34,8 +34,9 @@ def create_app(scorer: Scorer) -> FastAPI:
             "postgres": await _check(_ping_postgres(scorer)),
             "kafka": await _check(scorer.consumer.topics()),
             "redis": await _check(scorer.redis.ping()),
-            "level-changes": await _level_changes(scorer),
         }
+        # Read from PostgreSQL: not waited for again when it is down.
+        checks["level-changes"] = await _level_changes(scorer) if checks["postgres"] == "ok" else "unknown"
         problems = scorer.problems()
         ready = checks["postgres"] == checks["kafka"] == checks["level-changes"] == "ok" and not problems
         checks |= {"consumer": "ok", **{name: "ok" for name in scorer.workers.workers}} | problems
