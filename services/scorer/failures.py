@@ -26,9 +26,17 @@ RECORD_SQLSTATES = {"22", "23", "54"}
 def transient(exc: BaseException) -> bool:
     """Worth waiting out: a store or the broker is away, busy or misconfigured, not a record at fault."""
     if isinstance(exc, DBAPIError):
-        state = str(getattr(exc.orig, "sqlstate", None) or "")
-        return exc.connection_invalidated or state[:2] not in RECORD_SQLSTATES
+        return not refused_record(exc)
     return isinstance(exc, OSError | TimeoutError | PoolTimeout | KafkaError | RedisError)
+
+
+def refused_record(exc: BaseException) -> bool:
+    """The store refused what a record carries: the one failure at apply time that is the
+    record's fault. Any other error that is not transient comes from the scorer's own code
+    (every record of that member would hit it): a code fault, which stops the partition."""
+    if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
+        return False
+    return str(getattr(exc.orig, "sqlstate", None) or "")[:2] in RECORD_SQLSTATES
 
 
 async def retry(what: str, step: Callable[[], Awaitable[Any]], stopping: asyncio.Event, longest: timedelta) -> Any:

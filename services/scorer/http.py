@@ -27,7 +27,7 @@ def create_app(scorer: Scorer) -> FastAPI:
     @app.get(
         "/readyz",
         summary="Whether the scorer makes progress: PostgreSQL and Kafka answer, no wedged consumer, no dead "
-        "or stuck worker (Redis down only degrades)",
+        "or stuck worker, no level change waiting longer than CL_OUTBOX_MAX_AGE (Redis down only degrades)",
     )
     async def readyz() -> JSONResponse:
         checks = {
@@ -35,8 +35,10 @@ def create_app(scorer: Scorer) -> FastAPI:
             "kafka": await _check(scorer.consumer.topics()),
             "redis": await _check(scorer.redis.ping()),
         }
+        # Read from PostgreSQL: not waited for again when it is down.
+        checks["level-changes"] = await _level_changes(scorer) if checks["postgres"] == "ok" else "unknown"
         problems = scorer.problems()
-        ready = checks["postgres"] == checks["kafka"] == "ok" and not problems
+        ready = checks["postgres"] == checks["kafka"] == checks["level-changes"] == "ok" and not problems
         checks |= {"consumer": "ok", **{name: "ok" for name in scorer.workers.workers}} | problems
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
@@ -50,6 +52,16 @@ def create_app(scorer: Scorer) -> FastAPI:
 async def _ping_postgres(scorer: Scorer) -> None:
     async with scorer.engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
+
+
+async def _level_changes(scorer: Scorer) -> str:
+    """ok, or why level changes are late; an outbox that cannot be read is no better."""
+    try:
+        async with asyncio.timeout(2):
+            late = await scorer.level_changes_late()
+    except Exception as exc:  # noqa: BLE001 - the relay reads the same rows: it fails too
+        return f"unknown: the outbox cannot be read: {exc.__class__.__name__}"
+    return late or "ok"
 
 
 async def _check(probe: object) -> str:

@@ -9,6 +9,11 @@ DEAD_LETTERS = Counter(
     "scorer_dead_letters_total", "Records sent to the dead-letter topic", ["reason"]
 )  # invalid: not a valid event; refused: the store refused it
 LEVEL_CHANGES = Counter("scorer_level_changes_total", "Level changes recorded", ["cause"])
+CODE_FAULTS = Counter(
+    "scorer_code_faults_total",
+    "Records whose scoring raised an error of the scorer's own code; their partition stops (not dead-lettered)",
+    ["partition"],
+)
 FENCED = Counter("scorer_fenced_batches_total", "Batches whose offset write was refused")
 PUBLISHED = Counter("scorer_level_changes_published_total", "Level changes published to Kafka")
 OUT_OF_RANGE = Counter(

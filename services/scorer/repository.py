@@ -539,8 +539,15 @@ async def reset_offset(
 @dataclass(frozen=True)
 class Backlog:
     unsent_level_changes: int
-    oldest_unsent_at: datetime | None
+    oldest_unsent_age: float | None  # seconds, by PostgreSQL's clock
     unsynced_members: int  # members of pending view rows (the last commit's, until the next one)
+
+
+# The head of the relay's queue (the first row of the partial index of unsent rows), aged by
+# PostgreSQL's clock, which also stamped recorded_at: no clock skew with the scorer's host.
+_OLDEST_UNSENT_AGE = (
+    "SELECT extract(epoch FROM now() - recorded_at) FROM level_changes WHERE sent_at IS NULL ORDER BY id LIMIT 1"
+)
 
 
 async def backlog(conn: AsyncConnection) -> Backlog:
@@ -548,12 +555,19 @@ async def backlog(conn: AsyncConnection) -> Backlog:
     row = await conn.execute(
         text(
             "SELECT (SELECT count(*) FROM level_changes WHERE sent_at IS NULL),"
-            " (SELECT recorded_at FROM level_changes WHERE sent_at IS NULL ORDER BY id LIMIT 1),"
+            f" ({_OLDEST_UNSENT_AGE}),"
             " (SELECT coalesce(sum(cardinality(member_ids)), 0) FROM pending_views)"
         )
     )
     unsent, oldest, unsynced = row.one()
-    return Backlog(unsent, oldest, unsynced)
+    return Backlog(unsent, None if oldest is None else float(oldest), unsynced)
+
+
+async def oldest_unsent_age(conn: AsyncConnection) -> float | None:
+    """Seconds since the oldest level change not yet published was recorded; None: none waits.
+    One index probe, cheap enough for every /readyz."""
+    age = (await conn.execute(text(_OLDEST_UNSENT_AGE))).scalar()
+    return None if age is None else float(age)
 
 
 # -- rules versions (SPEC §9.1) ---------------------------------------------------------

@@ -7,9 +7,12 @@ epoch this consumer claimed on assignment. On assignment the consumer seeks to t
 offsets, so a crash, restart or rebalance replays exactly what was not committed.
 
 Nothing a record carries can stop a partition. A failure is either transient (a store or the
-broker is away or busy: retried with backoff, and /readyz says so when progress stops) or
+broker is away or busy: retried with backoff, and /readyz says so when progress stops),
 the record's own doing (it cannot be decoded, or the store refuses it): that record is
-isolated by halving the batch, dead-lettered with its reason, and the rest commits.
+isolated by halving the batch, dead-lettered with its reason, and the rest commits; or a
+fault of the scorer's own code, which every record of that member would hit: the record is
+isolated the same way, but its partition stops there (nothing of it after the record is
+committed, nothing is dead-lettered), /readyz names it, and it is read again later.
 
 This module is the consumer loop. After each commit the members' views go to Redis
 (`views`); the relay (`outbox`), the tenure sweep, the Redis repair and the health gauges
@@ -24,6 +27,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -43,9 +47,10 @@ from services.scorer import http as scorer_http
 from services.scorer import repository as repo
 from services.scorer.deadletters import dead_letter
 from services.scorer.failpoints import Failpoints
-from services.scorer.failures import retry, transient
+from services.scorer.failures import refused_record, retry, transient
 from services.scorer.metrics import (
     BATCH_SECONDS,
+    CODE_FAULTS,
     FENCED,
     LAG,
     LEVEL_CHANGES,
@@ -72,6 +77,16 @@ Item = tuple[ConsumerRecord[bytes, bytes], ActivityRecord | None]  # None: dead-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass
+class CodeFault:
+    """A partition stopped at a record that our own code failed to score."""
+
+    offset: int
+    reason: str
+    retry_at: float  # monotonic: when the partition is read again from its stored offset
+    stopped: bool = True  # False once it is read again, until a commit passes the offset
 
 
 class Scorer:
@@ -123,6 +138,7 @@ class Scorer:
         self.workers = Supervisor(self.stopping, s.stall_timeout)
         self.epochs: dict[int, int] = {}  # partition -> epoch claimed on assignment
         self.committed: dict[int, int] = {}  # partition -> next offset stored in PostgreSQL
+        self.faults: dict[int, CodeFault] = {}  # partition -> the code fault that stopped it
         self.progress_at = time.monotonic()  # the last commit, or the last time nothing waited
 
     # -- running ----------------------------------------------------------------------
@@ -144,6 +160,7 @@ class Scorer:
         committing: asyncio.Task[None] | None = None
         try:
             while not self.stopping.is_set():
+                self._read_stopped_again()
                 try:
                     batch = await self.consumer.getmany(
                         timeout_ms=int(s.fetch_wait.total_seconds() * 1000), max_records=s.batch_max_records
@@ -216,7 +233,24 @@ class Scorer:
             out["consumer"] = (
                 f"wedged: {waiting} records wait and none was committed for {now - self.progress_at:.0f} s"
             )
+        for partition, fault in sorted(self.faults.items()):
+            out[f"partition {partition}"] = f"stopped by a code fault at offset {fault.offset}: {fault.reason}"
         return out | self.workers.problems()
+
+    async def level_changes_late(self) -> str | None:
+        """Why level changes are not reaching Kafka, or None while the oldest one waiting is
+        younger than CL_OUTBOX_MAX_AGE. Any relay failure that lasts (a deleted topic, a denied
+        authorization, a send that always times out, a permission PostgreSQL refuses) ages the
+        outbox, whether or not the failure looks transient."""
+        async with self.engine.connect() as conn:
+            age = await repo.oldest_unsent_age(conn)
+        OUTBOX_AGE.set(age or 0)
+        bound = self.settings.outbox_max_age.total_seconds()
+        if age is None or age <= bound:
+            return None
+        relay = self.workers.workers.get("relay")
+        error = (relay and relay.last_error) or "no relay error here (another scorer may hold the relay lease)"
+        return f"oldest unsent level change is {age:.0f} s old (bound {bound:g} s): {error}"
 
     async def measure(self) -> int:
         """Refresh the lag, outbox and Redis backlog gauges."""
@@ -226,8 +260,7 @@ class Scorer:
         async with self.engine.connect() as conn:
             backlog = await repo.backlog(conn)
         OUTBOX.set(backlog.unsent_level_changes)
-        oldest = backlog.oldest_unsent_at
-        OUTBOX_AGE.set((utcnow() - oldest).total_seconds() if oldest else 0)
+        OUTBOX_AGE.set(backlog.oldest_unsent_age or 0)
         UNSYNCED.set(backlog.unsynced_members)
         return 0
 
@@ -247,8 +280,8 @@ class Scorer:
         items: list[Item] = []
         invalid: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
         for tp, msgs in batch.items():
-            if tp.partition not in self.epochs:
-                continue  # partitions not (or no longer) ours: read again by their owner
+            if tp.partition not in self.epochs or self._stopped(tp.partition):
+                continue  # partitions not (or no longer) ours, or stopped: read again later
             for msg in msgs:
                 try:
                     items.append((msg, decode_record(msg.key, msg.value)))
@@ -289,6 +322,11 @@ class Scorer:
                     stack += [part[middle:], part[:middle]]  # the earlier half commits first
                     continue
                 msg = part[records[0]][0]
+                if not refused_record(exc):  # our code failed, not the record: stop, never dead-letter
+                    self._code_fault(msg, exc)
+                    # The part's other partitions (offsets of dead letters) go on, the earliest first.
+                    stack = [[item for item in p if item[0].partition != msg.partition] for p in [*stack, part]]
+                    continue
                 reason = f"refused by the store: {exc.__class__.__name__}: {getattr(exc, 'orig', None) or exc}"
                 await self._retry(
                     "write to the dead-letter topic",
@@ -302,7 +340,8 @@ class Scorer:
 
     async def _commit(self, part: list[Item], now: datetime) -> Committed:
         """The part's offsets and records in one transaction, as far as its partitions are still ours."""
-        part = [item for item in part if item[0].partition in self.epochs]  # a revoke may land between tries
+        # A revoke may land between tries; a code fault stops a partition between parts.
+        part = [item for item in part if item[0].partition in self.epochs and not self._stopped(item[0].partition)]
         if not part:
             return Committed()
         moves = [repo.OffsetMove(p, self.epochs[p], first, last + 1) for (_, p), (first, last) in _ranges(part).items()]
@@ -314,6 +353,10 @@ class Scorer:
         done = await self.work.commit(moves, incoming, now, list(self.views.written))
         for move in moves:
             self.committed[move.partition] = move.next_offset
+            fault = self.faults.get(move.partition)
+            if fault and move.next_offset > fault.offset:
+                log.warning("partition %d goes on past offset %d: its code fault is gone", move.partition, fault.offset)
+                del self.faults[move.partition]
         self.progress_at = time.monotonic()
         RECORDS.labels("applied").inc(done.applied)
         RECORDS.labels("repeated").inc(len(incoming) - done.applied - done.erased)
@@ -342,7 +385,53 @@ class Scorer:
             else:
                 log.warning("partition %d belongs to another consumer now; not reading it", claim.partition)
                 self.epochs.pop(claim.partition, None)
-                self.consumer.pause(tp)
+                self._stop_reading(tp)
+
+    def _stop_reading(self, tp: TopicPartition) -> None:
+        """Fetch no more of a partition (another consumer has claimed it, or a code fault
+        stopped it). A rebalance may already have taken it from this consumer (a fence that
+        lands after it), and aiokafka refuses to pause a partition it does not hold: then there
+        is nothing left to stop."""
+        if tp in self.consumer.assignment():
+            self.consumer.pause(tp)
+
+    # -- code faults ------------------------------------------------------------------
+
+    def _code_fault(self, msg: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
+        """Our code failed to score this record: the record is not to blame, and the member's
+        next records would fail alike. The partition stops here, loudly, and is read again
+        from its stored offset after CL_CODE_FAULT_RETRY (a fixed rules file or a deploy may
+        have cured it); records already committed stay committed."""
+        retry_in = self.settings.code_fault_retry.total_seconds()
+        log.error(
+            "code fault scoring %s[%d]@%d; the partition stops, read again in %.0f s",
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            retry_in,
+            exc_info=exc,
+        )
+        CODE_FAULTS.labels(str(msg.partition)).inc()
+        if msg.partition not in self.epochs:
+            return  # revoked meanwhile: its next owner reads it again
+        reason = f"{exc.__class__.__name__}: {exc}"[:300]
+        self.faults[msg.partition] = CodeFault(msg.offset, reason, time.monotonic() + retry_in)
+        self._stop_reading(TopicPartition(msg.topic, msg.partition))
+
+    def _stopped(self, partition: int) -> bool:
+        fault = self.faults.get(partition)
+        return fault is not None and fault.stopped
+
+    def _read_stopped_again(self) -> None:
+        """Partitions stopped by a code fault whose wait is over: read again from the stored offset."""
+        now = time.monotonic()
+        for partition, fault in self.faults.items():
+            if fault.stopped and now >= fault.retry_at and partition in self.epochs:
+                tp = TopicPartition(self.settings.topic_activity, partition)
+                log.warning("partition %d stopped by a code fault: reading it again", partition)
+                self.consumer.seek(tp, self.committed[partition])
+                self.consumer.resume(tp)
+                fault.stopped = False
 
     async def _out_of_range(self, positions: dict[TopicPartition, int]) -> None:
         """A stored offset the broker no longer holds: below the log start (retention deleted
@@ -360,7 +449,7 @@ class Scorer:
                 ours = await repo.reset_offset(conn, self.settings.group_id, tp.topic, tp.partition, epoch, resume)
             if not ours:
                 self.epochs.pop(tp.partition, None)
-                self.consumer.pause(tp)
+                self._stop_reading(tp)
                 continue
             OUT_OF_RANGE.labels(str(tp.partition), where).inc()
             log.error(
@@ -398,6 +487,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in revoked:
             self.scorer.epochs.pop(tp.partition, None)
             self.scorer.committed.pop(tp.partition, None)
+            self.scorer.faults.pop(tp.partition, None)  # whoever gets it reads it again
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         if not assigned:

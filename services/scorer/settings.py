@@ -35,6 +35,14 @@ class ScorerSettings(Settings):
         default=timedelta(seconds=60),
         description="/readyz fails when records wait and none has been committed for this long",
     )
+    code_fault_retry: Seconds = Field(
+        default=timedelta(minutes=1),
+        description="a partition stopped by a code fault is read again after this long (or a rebalance, or a restart)",
+    )
+    outbox_max_age: Seconds = Field(
+        default=timedelta(minutes=5),
+        description="/readyz fails while the oldest level change not yet published is older than this",
+    )
     redis_timeout: Seconds = Field(
         default=timedelta(seconds=1),
         description="longest wait for any Redis call (a hung Redis must not stall scoring)",

@@ -14,7 +14,8 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,14 +30,19 @@ from alembic import command
 from alembic.config import Config
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
+from sqlalchemy import make_url
 from sqlalchemy.exc import DBAPIError
 
 from services.common import db
 from services.common.kafka import ensure_topics
 from services.common.members import MemberCache
+from services.scorer.records import decode_record
+from services.scorer.service import Item
 from services.scorer.settings import ScorerSettings
 from services.scorer.unit_of_work import UnitOfWork
+from shared.events import ActivityRecord
 from shared.rules import default_rules
+from shared.scoring import apply_batch
 from tests.conftest import ADMIN, ROLES, ROOT, _create_database, _drop_database, database_url, unique
 from tests.integration.test_scorer import _equals, event, publish, running, scores
 from tests.integration.test_stats import incoming
@@ -463,3 +469,178 @@ async def test_a_database_error_names_no_member_in_logs_or_reasons(
     finally:
         await pg.close()
         await engine.dispose()
+
+
+async def test_a_fence_that_lands_after_a_rebalance_does_not_wedge_the_commit_loop(
+    settings_kwargs: dict[str, Any],
+) -> None:
+    """A batch fetched before a rebalance commits after it: the partition's new owner has claimed
+    it, so the offset write is refused (a fence), and the partition is no longer assigned to this
+    consumer, so there is nothing to pause. The batch must end, not retry forever."""
+    name = unique("fence")
+    base = {**own_topics(settings_kwargs, name), "group_id": name}
+    first, second = (
+        scorer_settings({**base, "instance": f"{name}-a"}),
+        scorer_settings({**base, "instance": f"{name}-b"}),
+    )
+    await ensure_topics(first)
+    everything = set(range(first.topic_partitions))
+    async with running(first) as a:
+        await eventually(lambda: _is(lambda: set(a.epochs) == everything), what="the first scorer owns every partition")
+        claimed = dict(a.epochs)
+        async with running(second) as b:
+            await eventually(
+                lambda: _is(lambda: bool(b.epochs) and set(a.epochs) | set(b.epochs) == everything),
+                what="the partitions shared out",
+            )
+            partition = min(b.epochs)
+            assert TopicPartition(first.topic_activity, partition) not in a.consumer.assignment()
+            lee = unique("lee")
+            while _partition(lee, first) != partition:
+                lee = unique("lee")
+            await publish(first, [event("post", lee, content_id="p1")])
+            msg = await _eventually_read(first, first.topic_activity, lee)
+            # The first scorer fetched this record while it still held the partition.
+            a.epochs[partition] = claimed[partition]
+            fenced = metric("scorer_fenced_batches_total")
+            items: list[Item] = [(msg, decode_record(msg.key, msg.value))]
+            await asyncio.wait_for(a._apply(items, datetime.now(UTC), time.monotonic()), 15)
+            assert metric("scorer_fenced_batches_total") == fenced + 1
+            assert partition not in a.epochs
+
+
+async def _is(check: Callable[[], bool]) -> bool:
+    return check()
+
+
+@pytest.mark.parametrize(
+    ("failure", "named"),
+    [
+        ("the topic deleted", "UnknownTopicOrPartitionError"),
+        ("UPDATE revoked", "permission denied for table level_changes"),
+    ],
+)
+async def test_readiness_fails_while_level_changes_wait_longer_than_the_bound(
+    settings_kwargs: dict[str, Any], fresh_database: str, failure: str, named: str
+) -> None:
+    """Every relay round fails, with an error that looks transient: the level-changes topic was
+    deleted, or the scorer's role may no longer mark level changes sent. Once the oldest unsent
+    level change is older than CL_OUTBOX_MAX_AGE, /readyz fails and names the relay's error;
+    once the failure is mended the change is sent, and the scorer is ready again."""
+    name, port = unique("late"), free_port()
+    database = str(make_url(fresh_database).database)
+    settings = scorer_settings(
+        {
+            **own_topics(settings_kwargs, name),
+            "group_id": name,
+            "database_url": database_url(ROLES["scorer"], database),  # the role of production
+        },
+        port=port,
+        outbox_max_age=timedelta(seconds=1),
+    )
+    await ensure_topics(settings)
+    owner = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
+    grant = f"UPDATE ON level_changes {{}} {ROLES['scorer']}"
+    if failure == "the topic deleted":
+        await _delete_topic(settings, settings.topic_level_changes)
+    else:
+        await owner.execute("REVOKE " + grant.format("FROM"))
+    max = unique("max")
+    await publish(settings, [event("post", max, content_id="p1")])  # a new member: a level change
+    try:
+        async with running(settings), httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+
+            async def says(*words: str) -> bool:
+                answer = await _readyz(client)
+                if answer is None or answer.status_code != 503:
+                    return False
+                return all(word in answer.json()["checks"]["level-changes"] for word in words)
+
+            await eventually(lambda: says("oldest unsent level change is", "(bound 1 s)"), what="/readyz to fail")
+            assert metric("scorer_outbox_oldest_age_seconds") > 1
+            await eventually(lambda: says(named), what="/readyz to name the relay's error")
+            if failure == "the topic deleted":
+                await ensure_topics(settings)
+            else:
+                await owner.execute("GRANT " + grant.format("TO"))
+
+            async def ready() -> bool:
+                answer = await _readyz(client)
+                return answer is not None and answer.status_code == 200
+
+            await eventually(ready, what="/readyz ready once the level change is sent")
+            assert (await client.get("/readyz")).json()["checks"]["level-changes"] == "ok"
+            assert not await owner.fetchval("SELECT count(*) FROM level_changes WHERE sent_at IS NULL")
+    finally:
+        await owner.close()
+    assert await read_topic(settings.kafka_bootstrap, settings.topic_level_changes, {max})
+
+
+async def _delete_topic(settings: ScorerSettings, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+
+        async def gone() -> bool:
+            return topic not in await admin.list_topics()
+
+        await eventually(gone, what=f"{topic} deleted")
+    finally:
+        await admin.close()
+
+
+async def test_a_fault_of_our_scoring_code_stops_the_partition_loudly_and_dead_letters_nothing(
+    settings_kwargs: dict[str, Any], pg: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scoring raises for every record of one member (a bug, simulated by patching our own
+    scoring function): that record is not to blame. Its partition stops there, the later record
+    of another member on it waits, other partitions go on, nothing is dead-lettered, /readyz
+    names the partition and the error, and a counter says so. Once the code is fixed, the
+    partition is read again and everything applies."""
+    name, port = unique("fault"), free_port()
+    settings = scorer_settings(
+        {**own_topics(settings_kwargs, name), "group_id": name},
+        port=port,
+        code_fault_retry=timedelta(seconds=1),
+    )
+    await ensure_topics(settings)
+    bug, after, elsewhere = unique("bug"), unique("after"), unique("elsewhere")
+    partition = _partition(bug, settings)
+    while _partition(after, settings) != partition:
+        after = unique("after")
+    while _partition(elsewhere, settings) == partition:
+        elsewhere = unique("elsewhere")
+    fixed = asyncio.Event()
+
+    def faulty(states: Any, records: list[ActivityRecord], now: datetime, rules: Any) -> Any:
+        if not fixed.is_set() and any(r.subject == bug for r in records):
+            return [][0]  # IndexError: list index out of range
+        return apply_batch(states, records, now, rules)
+
+    monkeypatch.setattr("services.scorer.unit_of_work.apply_batch", faulty)
+    faults = metric("scorer_code_faults_total", partition=str(partition))
+    await publish(settings, [event("post", bug, content_id="p1")])
+    await publish(settings, [event("post", after, content_id="p1"), event("post", elsewhere, content_id="p1")])
+    async with running(settings), httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        await eventually(lambda: _equals(scores(pg, elsewhere), (10, 0, 5)), what="another partition goes on")
+
+        async def stopped() -> bool:
+            answer = await _readyz(client)
+            check = answer.json()["checks"].get(f"partition {partition}", "") if answer is not None else ""
+            return answer is not None and answer.status_code == 503 and "IndexError" in check
+
+        await eventually(stopped, what="/readyz to name the stopped partition")
+        assert metric("scorer_code_faults_total", partition=str(partition)) > faults
+        await asyncio.sleep(1.5)  # a retry: it fails again, and nothing moves
+        assert await scores(pg, bug) is None and await scores(pg, after) is None, "the partition stops at the fault"
+        assert not await read_topic(settings.kafka_bootstrap, settings.topic_dlq, {bug, after}), "nothing dead-lettered"
+        fixed.set()
+        await eventually(lambda: _equals(scores(pg, bug), (10, 0, 5)), what="the record applied once fixed")
+        await eventually(lambda: _equals(scores(pg, after), (10, 0, 5)), what="the partition goes on")
+
+        async def ready() -> bool:
+            answer = await _readyz(client)
+            return answer is not None and answer.status_code == 200
+
+        await eventually(ready, what="/readyz ready again")
