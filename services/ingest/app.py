@@ -178,11 +178,11 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     async def accept(request: Request, credentials: HTTPAuthorizationCredentials | None) -> int:
         # Behind a proxy, uvicorn takes the address from X-Forwarded-For (--forwarded-allow-ips).
         address = request.client.host if request.client else "unknown"
-        await limiter.refuse_if_failing(address)
+        key = credentials.credentials if credentials else None
         try:
-            caller = keys.check(credentials.credentials if credentials else None)
+            caller = keys.check(key)
         except Unauthorized:
-            await limiter.failed_authentication(address)
+            await limiter.failed_authentication(address, key)  # 429 instead, past a bound
             raise
         await limiter.take_request(caller)
         accepted = events_of(parse_body(await read_body(request)), now=datetime.now(UTC))
