@@ -108,7 +108,8 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     413: _error_doc(f"the body is over {MAX_BODY_BYTES} bytes or the batch over {MAX_BATCH} events"),
     422: _error_doc("one or more events are invalid (each named by index, field and reason); none was published"),
     429: _error_doc(
-        "the API key is over its rate of requests or events, or the client address over its failed authentications",
+        "the API key is over its rate of requests or events; or, for a missing or wrong key, the key presented or"
+        " the client address is over its failed authentications",
         **{"Retry-After": "seconds to wait"},
     ),
     503: _error_doc("Kafka cannot take the events now; nothing was acknowledged", **{"Retry-After": "seconds to wait"}),
