@@ -1,13 +1,17 @@
 """Fixtures for tests that use the real servers (started by `make test`).
 
-Each test session gets its own database (migrations applied once), its own topics and its
-own Redis key prefix, so runs never see each other's data; tests use unique member ids.
+Each test session gets its own database (migrations applied once), its own topics, consumer
+group and Redis key prefix, so runs never see each other's data; tests use unique member ids.
+Services a test starts listen on free ports: `make test` runs beside `make run`, whose
+services hold the default ones (8001, 8002, 8003).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,11 +23,41 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import make_url
 
+from services.api.settings import ApiSettings
 from services.common.kafka import ensure_topics
 from services.common.settings import Settings
+from services.ingest.settings import IngestSettings
+from services.scorer.settings import ScorerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = uuid.uuid4().hex[:8]
+
+
+# The ports `make run`'s services listen on: their settings' defaults.
+DEFAULT_PORTS = frozenset(
+    {
+        IngestSettings.model_fields["port"].default,
+        ApiSettings.model_fields["api_port"].default,
+        ScorerSettings.model_fields["port"].default,
+    }
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_default_ports() -> Iterator[None]:
+    """No test may listen on a default port: in this process, a bind to one fails as it does
+    beside a running `make run`, whether `make run` is up or not. Tests take free ports
+    (`port=0`, or tests.support.free_port for a process of their own)."""
+    bind = socket.socket.bind
+
+    def guarded(sock: socket.socket, address: Any) -> None:
+        if isinstance(address, tuple) and len(address) >= 2 and address[1] in DEFAULT_PORTS:
+            raise OSError(errno.EADDRINUSE, f"port {address[1]} belongs to make run's services; take a free port")
+        bind(sock, address)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "bind", guarded)
+        yield
 
 
 def unique(prefix: str) -> str:

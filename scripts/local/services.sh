@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The three services as background processes, for `make run`.
-# Usage: services.sh start|stop|status
+# Usage: services.sh start|stop|status|check
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 SERVICES=(scorer ingest api)
@@ -44,5 +44,14 @@ case ${1:-} in
       if pid_alive "$RUN/$s.pid"; then echo "$s: running (pid $(cat "$RUN/$s.pid")), $(health_url "$s")"
       else echo "$s: not running"; fi
     done ;;
-  *) usage "start|stop|status" ;;
+  check)
+    # Every service still runs and answers its health check (within 120 s: the short fault
+    # tests stall the servers the services share, and the services recover from that).
+    for s in "${SERVICES[@]}"; do
+      pid_alive "$RUN/$s.pid" || die_log "$s is not running" "$LOGS/$s.log"
+      wait_for 120 "$RUN/$s.pid" curl -fs -o /dev/null "$(health_url "$s")" ||
+        die_log "$s does not answer $(health_url "$s")" "$LOGS/$s.log"
+      echo "$s: answers $(health_url "$s")"
+    done ;;
+  *) usage "start|stop|status|check" ;;
 esac

@@ -54,9 +54,9 @@ class ApiKeys:
 
 
 class RateLimiter:
-    """Moving windows (the `limits` library) over each API key's requests and events, and each
-    client address's failed authentications, counted in Redis so every copy of ingest shares
-    one count.
+    """Moving windows (the `limits` library) over each API key's requests and events, and over
+    failed authentications per key presented and per client address, counted in Redis so every
+    copy of ingest shares one count.
 
     Redis is not what ingest exists for: while it does not answer, each process counts in its
     own memory (limits' MemoryStorage), with a warning in the log and `on_fallback` called for a
@@ -67,7 +67,8 @@ class RateLimiter:
         self._settings = settings
         self._requests: RateLimitItem = parse(settings.rate_limit)
         self._events: RateLimitItem = parse(settings.event_rate_limit)
-        self._auth_failures: RateLimitItem = parse(settings.auth_failure_limit)
+        self._key_failures: RateLimitItem = parse(settings.auth_failure_limit)
+        self._address_failures: RateLimitItem = parse(settings.auth_failure_address_limit)
         self._on_fallback = on_fallback
         self._redis_away_until = -math.inf
         self._pool: ConnectionPool | None = None
@@ -119,16 +120,26 @@ class RateLimiter:
         message = f"{count} events would pass the rate of {rate} events for this API key"
         await self._take(self._events, ("events", caller.hex()), count, message)
 
-    async def refuse_if_failing(self, address: str) -> None:
-        """RateLimited while the address is over its failed authentications, whatever key it sends
-        now, so that guessing keys from one address gets nowhere."""
-        ids = ("auth-failures", address)
-        if not await self._call(lambda limiter: limiter.test(self._auth_failures, *ids)):
-            wait = await self._wait(self._auth_failures, ids)
-            raise RateLimited(f"too many failed authentications from this address; try again in {wait} s", wait)
+    async def failed_authentication(self, address: str, key: str | None) -> None:
+        """Count a request whose key was missing or not valid, against the key presented (by its
+        digest; no key at all is one more) and against the client address; RateLimited, rather
+        than the 401, once either is past its bound.
 
-    async def failed_authentication(self, address: str) -> None:
-        await self._call(lambda limiter: limiter.hit(self._auth_failures, "auth-failures", address))
+        Only failures are counted, and only failures are refused: a valid key is never held back
+        by anyone's failures, even when every client reaches ingest from one address (a proxy,
+        Docker's published ports). What keeps keys from being guessed is their length (32
+        characters outside local and test runs); these bounds tell a misconfigured or guessing
+        client to back off, and the address's bound caps what one address makes Redis count."""
+        presented = digest(key).hex()[:32] if key else "none"
+        await self._take(
+            self._address_failures,
+            ("auth-failures-address", address),
+            1,
+            "too many failed authentications from this address",
+        )
+        await self._take(
+            self._key_failures, ("auth-failures-key", presented), 1, "too many failed authentications with this key"
+        )
 
     async def _take(self, item: RateLimitItem, ids: tuple[str, str], cost: int, message: str) -> None:
         if not await self._call(lambda limiter: limiter.hit(item, *ids, cost=cost)):

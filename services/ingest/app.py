@@ -108,7 +108,8 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     413: _error_doc(f"the body is over {MAX_BODY_BYTES} bytes or the batch over {MAX_BATCH} events"),
     422: _error_doc("one or more events are invalid (each named by index, field and reason); none was published"),
     429: _error_doc(
-        "the API key is over its rate of requests or events, or the client address over its failed authentications",
+        "the API key is over its rate of requests or events; or, for a missing or wrong key, the key presented or"
+        " the client address is over its failed authentications",
         **{"Retry-After": "seconds to wait"},
     ),
     503: _error_doc("Kafka cannot take the events now; nothing was acknowledged", **{"Retry-After": "seconds to wait"}),
@@ -178,11 +179,11 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     async def accept(request: Request, credentials: HTTPAuthorizationCredentials | None) -> int:
         # Behind a proxy, uvicorn takes the address from X-Forwarded-For (--forwarded-allow-ips).
         address = request.client.host if request.client else "unknown"
-        await limiter.refuse_if_failing(address)
+        key = credentials.credentials if credentials else None
         try:
-            caller = keys.check(credentials.credentials if credentials else None)
+            caller = keys.check(key)
         except Unauthorized:
-            await limiter.failed_authentication(address)
+            await limiter.failed_authentication(address, key)  # 429 instead, past a bound
             raise
         await limiter.take_request(caller)
         accepted = events_of(parse_body(await read_body(request)), now=datetime.now(UTC))

@@ -91,7 +91,12 @@ class IngestSettings(Settings):
     auth_failure_limit: RateLimit = Field(
         default="10/minute",
         validation_alias="CL_INGEST_AUTH_FAILURE_LIMIT",
-        description="failed authentications per client address over a moving window; past it, 429",
+        description="failed authentications per key presented (wrong or missing) over a moving window; past it, 429",
+    )
+    auth_failure_address_limit: RateLimit = Field(
+        default="600/minute",
+        validation_alias="CL_INGEST_AUTH_FAILURE_ADDRESS_LIMIT",
+        description="failed authentications per client address over a moving window; past it, failures answer 429",
     )
 
     @field_validator("api_keys", mode="before")

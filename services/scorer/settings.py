@@ -7,6 +7,7 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator
+from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import DEVELOPMENT_ENVS, Seconds, Settings
 from services.scorer.failpoints import parse
@@ -16,6 +17,10 @@ _URI_CHARS = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2
 
 
 class ScorerSettings(Settings):
+    # host and port take their names in code (ScorerSettings(port=0)) and CL_SCORER_* in the
+    # environment, as ingest's do: a name the settings ignored would leave the default port.
+    model_config = SettingsConfigDict(validate_by_name=True, validate_by_alias=True)
+
     group_id: str = Field(default="scorer", description="the Kafka consumer group (CL_GROUP_ID)")
     instance: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     batch_max_records: int = Field(default=2000, ge=1)

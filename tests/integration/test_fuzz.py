@@ -109,6 +109,7 @@ def apps(settings_kwargs: dict[str, Any]) -> None:
         event_rate_limit="10000000/minute",
         # The fuzzer sends wrong keys on purpose, and expects 401 each time.
         auth_failure_limit="100000/minute",
+        auth_failure_address_limit="100000/minute",
     )
     asyncio.run(ensure_topics(ingest))
     INGEST_APP.app = create_ingest(ingest)

@@ -1,5 +1,6 @@
 """Ingest's abuse limits against the real Redis and Kafka: events per key, failed authentications
-per address, counting in memory while Redis is away, and request latencies on /metrics."""
+per key presented and per address, counting in memory while Redis is away, and request
+latencies on /metrics."""
 
 from __future__ import annotations
 
@@ -82,23 +83,48 @@ async def test_a_key_over_its_event_rate_is_refused_with_retry_after_and_nothing
         assert (await client.post("/v1/events", json=fits, headers=AUTH)).status_code == 202
 
 
-# --- failed authentications per address ---
+# --- failed authentications per key presented, and per address ---
 
 
-async def test_an_address_past_its_failed_authentications_is_refused_even_with_a_valid_key(
+async def test_a_wrong_key_past_its_failures_is_refused_and_the_right_key_from_the_same_address_is_not(
     settings: IngestSettings,
 ) -> None:
+    # Behind a proxy or Docker's published ports, the forum platform and a misconfigured client
+    # reach ingest from one address: the client's failures must not lock the platform out.
     async with serving(limited(settings, auth_failure_limit="3/minute")) as (client, elsewhere):
         for _ in range(3):
             assert_error(await client.post("/v1/events", json=post(unique("m")), headers=WRONG), 401, "unauthorized")
         refused = await client.post("/v1/events", json=post(unique("m")), headers=WRONG)
-        assert_error(refused, 429, "rate_limited")
+        assert "this key" in assert_error(refused, 429, "rate_limited")["message"]
         assert 55 <= int(refused.headers["Retry-After"]) <= 60
-        # Guessing right now gets nowhere either; no key at all counts as a failure too.
-        assert_error(await client.post("/v1/events", content=b"[]", headers=AUTH), 429, "rate_limited")
-        # Another address is not held back by this one's failures.
-        assert_error(await elsewhere.post("/v1/events", content=b"[]", headers=AUTH), 422, "invalid_events")
-        assert_error(await elsewhere.post("/v1/events", content=b"[]"), 401, "unauthorized")
+        # The same wrong key is refused from anywhere; the right key, from the same address, passes.
+        assert_error(await elsewhere.post("/v1/events", content=b"[]", headers=WRONG), 429, "rate_limited")
+        for _ in range(5):
+            assert_error(await client.post("/v1/events", content=b"[]", headers=AUTH), 422, "invalid_events")
+        # Another wrong key has failures of its own to spend.
+        other = {"Authorization": "Bearer another-wrong-key"}
+        assert_error(await client.post("/v1/events", content=b"[]", headers=other), 401, "unauthorized")
+
+
+async def test_no_key_at_all_counts_as_one_key_presented(settings: IngestSettings) -> None:
+    async with serving(limited(settings, auth_failure_limit="2/minute")) as (client, elsewhere):
+        statuses = [(await c.post("/v1/events", content=b"[]")).status_code for c in (client, elsewhere, client)]
+        assert statuses == [401, 401, 429]
+        assert_error(await client.post("/v1/events", content=b"[]", headers=WRONG), 401, "unauthorized")
+        assert_error(await client.post("/v1/events", content=b"[]", headers=AUTH), 422, "invalid_events")
+
+
+async def test_an_address_guessing_many_keys_is_held_back_but_never_the_right_key(settings: IngestSettings) -> None:
+    limits = limited(settings, auth_failure_limit="3/minute", auth_failure_address_limit="5/minute")
+    async with serving(limits) as (client, elsewhere):
+        guesses = [{"Authorization": f"Bearer guess-{n}"} for n in range(6)]
+        statuses = [(await client.post("/v1/events", content=b"[]", headers=guess)).status_code for guess in guesses]
+        assert statuses == [401] * 5 + [429]
+        refused = await client.post("/v1/events", content=b"[]", headers={"Authorization": "Bearer guess-7"})
+        assert "this address" in assert_error(refused, 429, "rate_limited")["message"]
+        assert_error(await client.post("/v1/events", content=b"[]", headers=AUTH), 422, "invalid_events")
+        # Another address guessing is not held back by this one.
+        assert_error(await elsewhere.post("/v1/events", content=b"[]", headers=guesses[-1]), 401, "unauthorized")
 
 
 async def test_successful_authentications_do_not_count_as_failures(settings: IngestSettings) -> None:
@@ -183,7 +209,10 @@ def test_an_event_rate_below_one_batch_is_refused_naming_the_setting(monkeypatch
     assert IngestSettings().event_rate_limit == "1000/minute"
 
 
-def test_a_failed_authentication_limit_that_is_not_a_rate_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CL_INGEST_AUTH_FAILURE_LIMIT", "often")
-    with pytest.raises(ValidationError, match="CL_INGEST_AUTH_FAILURE_LIMIT"):
+@pytest.mark.parametrize("variable", ["CL_INGEST_AUTH_FAILURE_LIMIT", "CL_INGEST_AUTH_FAILURE_ADDRESS_LIMIT"])
+def test_a_failed_authentication_limit_that_is_not_a_rate_is_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.setenv(variable, "often")
+    with pytest.raises(ValidationError, match=variable):
         IngestSettings()

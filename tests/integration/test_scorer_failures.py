@@ -50,14 +50,13 @@ from tests.support import eventually, free_port, own_topics, read_topic
 
 
 def scorer_settings(kwargs: dict[str, Any], **overrides: Any) -> ScorerSettings:
-    port = overrides.pop("port", 0)  # set after validation: the field is read from CL_SCORER_PORT only
     fast = {
         "tenure_interval": timedelta(milliseconds=300),
         "repair_interval": timedelta(milliseconds=300),
         "relay_interval": timedelta(milliseconds=200),
         "health_interval": timedelta(milliseconds=300),
     }
-    return ScorerSettings(**{**kwargs, **fast, **overrides}).model_copy(update={"port": port})
+    return ScorerSettings(**{**kwargs, "port": 0, **fast, **overrides})
 
 
 @pytest.fixture

@@ -131,3 +131,10 @@ def test_a_scorer_takes_any_uri_reference_as_its_event_source(source: str) -> No
 def test_a_scorer_refuses_an_event_source_that_is_no_uri_reference(source: str) -> None:
     with pytest.raises(ValidationError, match="URI-reference"):
         ScorerSettings(event_source=source)
+
+
+def test_the_scorer_takes_its_host_and_port_by_name_as_ingest_does() -> None:
+    # A name the settings ignored would leave the default port, which `make run`'s scorer holds.
+    settings = ScorerSettings(host="127.0.0.2", port=0)
+    assert (settings.host, settings.port) == ("127.0.0.2", 0)
+    assert IngestSettings(host="127.0.0.2", port=0).port == 0
