@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +18,10 @@ from services.scorer.metrics import WORKER_FAILURES
 log = logging.getLogger("scorer")
 
 Work = Callable[[], Awaitable[int]]  # one round; a true count asks for another round at once
+# A worker failing round after round waits twice as long each time (with jitter), up to this:
+# a relay that sends and then cannot mark the rows sent would otherwise resend them on every
+# commit's wake-up, flooding the topic with duplicates.
+LONGEST_BACKOFF_S = 30.0
 
 
 @dataclass
@@ -26,6 +31,7 @@ class Worker:
     task: asyncio.Task[None] | None = None
     failing_since: float | None = None  # a permanent failure, and every round since failed
     last_error: str = ""
+    failures: int = 0  # rounds failed in a row
 
 
 class Supervisor:
@@ -61,10 +67,11 @@ class Supervisor:
         while not self.stopping.is_set():
             try:
                 more = await work()
-                worker.failing_since, worker.last_error = None, ""
+                worker.failing_since, worker.last_error, worker.failures = None, "", 0
             except Exception as exc:
                 WORKER_FAILURES.labels(name).inc()
                 worker.last_error = repr(exc)[:300]
+                worker.failures += 1
                 if transient(exc):
                     log.warning("%s failed, will retry: %r", name, exc)
                 else:
@@ -72,6 +79,10 @@ class Supervisor:
                     worker.failing_since = worker.failing_since or time.monotonic()
                 more = 0
             if more:
+                continue
+            if worker.failures:  # not woken early: wait out the backoff
+                backoff = min(LONGEST_BACKOFF_S, interval.total_seconds() * 2 ** (worker.failures - 1))
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
                 continue
             if wake is None:
                 await asyncio.sleep(interval.total_seconds())
