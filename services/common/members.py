@@ -22,18 +22,34 @@ Periods = dict[str, dict[tuple[str, str], int]]  # member -> (tier, period) -> p
 # repair loop, a fenced scorer) never puts an older view over a newer one.
 # With the view go the member's places on the leaderboards: [board key, points, expire-at]
 # each, a sorted set scored by minus the points (so ties sort by member id, ascending).
+# A commit carries the boards of the periods it changed only, so each place on a month or
+# week board keeps the version it was written at (field `p`: board key -> [version,
+# expire-at]) and is written only by a newer one: a commit that reached an emptied Redis
+# before the rebuild did leaves the rebuild the places it did not carry. The all-time boards
+# go with every view, under its version. ARGV ends with the time, to drop ended periods' versions.
 _SET_IF_NEWER = """
+local now = tonumber(ARGV[#ARGV])
 for i, key in ipairs(KEYS) do
   local version = tonumber(ARGV[3 * i - 2])
-  local stored = tonumber(redis.call('HGET', key, 'v') or '-1')
-  if stored < version then
-    redis.call('HSET', key, 'v', version, 'd', ARGV[3 * i - 1])
-    local boards = cjson.decode(ARGV[3 * i])
-    for _, b in ipairs(boards[2]) do
+  local newer = tonumber(redis.call('HGET', key, 'v') or '-1') < version
+  if newer then redis.call('HSET', key, 'v', version, 'd', ARGV[3 * i - 1]) end
+  local placed = cjson.decode(redis.call('HGET', key, 'p') or '{}')
+  local boards = cjson.decode(ARGV[3 * i])
+  for _, b in ipairs(boards[2]) do
+    local at = placed[b[1]]
+    if (b[3] == 0 and newer) or (b[3] > 0 and (at == nil or at[1] < version)) then
       if b[2] > 0 then redis.call('ZADD', b[1], -b[2], boards[1]) else redis.call('ZREM', b[1], boards[1]) end
-      if b[3] > 0 then redis.call('EXPIREAT', b[1], b[3]) end
+      if b[3] > 0 then
+        redis.call('EXPIREAT', b[1], b[3])
+        placed[b[1]] = {version, b[3]}
+      end
     end
   end
+  local left = false
+  for board, at in pairs(placed) do
+    if at[2] <= now then placed[board] = nil else left = true end
+  end
+  if left then redis.call('HSET', key, 'p', cjson.encode(placed)) else redis.call('HDEL', key, 'p') end
 end
 return #KEYS
 """
@@ -160,7 +176,7 @@ class MemberCache:
                 if ends > now - timedelta(days=1):
                     boards.append((self.board_key(tier, period), points, int((ends + timedelta(days=1)).timestamp())))
             args += [v["version"], orjson.dumps(v), orjson.dumps([v["member_id"], boards])]
-        await self._set_if_newer(keys=keys, args=args)
+        await self._set_if_newer(keys=keys, args=[*args, int(now.timestamp())])
 
     async def board(self, tier: str, period: str, offset: int, limit: int) -> tuple[list[tuple[str, int, int]], int]:
         """A page of a leaderboard, (member, points, rank) each, and how many members it has.
