@@ -138,10 +138,13 @@ class MemberCache:
         return bool(await self._advance_epoch(keys=[f"{self.prefix}epoch"], args=[epoch]))
 
     async def forget_views(self) -> None:
-        """Delete every member view (and the built flag), so a rebuild writes them all anew."""
+        """Delete every member view and leaderboard (and the built flag), so a rebuild writes
+        them all anew, and the boards count no member the database does not hold. The boards
+        go first: a view written meanwhile is deleted after its places, so the rebuild writes both."""
         await self.redis.delete(self.built_key, self.rebuild_key)
-        async for keys in _chunks(self.redis.scan_iter(match=f"{self.prefix}member:*", count=1000), 1000):
-            await self.redis.unlink(*keys)
+        for kind in ("board", "member"):
+            async for keys in _chunks(self.redis.scan_iter(match=f"{self.prefix}{kind}:*", count=1000), 1000):
+                await self.redis.unlink(*keys)
 
     async def forget(self, member_id: str) -> int:
         """Delete a member's view and its places on every leaderboard (an erasure); returns
