@@ -205,9 +205,9 @@ async def _scored(settings: ScorerSettings, members: list[str], boards: bool = F
         if len(await cache.get_many(members)) < len(members):
             return False
         if boards:
-            on = set()
+            on: set[str] = set()
             for tier in ("active", "passive"):
-                on |= {m.decode() for m in await redis.zrange(cache.board_key(tier, "all"), 0, -1)}
+                on |= {m.decode() for m in await redis.zrange(cache.board_key(tier, "all"), 0, -1)}  # type: ignore[union-attr]
             return on >= set(members)
         return True
     finally:
