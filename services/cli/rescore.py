@@ -29,7 +29,7 @@ from services.scorer.unit_of_work import UnitOfWork, WrongRules
 from services.scorer.views import Views
 from shared.events import EVENTS, ActivityRecord
 from shared.rules import Rules, RulesError, load_rules
-from shared.scoring import LevelChange, MemberState, Pin, apply
+from shared.scoring import MemberState, Pin, apply
 
 
 def rescore(
@@ -60,20 +60,14 @@ def rescore(
             show_report(report, rules, sample)
         return
     try:
-        rescored, changes = asyncio.run(apply_everywhere(Settings(), rules, chunk))
+        rescored, changed, pairs = asyncio.run(apply_everywhere(Settings(), rules, chunk))
     except RulesError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     except WrongRules as exc:
         console.print(f"[red]{exc}: this rescore stopped; the later one rescores every member[/red]")
         raise typer.Exit(1) from None
-    console.print(
-        f"rules {rules.version} in force; {rescored:,} members rescored, {len(changes):,} of them changed level"
-    )
-    pairs: dict[tuple[int, int], int] = {}
-    for c in changes:
-        if c.from_rank is not None:
-            pairs[(c.from_rank, c.to_rank)] = pairs.get((c.from_rank, c.to_rank), 0) + 1
+    console.print(f"rules {rules.version} in force; {rescored:,} members rescored, {changed:,} of them changed level")
     console.print(from_to_table(pairs, rules))
 
 
@@ -245,17 +239,21 @@ def from_to_table(pairs: dict[tuple[int, int], int], rules: Rules) -> Table:
     return table
 
 
-async def apply_everywhere(settings: Settings, rules: Rules, chunk: int) -> tuple[int, list[LevelChange]]:
+async def apply_everywhere(settings: Settings, rules: Rules, chunk: int) -> tuple[int, int, dict[tuple[int, int], int]]:
     """Put `rules` in force, then rescore every member still under other rules, a chunk of
     members (in id order) a transaction, until none is left. The scorer scores under the rules
     in force from its next transaction on, rescoring first any member it meets that is not
     rescored yet, so no record counts under both rules. Interrupted, it is run again: the
-    members rescored stay so, and it goes on with the others."""
+    members rescored stay so, and it goes on with the others.
+
+    Returns how many members were rescored, how many changed level, and those level changes
+    counted by (from, to) rank: nothing kept grows with the members but one chunk's."""
     engine = db.engine(settings.database_url, "cl-rescore")
     redis = Redis.from_url(settings.redis_url)
     work = UnitOfWork(engine, settings.rules, "", "")
     views = Views(engine, redis, MemberCache(redis, settings.redis_prefix), work.book, timedelta(0), timedelta(0))
-    rescored, changes = 0, []
+    rescored, changed = 0, 0
+    pairs: dict[tuple[int, int], int] = {}
     try:
         async with engine.begin() as conn:
             await work.book.in_force(conn)  # seeded from CL_RULES_PATH on a database that has none
@@ -279,7 +277,10 @@ async def apply_everywhere(settings: Settings, rules: Rules, chunk: int) -> tupl
                     views.deleted(written)
                     await views.publish(done)
                     rescored, behind, after = rescored + len(done.states), behind + len(ids), ids[-1]
-                    changes += done.changes
+                    changed += len(done.changes)
+                    for c in done.changes:
+                        if c.from_rank is not None:
+                            pairs[(c.from_rank, c.to_rank)] = pairs.get((c.from_rank, c.to_rank), 0) + 1
                     bar.update(task, completed=rescored, rate=f"{rescored / (time.monotonic() - started):,.0f}")
                 if not behind:
                     break
@@ -288,4 +289,4 @@ async def apply_everywhere(settings: Settings, rules: Rules, chunk: int) -> tupl
     finally:
         await redis.aclose()
         await engine.dispose()
-    return rescored, changes
+    return rescored, changed, pairs
