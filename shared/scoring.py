@@ -332,6 +332,20 @@ def period_end(period: str) -> datetime:
     return datetime(first.year, first.month, first.day, tzinfo=UTC)
 
 
+def oldest_kept(today: date, weeks: int, months: int, years: int) -> dict[str, str]:
+    """The oldest period of each kind kept, when the running week, month and year are kept with
+    the `weeks`, `months` and `years` before them: "week:2025-W49", "month:2024-11", "year:2021".
+    Names of one kind sort as their periods do, so older ones are those that sort before."""
+    monday = today - timedelta(days=today.weekday())
+    iso_year, week, _ = (monday - timedelta(weeks=weeks)).isocalendar()
+    month = today.year * 12 + today.month - 1 - months
+    return {
+        "week": f"week:{iso_year}-W{week:02d}",
+        "month": f"month:{month // 12:04d}-{month % 12 + 1:02d}",
+        "year": f"year:{today.year - years:04d}",
+    }
+
+
 def period_points(moves: Iterable[tuple[str, str, int]], rules: Rules) -> dict[tuple[str, str], int]:
     """What moves add to each (tier, period): points count in the month and week of the day
     they were earned, and a reversal takes them out of that same month and week."""

@@ -60,7 +60,7 @@ def rescore(
             show_report(report, rules, sample)
         return
     try:
-        rescored, changes = asyncio.run(apply_everywhere(Settings(), rules, chunk))
+        done = asyncio.run(apply_everywhere(Settings(), rules, chunk))
     except RulesError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
@@ -68,15 +68,9 @@ def rescore(
         console.print(f"[red]{exc}: this rescore stopped; the later one rescores every member[/red]")
         raise typer.Exit(1) from None
     console.print(
-        f"rules {rules.version} in force; {rescored:,} members rescored, {len(changes):,} of them changed level"
+        f"rules {rules.version} in force; {done.rescored:,} members rescored, {done.changed:,} of them changed level"
     )
-    pairs: dict[tuple[str, str], int] = {}
-    names = {level.id: level.name for level in rules.levels}
-    for c in changes:
-        if c.from_level is not None:
-            names.setdefault(c.from_level.id, c.from_level.name)
-            pairs[(c.from_level.id, c.to_level.id)] = pairs.get((c.from_level.id, c.to_level.id), 0) + 1
-    console.print(from_to_table(pairs, rules, names))
+    console.print(from_to_table(done.pairs, rules, done.names))
 
 
 @dataclass(slots=True)
@@ -272,17 +266,37 @@ def refusal(rules: Rules, pins: list[tuple[str, str]]) -> str:
     )
 
 
-async def apply_everywhere(settings: Settings, rules: Rules, chunk: int) -> tuple[int, list[LevelChange]]:
+@dataclass
+class Applied:
+    """What `--apply` did, in counts: nothing here grows with the members."""
+
+    rescored: int = 0
+    changed: int = 0  # members whose level changed
+    pairs: dict[tuple[str, str], int] = field(default_factory=dict)  # those changes by (from, to) level id
+    names: dict[str, str] = field(default_factory=dict)  # the levels' names, those the new ladder drops included
+
+    def count(self, changes: list[LevelChange]) -> None:
+        self.changed += len(changes)
+        for c in changes:
+            if c.from_level is not None:
+                self.names.setdefault(c.from_level.id, c.from_level.name)
+                pair = (c.from_level.id, c.to_level.id)
+                self.pairs[pair] = self.pairs.get(pair, 0) + 1
+
+
+async def apply_everywhere(settings: Settings, rules: Rules, chunk: int) -> Applied:
     """Put `rules` in force, then rescore every member still under other rules, a chunk of
     members (in id order) a transaction, until none is left. The scorer scores under the rules
     in force from its next transaction on, rescoring first any member it meets that is not
     rescored yet, so no record counts under both rules. Interrupted, it is run again: the
-    members rescored stay so, and it goes on with the others."""
+    members rescored stay so, and it goes on with the others.
+
+    Returns counts (`Applied`): nothing kept grows with the members but one chunk's."""
     engine = db.engine(settings.database_url, "cl-rescore")
     redis = Redis.from_url(settings.redis_url)
     work = UnitOfWork(engine, settings.rules, "", "")
     views = Views(engine, redis, MemberCache(redis, settings.redis_prefix), work.book, timedelta(0), timedelta(0))
-    rescored, changes = 0, []
+    applied = Applied(names={level.id: level.name for level in rules.levels})
     try:
         async with engine.begin() as conn:
             await work.book.in_force(conn)  # seeded from CL_RULES_PATH on a database that has none
@@ -309,9 +323,10 @@ async def apply_everywhere(settings: Settings, rules: Rules, chunk: int) -> tupl
                     done = await work.rescore(ids, rules.version, datetime.now(UTC), written)
                     views.deleted(written)
                     await views.publish(done)
-                    rescored, behind, after = rescored + len(done.states), behind + len(ids), ids[-1]
-                    changes += done.changes
-                    bar.update(task, completed=rescored, rate=f"{rescored / (time.monotonic() - started):,.0f}")
+                    applied.rescored, behind, after = applied.rescored + len(done.states), behind + len(ids), ids[-1]
+                    applied.count(done.changes)
+                    rate = applied.rescored / (time.monotonic() - started)
+                    bar.update(task, completed=applied.rescored, rate=f"{rate:,.0f}")
                 if not behind:
                     break
             async with engine.begin() as conn:  # the views are in Redis: their notes can go
@@ -319,4 +334,4 @@ async def apply_everywhere(settings: Settings, rules: Rules, chunk: int) -> tupl
     finally:
         await redis.aclose()
         await engine.dispose()
-    return rescored, changes
+    return applied

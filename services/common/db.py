@@ -135,6 +135,8 @@ member_periods = Table(
     Column("period", Text, primary_key=True),
     Column("points", BigInteger, nullable=False),
 )
+# Finds the periods past their retention (in byte order: names of one kind sort as their periods).
+Index("ix_member_periods_period", member_periods.c.period.collate("C"))
 
 # Members per level, kept by the scorer with the level changes (`GET /v1/stats`).
 level_counts = Table(

@@ -33,21 +33,39 @@ def lookup(member_id: str) -> str:
 # repair loop, a fenced scorer) never puts an older view over a newer one.
 # With the view go the member's places on the leaderboards: [board key, points, expire-at]
 # each, a sorted set scored by minus the points (so ties sort by member id, ascending).
-# KEYS: the members' keys, then their erasure tombstones' (see `tombstone`).
+# KEYS: the members' keys, then their erasure tombstones' (see `tombstone`): a view at or below
+# an erasure's stamp is refused, with its board places.
+# A commit carries the boards of the periods it changed only, so each place on a month or
+# week board keeps the version it was written at (field `p`: board key -> [version,
+# expire-at]) and is written only by a newer one: a commit that reached an emptied Redis
+# before the rebuild did leaves the rebuild the places it did not carry. The all-time boards
+# go with every view, under its version. ARGV ends with the time, to drop ended periods' versions.
 _SET_IF_NEWER = """
+local now = tonumber(ARGV[#ARGV])
 local n = #KEYS / 2
 for i = 1, n do
   local key = KEYS[i]
   local version = tonumber(ARGV[3 * i - 2])
-  local stored = tonumber(redis.call('HGET', key, 'v') or '-1')
-  local erased = tonumber(redis.call('GET', KEYS[n + i]) or '-1') >= version
-  if stored < version and not erased then
-    redis.call('HSET', key, 'v', version, 'd', ARGV[3 * i - 1])
+  if tonumber(redis.call('GET', KEYS[n + i]) or '-1') < version then  -- not erased since
+    local newer = tonumber(redis.call('HGET', key, 'v') or '-1') < version
+    if newer then redis.call('HSET', key, 'v', version, 'd', ARGV[3 * i - 1]) end
+    local placed = cjson.decode(redis.call('HGET', key, 'p') or '{}')
     local boards = cjson.decode(ARGV[3 * i])
     for _, b in ipairs(boards[2]) do
-      if b[2] > 0 then redis.call('ZADD', b[1], -b[2], boards[1]) else redis.call('ZREM', b[1], boards[1]) end
-      if b[3] > 0 then redis.call('EXPIREAT', b[1], b[3]) end
+      local at = placed[b[1]]
+      if (b[3] == 0 and newer) or (b[3] > 0 and (at == nil or at[1] < version)) then
+        if b[2] > 0 then redis.call('ZADD', b[1], -b[2], boards[1]) else redis.call('ZREM', b[1], boards[1]) end
+        if b[3] > 0 then
+          redis.call('EXPIREAT', b[1], b[3])
+          placed[b[1]] = {version, b[3]}
+        end
+      end
     end
+    local left = false
+    for board, at in pairs(placed) do
+      if at[2] <= now then placed[board] = nil else left = true end
+    end
+    if left then redis.call('HSET', key, 'p', cjson.encode(placed)) else redis.call('HDEL', key, 'p') end
   end
 end
 return n
@@ -154,10 +172,13 @@ class MemberCache:
         return bool(await self._advance_epoch(keys=[f"{self.prefix}epoch"], args=[epoch]))
 
     async def forget_views(self) -> None:
-        """Delete every member view (and the built flag), so a rebuild writes them all anew."""
+        """Delete every member view and leaderboard (and the built flag), so a rebuild writes
+        them all anew, and the boards count no member the database does not hold. The boards
+        go first: a view written meanwhile is deleted after its places, so the rebuild writes both."""
         await self.redis.delete(self.built_key, self.rebuild_key)
-        async for keys in _chunks(self.redis.scan_iter(match=f"{self.prefix}member:*", count=1000), 1000):
-            await self.redis.unlink(*keys)
+        for kind in ("board", "member"):
+            async for keys in _chunks(self.redis.scan_iter(match=f"{self.prefix}{kind}:*", count=1000), 1000):
+                await self.redis.unlink(*keys)
 
     async def forget(self, member_id: str) -> int:
         """Delete a member's view and its places on every leaderboard (an erasure); returns
@@ -192,7 +213,7 @@ class MemberCache:
                 if ends > now - timedelta(days=1):
                     boards.append((self.board_key(tier, period), points, int((ends + timedelta(days=1)).timestamp())))
             args += [v["version"], orjson.dumps(v), orjson.dumps([v["member_id"], boards])]
-        await self._set_if_newer(keys=keys, args=args)
+        await self._set_if_newer(keys=keys, args=[*args, int(now.timestamp())])
 
     async def board(self, tier: str, period: str, offset: int, limit: int) -> tuple[list[tuple[str, int, int]], int]:
         """A page of a leaderboard, (member, points, rank) each, and how many members it has.

@@ -379,6 +379,29 @@ async def period_points(conn: AsyncConnection, member_ids: list[str], periods: l
     return out
 
 
+async def prune_periods(conn: AsyncConnection, oldest: dict[str, str], limit: int) -> int:
+    """Delete up to `limit` rows of weeks, months and years older than the oldest kept of each
+    kind (as `shared.scoring.oldest_kept` names them), found through the period index (in byte
+    order, as the names sort); rows a commit holds are left for a later round. Returns how
+    many were deleted."""
+    result = await conn.execute(
+        text(
+            """
+            DELETE FROM member_periods AS p USING (
+                SELECT member_id, tier, period FROM member_periods
+                WHERE period COLLATE "C" >= 'week:' AND period COLLATE "C" < :week
+                   OR period COLLATE "C" >= 'month:' AND period COLLATE "C" < :month
+                   OR period COLLATE "C" >= 'year:' AND period COLLATE "C" < :year
+                LIMIT :limit FOR UPDATE SKIP LOCKED
+            ) AS x
+            WHERE p.member_id = x.member_id AND p.tier = x.tier AND p.period = x.period
+            """
+        ),
+        {"week": oldest["week"], "month": oldest["month"], "year": oldest["year"], "limit": limit},
+    )
+    return _rowcount(result)
+
+
 async def count(conn: AsyncConnection, levels: dict[str, int], hourly: dict[str, int], now: datetime) -> None:
     """Add to the members per level (by id) and to this hour's counts (by what)."""
     levels = {level: n for level, n in levels.items() if n}

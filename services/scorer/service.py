@@ -67,10 +67,12 @@ from services.scorer.unit_of_work import Committed, Fenced, Incoming, UnitOfWork
 from services.scorer.views import Views
 from services.scorer.workers import Supervisor
 from shared.events import ActivityRecord
+from shared.scoring import oldest_kept
 
 log = logging.getLogger("scorer")
 
 TENURE_PAGE = 500
+PRUNE_PAGE = 1000  # period rows deleted in one transaction
 
 Item = tuple[ConsumerRecord[bytes, bytes], ActivityRecord | None]  # None: dead-lettered, only its offset moves
 
@@ -155,6 +157,7 @@ class Scorer:
         self.workers.start("tenure", s.tenure_interval, self.tenure_once)
         self.workers.start("repair", s.repair_interval, self.views.repair_once)
         self.workers.start("health", s.health_interval, self.measure)
+        self.workers.start("prune", s.prune_interval, self.prune_once)
         # A batch commits while the next is fetched and decoded: one commit in flight at a time,
         # in order. (A fetch that a fence or rebalance made stale is refused by the offset guard.)
         committing: asyncio.Task[None] | None = None
@@ -271,6 +274,17 @@ class Scorer:
         for change in done.changes:  # tenure, or override when a pin ended
             LEVEL_CHANGES.labels(change.cause_kind).inc()
         return len(done.states) if len(done.states) == TENURE_PAGE else 0
+
+    async def prune_once(self) -> int:
+        """Delete a batch of the period points past their retention (the periods' boards in
+        Redis have expired long before)."""
+        s = self.settings
+        oldest = oldest_kept(utcnow().date(), s.periods_weeks_kept, s.periods_months_kept, s.periods_years_kept)
+        async with self.engine.begin() as conn:
+            pruned = await repo.prune_periods(conn, oldest, PRUNE_PAGE)
+        if pruned:
+            log.info("pruned %d period points older than %s", pruned, ", ".join(oldest.values()))
+        return pruned if pruned == PRUNE_PAGE else 0
 
     # -- a batch of activity -----------------------------------------------------------
 

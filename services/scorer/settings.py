@@ -58,6 +58,18 @@ class ScorerSettings(Settings):
     health_interval: Seconds = Field(
         default=timedelta(seconds=5), description="how often lag, outbox and Redis backlog gauges are refreshed"
     )
+    periods_weeks_kept: int = Field(
+        default=53, ge=1, description="past ISO weeks whose points `member_periods` keeps, beside the running one"
+    )
+    periods_months_kept: int = Field(
+        default=25, ge=1, description="past calendar months whose points `member_periods` keeps, beside the running one"
+    )
+    periods_years_kept: int = Field(
+        default=5, ge=3, description="past calendar years whose points `member_periods` keeps, beside the running one"
+    )
+    prune_interval: Seconds = Field(
+        default=timedelta(hours=1), description="how often the periods past their retention are looked for"
+    )
     event_source: str = Field(
         default="urn:community-levels:scorer",
         description="ce_source of every level change published (CL_EVENT_SOURCE); a URI-reference",

@@ -1,5 +1,6 @@
-"""The scorer's background workers (relay, tenure sweep, Redis repair, health), supervised
-together: an error never ends one, and /readyz names any that has ended or keeps failing."""
+"""The scorer's background workers (relay, tenure sweep, Redis repair, health, period
+pruning), supervised together: an error never ends one, and /readyz names any that has ended
+or keeps failing."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ after Redis is flushed and rebuilt."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,8 +15,10 @@ from redis.asyncio import Redis
 from services.api.app import create_app
 from services.api.settings import ApiSettings
 from services.common.kafka import ensure_topics
+from services.common.members import MemberCache
+from services.scorer.settings import ScorerSettings
 from shared.scoring import periods
-from tests.conftest import unique
+from tests.conftest import ADMIN, ROLES, _create_database, _drop_database, database_url, migrate, unique
 from tests.integration.test_scorer import event, publish, running
 from tests.integration.test_scorer_failures import scorer_settings
 from tests.support import eventually, in_process, own_topics
@@ -40,13 +43,16 @@ async def expected(pg: asyncpg.Connection, tier: str, period: str) -> list[dict[
 
 
 async def boards_match(client: httpx.AsyncClient, pg: asyncpg.Connection) -> bool:
+    """Every board (both tiers; all time, the month, the week) lists exactly PostgreSQL's
+    members, points and ranks, and counts exactly them."""
     for tier in ("active", "passive"):
         for period in ("all", "month", "week"):
             response = await client.get("/v1/leaderboard", params={"tier": tier, "period": period, "limit": 100})
             if response.status_code != 200:
                 return False
             got = [{k: e[k] for k in ("rank", "member_id", "score")} for e in response.json()["entries"]]
-            if got != await expected(pg, tier, period) or not got:
+            want = await expected(pg, tier, period)
+            if got != want or not got or response.json()["total"] != len(want):
                 return False
     return True
 
@@ -96,6 +102,115 @@ async def test_leaderboards_rank_as_postgres_does_and_survive_a_flush(
             await eventually(lambda: boards_match(client, pg), timeout=30, what="the boards rebuilt from PostgreSQL")
     finally:
         await pg.close()
+        await redis.aclose()
+
+
+async def test_members_scoring_while_redis_is_flushed_keep_their_places_on_every_board(
+    settings_kwargs: dict[str, Any], fresh_database: str
+) -> None:
+    """Members with points in both tiers score in one tier while Redis is flushed: the commits
+    that land before the rebuild reaches them must not leave them off the other tier's month
+    and week boards, which those commits did not touch."""
+    kwargs = {**own_topics(settings_kwargs, unique("lbf")), "database_url": fresh_database}
+    # A slow repair loop: commits land in the window between the flush and the rebuild.
+    settings = scorer_settings(kwargs, repair_interval=timedelta(seconds=1.5))
+    await ensure_topics(settings)
+    members = [unique(f"m{i}") for i in range(30)]
+    await publish(
+        settings,
+        [event("view", m, content_id=f"t{i}", at=NOW - timedelta(minutes=5)) for i, m in enumerate(members)]
+        + [event("post", m, content_id=f"p{m}", at=NOW - timedelta(minutes=5)) for m in members],
+    )
+    redis = Redis.from_url(settings.redis_url)
+    pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
+    try:
+        async with running(settings), in_process(create_app(ApiSettings(**kwargs))) as client:
+            await eventually(lambda: boards_match(client, pg), timeout=30, what="every board as PostgreSQL has it")
+            for round_ in range(3):
+                await redis.delete(*[k async for k in redis.scan_iter(f"{settings.redis_prefix}*")])
+                for start in range(0, len(members), 5):  # active points only, a few members a commit
+                    await publish(
+                        settings,
+                        [event("reply", m, content_id=f"r{round_}{m}", at=NOW) for m in members[start : start + 5]],
+                    )
+                    await asyncio.sleep(0.05)
+                await eventually(lambda: boards_match(client, pg), timeout=30, what="every board after the flush")
+    finally:
+        await pg.close()
+        await redis.aclose()
+
+
+async def test_boards_hold_only_the_members_of_a_database_restored_from_a_backup(
+    settings_kwargs: dict[str, Any],
+) -> None:
+    """The database is copied (the backup), members are created and score after it, then the
+    copy is put in its place: every board lists and counts the copy's members only."""
+    name = unique("lbr").replace("-", "_")
+    live, backup = f"cl_{name}_live", f"cl_{name}_backup"
+    admin = database_url(ADMIN, "postgres").replace("+asyncpg", "")
+    await _create_database(admin, live)
+    try:
+        await asyncio.to_thread(migrate, database_url(ROLES["owner"], live))
+        base = {**own_topics(settings_kwargs, name), "group_id": name}
+        on_live = scorer_settings({**base, "database_url": database_url(ROLES["owner"], live)})
+        await ensure_topics(on_live)
+        ann, bob, cat, dan = (unique(n) for n in ("ann", "bob", "cat", "dan"))
+        await publish(
+            on_live,
+            [event("post", ann, content_id="p1", at=NOW), event("view", bob, content_id="t1", at=NOW)]
+            + [event("comment", bob, content_id="c1", at=NOW)],
+        )
+        async with running(on_live):
+            await eventually(lambda: _scored(on_live, [ann, bob]), what="ann and bob scored")
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'CREATE DATABASE "{backup}" TEMPLATE "{live}" OWNER {ROLES["owner"]}')
+        finally:
+            await conn.close()
+        # After the backup: two new members, at the top of every board, and more points for ann.
+        await publish(
+            on_live,
+            [event("article", cat, content_id="a1", at=NOW), event("event_attended", dan, content_id="g1", at=NOW)]
+            + [event("reply", ann, content_id="r1", at=NOW), event("view", cat, content_id="t2", at=NOW)],
+        )
+        async with running(on_live):
+            await eventually(lambda: _scored(on_live, [ann, bob, cat, dan], boards=True), what="all four on the boards")
+            await asyncio.sleep(1)  # a few repair rounds: the view epoch moves past the backup's
+        # The backup replaces the database; the records after it are gone with it (another topic).
+        restored_url = database_url(ROLES["owner"], backup)
+        restored = scorer_settings(
+            {**own_topics(base, "after"), "redis_prefix": base["redis_prefix"], "database_url": restored_url}
+        )
+        await ensure_topics(restored)
+        pg = await asyncpg.connect(restored_url.replace("+asyncpg", ""))
+        try:
+            api = {**base, "database_url": restored_url}
+            async with running(restored), in_process(create_app(ApiSettings(**api))) as client:
+                await eventually(lambda: boards_match(client, pg), timeout=30, what="the backup's boards")
+                board = (await client.get("/v1/leaderboard", params={"period": "all"})).json()
+                assert [(e["member_id"], e["score"]) for e in board["entries"]] == [(ann, 10), (bob, 2)]
+                assert board["total"] == 2
+        finally:
+            await pg.close()
+    finally:
+        await _drop_database(admin, live)
+        await _drop_database(admin, backup)
+
+
+async def _scored(settings: ScorerSettings, members: list[str], boards: bool = False) -> bool:
+    """Whether Redis holds these members' views (and, with `boards`, each on the all-time boards)."""
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        cache = MemberCache(redis, settings.redis_prefix)
+        if len(await cache.get_many(members)) < len(members):
+            return False
+        if boards:
+            on: set[str] = set()
+            for tier in ("active", "passive"):
+                on |= {m.decode() for m in await redis.zrange(cache.board_key(tier, "all"), 0, -1)}  # type: ignore[union-attr]
+            return on >= set(members)
+        return True
+    finally:
         await redis.aclose()
 
 

@@ -20,10 +20,12 @@ import orjson
 
 from services.api.app import create_app
 from services.api.settings import ApiSettings
+from services.cli.rescore import apply_everywhere
 from services.common.kafka import ensure_topics
+from services.common.settings import Settings
 from services.scorer.settings import ScorerSettings
 from shared.events import ActivityEvent
-from shared.rules import default_rules
+from shared.rules import default_rules, load_rules
 from tests.conftest import ROOT, env_with, unique
 from tests.integration.test_cli import cl
 from tests.integration.test_pins import cl_env, seed
@@ -237,5 +239,27 @@ async def test_a_pinned_level_stays_through_a_rescore_dry_run_and_apply(
     try:
         row = await pg.fetchrow("SELECT level_id, active_score, pinned_level, level_seq FROM members")
         assert tuple(row) == ("new_member", 30, "new_member", 2)  # first level, then the pin
+    finally:
+        await pg.close()
+
+
+async def test_rescore_apply_goes_through_the_members_in_chunks_and_keeps_only_counts(
+    tmp_path: Path, settings_kwargs: dict[str, Any], fresh_database: str
+) -> None:
+    """Five members in chunks of two: each rescored once, exactly, and what the command keeps
+    to report is counts by level pair, not a list that grows with the members."""
+    kwargs = {**own_topics(settings_kwargs, unique("rs-chunk")), "database_url": fresh_database}
+    members = [f"m{i}" for i in range(5)]
+    await seed(fresh_database, *({"type": "post", "member_id": m, "content_id": f"p-{m}"} for m in members))
+    lower = [(r, i, 5 if i == "general_contributor" else a, p, t) for r, i, a, p, t in LADDER]
+    rules = load_rules(rules_file(tmp_path / "lower.json", "lower", {}, {}, lower))  # 10 points: rank 6, not 5
+
+    done = await apply_everywhere(Settings(**kwargs), rules, chunk=2)
+
+    assert (done.rescored, done.changed, done.pairs) == (5, 5, {("new_contributor", "general_contributor"): 5})
+    pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
+    try:
+        rows = await pg.fetch("SELECT member_id, level_id, active_score, rules_version FROM members")
+        assert sorted(tuple(r) for r in rows) == [(m, "general_contributor", 10, "lower") for m in members]
     finally:
         await pg.close()

@@ -281,7 +281,7 @@ async def test_the_scorer_answers_health_readiness_and_metrics(settings: ScorerS
         await eventually(ready, what="the scorer ready")
         assert (await client.get("/readyz")).json()["checks"] == {
             **{dependency: "ok" for dependency in ("postgres", "kafka", "redis", "level-changes")},
-            **{part: "ok" for part in ("consumer", "relay", "tenure", "repair", "health")},
+            **{part: "ok" for part in ("consumer", "relay", "tenure", "repair", "health", "prune")},
         }
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         assert "scorer_records_total" in (await client.get("/metrics")).text
