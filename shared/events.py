@@ -21,7 +21,7 @@ import math
 import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 from pydantic import (
     AfterValidator,
@@ -332,6 +332,11 @@ AnyEvent = Annotated[
     Field(discriminator="type"),
 ]
 EVENT: TypeAdapter[ActivityEvent] = TypeAdapter(AnyEvent)
+# The event types that name a second member (the author of the content acted on): each is
+# published, and applied, once for each member it names.
+NAMING_TWO: frozenset[str] = frozenset(
+    get_args(model.model_fields["type"].annotation)[0] for model in _OnAuthorsContent.__subclasses__()
+)
 # A JSON array of stored events (validated on their way in), read back in one call: a replay.
 EVENTS: TypeAdapter[list[AnyEvent]] = TypeAdapter(list[AnyEvent])
 _FIELDS = frozenset(ActivityEvent.model_fields)

@@ -105,12 +105,18 @@ def _cap(metric: str, day: str) -> str:
     return f"cap|{metric}|{day}"
 
 
+def like_received_prefix(liker: str) -> str:
+    """The start of the keys of every like a member received from `liker` (an erasure puts a
+    digest in place of the liker's id in them)."""
+    return f"like_received|{liker}|"
+
+
 def _like(record: ActivityRecord) -> tuple[str, str]:
     """The metric a like or unlike counts under for this record's subject, and its fact key."""
     ev = record.event
     if record.subject == ev.member_id:
         return "like_given", f"like_given|{ev.content_id}"
-    return "like_received", f"like_received|{ev.member_id}|{ev.content_id}"
+    return "like_received", f"{like_received_prefix(ev.member_id)}{ev.content_id}"
 
 
 _CREATION = {"post", "reply", "comment", "article"}
