@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from benchmarks import workload
 from services.common.settings import Settings
-from services.scorer import repository
+from services.write.sql import members
 from shared.events import ActivityRecord, validate_event
 from shared.scoring import MemberState, apply
 
@@ -683,8 +683,8 @@ class Bench:
         engine = create_async_engine(db.url("cl_owner"))
         try:
             async with engine.begin() as conn:
-                await repository.save_states(conn, [state], self.settings.rules, datetime.now(UTC))
-                await repository.save_facts(conn, [state], {})
+                await members.save_states(conn, [state], self.settings.rules, datetime.now(UTC))
+                await members.save_facts(conn, [state], {})
         finally:
             await engine.dispose()
         conn = await asyncpg.connect(db.dsn)

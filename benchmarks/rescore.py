@@ -39,7 +39,7 @@ from sqlalchemy import make_url
 from benchmarks import workload
 from services.common import db
 from services.common.settings import Settings
-from services.scorer.unit_of_work import Incoming, UnitOfWork
+from services.write.unit_of_work import Incoming, UnitOfWork
 from shared.events import ActivityEvent, ActivityRecord
 from shared.rules import DEFAULT_RULES_PATH, default_rules
 

@@ -18,7 +18,7 @@ from services.common import db
 from services.common.kafka import client_options
 from services.common.members import MemberCache
 from services.common.settings import Settings
-from services.scorer.erasure import Ends, Erased, erase_stored, erase_views
+from services.write.erasure import Ends, Erased, erase_stored, erase_views
 
 _WHAT = {
     "members": "state",

@@ -16,10 +16,9 @@ from services.cli.rules import in_force
 from services.common import db
 from services.common.members import MemberCache
 from services.common.settings import Settings
-from services.scorer import repository as repo
-from services.scorer.rulebook import RulesBook
-from services.scorer.unit_of_work import Committed, UnitOfWork, UnknownMember
-from services.scorer.views import Views
+from services.write.rules import RulesBook
+from services.write.unit_of_work import Committed, UnitOfWork, UnknownMember
+from services.write.views import Views
 from shared.rules import Level, Rules
 from shared.scoring import Pin
 
@@ -149,5 +148,4 @@ async def _publish(settings: Settings, engine: AsyncEngine, done: Committed) -> 
     if not views.written:
         console.print("[yellow]Redis not written: the API shows the change once the scorer repairs it[/yellow]")
         return
-    async with engine.begin() as conn:
-        await repo.drop_pending_views(conn, sorted(views.written))
+    await views.drop_written()

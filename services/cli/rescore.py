@@ -17,19 +17,18 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from sqlalchemy import text
 
 from services.cli.output import console
 from services.common import db
 from services.common.members import MemberCache
 from services.common.settings import Settings
-from services.scorer import repository as repo
-from services.scorer import rulebook
-from services.scorer.unit_of_work import UnitOfWork, WrongRules
-from services.scorer.views import Views
-from shared.events import EVENTS, ActivityRecord
+from services.write import replay
+from services.write.replay import Replayed
+from services.write.rules import PinsOutside, put_in_force
+from services.write.unit_of_work import UnitOfWork, WrongRules
+from services.write.views import Views
 from shared.rules import Rules, RulesError, load_rules
-from shared.scoring import LevelChange, MemberState, Pin, apply
+from shared.scoring import LevelChange
 
 
 def rescore(
@@ -143,59 +142,38 @@ class RescoreReport:
         return [moved for *_, moved in sorted(self._largest, key=lambda e: e[:2], reverse=True)]
 
 
-# One row per member, in member id order: the stored figures beside the member's applied
-# records as one JSON array in application order. The members' figures stream alongside their
-# records (a merge join on the two primary keys), so memory does not grow with the members;
-# attributes are never scored, so they are left in the database. A pinned level stays pinned.
-# Each array is read and validated in one call (pydantic-core parses the JSON): the events
-# were validated on their way in, and the same models read them back.
-_REPLAY = """
-SELECT a.member_id, m.level_id, m.active_score, m.passive_score, m.pinned_level, a.events
-FROM (SELECT member_id, json_agg(event - 'attributes' ORDER BY position)::text AS events
-      FROM activity GROUP BY member_id) AS a
-LEFT JOIN members AS m USING (member_id)
-ORDER BY a.member_id
-"""
-
-
 _progress = Console(stderr=True)  # so that the report alone is on stdout (--json)
 
 
 async def dry_run_report(settings: Settings, rules: Rules, keep: int = 10) -> RescoreReport:
-    """Stream the applied records member by member (in application order) and replay each
-    member from an empty state with the same pure scoring code the scorer runs. The report
-    keeps the `keep` largest moves and a sample of as many members changing level."""
+    """Replay every member's applied records (in application order) under `rules`, with the
+    same scoring code the scorer runs (`services.write.replay`), and compare with what is
+    stored; writes nothing. The report keeps the `keep` largest moves and a sample of as many
+    members changing level. A pinned level stays pinned."""
     engine = db.engine(settings.database_url, "cl-rescore")
-    now, report = datetime.now(UTC), RescoreReport(keep)
+    report = RescoreReport(keep)
     try:
-        async with engine.connect() as conn:
-            total = await conn.scalar(text("SELECT count(*) FROM members"))
-            rows = await conn.stream(text(_REPLAY).execution_options(yield_per=2000))
-            with Progress(
-                TextColumn("replaying"), MofNCompleteColumn(), TimeRemainingColumn(), console=_progress
-            ) as bar:
-                task = bar.add_task("members", total=total)
-                async for member_id, level, active, passive, pinned, events in rows:
-                    if pinned is not None and rules.find(pinned) is None:
-                        report.pins_dropped.append((member_id, pinned))
-                        pinned = None  # what the member's figures give, once the pin is released
-                    state = MemberState(member_id, pin=None if pinned is None else Pin(pinned, "pinned"))
-                    for event in EVENTS.validate_json(events):
-                        apply(state, ActivityRecord(member_id, event), now, rules)
-                    _compare(report, state, None if level is None else (level, active, passive), rules)
-                    if report.members % 1000 == 0:
-                        bar.update(task, completed=report.members)
-                bar.update(task, completed=report.members)
+        total = await replay.count_members(engine)
+        with Progress(TextColumn("replaying"), MofNCompleteColumn(), TimeRemainingColumn(), console=_progress) as bar:
+            task = bar.add_task("members", total=total)
+            async for replayed in replay.replay_everyone(engine, rules, datetime.now(UTC)):
+                if replayed.dropped_pin is not None:
+                    report.pins_dropped.append((replayed.state.member_id, replayed.dropped_pin))
+                _compare(report, replayed, rules)
+                if report.members % 1000 == 0:
+                    bar.update(task, completed=report.members)
+            bar.update(task, completed=report.members)
     finally:
         await engine.dispose()
     return report
 
 
-def _compare(report: RescoreReport, state: MemberState, stored: tuple[str, int, int] | None, rules: Rules) -> None:
+def _compare(report: RescoreReport, replayed: Replayed, rules: Rules) -> None:
     report.members += 1
-    if stored is None or state.level is None:
+    state = replayed.state
+    if replayed.stored is None or state.level is None:
         return
-    level, active, passive = stored
+    level, active, passive = replayed.stored
     new_active, new_passive = state.scores(rules)
     if (level, active, passive) != (state.level, new_active, new_passive):
         report.add(Moved(state.member_id, level, state.level, (active, new_active), (passive, new_passive)))
@@ -298,16 +276,11 @@ async def apply_everywhere(settings: Settings, rules: Rules, chunk: int) -> Appl
     views = Views(engine, redis, MemberCache(redis, settings.redis_prefix), work.book, timedelta(0), timedelta(0))
     applied = Applied(names={level.id: level.name for level in rules.levels})
     try:
-        async with engine.begin() as conn:
-            await work.book.in_force(conn)  # seeded from CL_RULES_PATH on a database that has none
-            await rulebook.record(conn, rules)
-            await repo.put_rules_in_force(conn, rules.version)  # waits for transactions under the old rules
-            # A pin names a level of the rules in force: none may be left on a level these drop.
-            pins = await repo.pins_outside(conn, [level.id for level in rules.levels])
-            if pins:
-                raise RulesError(refusal(rules, pins))  # and nothing of the switch is kept
-        async with engine.connect() as conn:
-            total = await repo.count_behind(conn, rules.version)
+        try:
+            await put_in_force(engine, work.book, rules)  # waits for transactions under the old rules
+        except PinsOutside as exc:  # nothing of the switch is kept
+            raise RulesError(refusal(rules, exc.pins)) from None
+        total = await replay.count_behind(engine, rules.version)
         columns = (TextColumn("rescoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}/s"))
         with Progress(*columns, TimeRemainingColumn(), console=console) as bar:
             task = bar.add_task("members", total=total, rate="–")
@@ -315,8 +288,7 @@ async def apply_everywhere(settings: Settings, rules: Rules, chunk: int) -> Appl
             while True:  # again from the start: the scorer may have added members meanwhile
                 after, behind = "", 0
                 while True:
-                    async with engine.connect() as conn:
-                        ids = await repo.members_behind(conn, rules.version, after, chunk)
+                    ids = await replay.members_behind(engine, rules.version, after, chunk)
                     if not ids:
                         break
                     written = list(views.written)
@@ -329,8 +301,7 @@ async def apply_everywhere(settings: Settings, rules: Rules, chunk: int) -> Appl
                     bar.update(task, completed=applied.rescored, rate=f"{rate:,.0f}")
                 if not behind:
                     break
-            async with engine.begin() as conn:  # the views are in Redis: their notes can go
-                await repo.drop_pending_views(conn, sorted(views.written))
+            await views.drop_written()  # the views are in Redis: their notes can go
     finally:
         await redis.aclose()
         await engine.dispose()

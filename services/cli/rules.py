@@ -12,8 +12,7 @@ from rich.table import Table
 from services.cli.output import console
 from services.common import db
 from services.common.settings import Settings
-from services.scorer import repository as repo
-from services.scorer.rulebook import RulesBook
+from services.write import rules as write_rules
 from shared.rules import Rules, RulesError, load_rules
 
 app = typer.Typer(no_args_is_help=True, help="Rules files.")
@@ -43,9 +42,7 @@ def rules_check(file: Annotated[Path, typer.Argument(help="the rules file to che
 async def in_force(settings: Settings) -> Rules:
     engine = db.engine(settings.database_url, "cl-rules")
     try:
-        async with engine.begin() as conn:
-            version = await repo.rules_in_force(conn)
-            return await RulesBook(settings.rules).get(conn, version) if version else settings.rules
+        return await write_rules.in_force(engine, settings.rules)
     finally:
         await engine.dispose()
 

@@ -72,7 +72,7 @@ member_facts = Table(
     Column("value", JSONB, nullable=False),
 )
 
-# The members each commit changed, until their views are in Redis (`services.scorer.views`):
+# The members each commit changed, until their views are in Redis (`services.write.views`):
 # one row a commit, so the hot path writes no per-member flag.
 pending_views = Table(
     "pending_views",
@@ -199,7 +199,7 @@ relay_lease = Table(
 )
 
 # Members erased while records sent before the erasure may still be unapplied (SPEC §9.4):
-# `lookup` recognises the id (`services.scorer.erasure.lookup`), `stand_in` is the digest the
+# `lookup` recognises the id (`services.common.members.lookup`), `stand_in` is the digest the
 # erasure put in its place, `ends` the end offset of each partition of `topic` (by partition)
 # when it ran. The scorer puts the stand-in in the records below those ends, and deletes the
 # row once its consumer has passed them all.

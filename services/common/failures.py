@@ -1,4 +1,5 @@
-"""How the scorer tells a failure to wait out from a record at fault, and how it waits."""
+"""How a failure to wait out is told from a record at fault (the scorer's, and the view
+writer's), and how to wait."""
 
 from __future__ import annotations
 

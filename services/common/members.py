@@ -25,7 +25,7 @@ TOMBSTONE_TTL = timedelta(days=1)
 
 def lookup(member_id: str) -> str:
     """How the scorer and Redis recognise an erased id in what comes after its erasure
-    (`services.scorer.erasure`); kept only while that may still come."""
+    (`services.write.erasure`); kept only while that may still come."""
     return hashlib.sha256(member_id.encode()).hexdigest()
 
 

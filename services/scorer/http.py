@@ -5,19 +5,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
-
-if TYPE_CHECKING:
-    from services.scorer.service import Scorer
 
 
-def create_app(scorer: Scorer) -> FastAPI:
+class Health(Protocol):
+    """What the scorer's health answers are made of."""
+
+    async def ping_postgres(self) -> None: ...
+
+    async def ping_kafka(self) -> None: ...
+
+    async def ping_redis(self) -> None: ...
+
+    async def level_changes_late(self) -> str | None:
+        """Why level changes are late, or None."""
+
+    def parts(self) -> list[str]:
+        """The parts reported on besides the stores (the consumer, each worker)."""
+
+    def problems(self) -> dict[str, str]:
+        """What keeps the scorer from its work, by part (empty: all is well)."""
+
+
+def create_app(scorer: Health) -> FastAPI:
     app = FastAPI(title="Community Levels scorer", version="1")
 
     @app.get("/healthz", summary="Alive")
@@ -31,15 +46,15 @@ def create_app(scorer: Scorer) -> FastAPI:
     )
     async def readyz() -> JSONResponse:
         checks = {
-            "postgres": await _check(_ping_postgres(scorer)),
-            "kafka": await _check(scorer.consumer.topics()),
-            "redis": await _check(scorer.redis.ping()),
+            "postgres": await _check(scorer.ping_postgres()),
+            "kafka": await _check(scorer.ping_kafka()),
+            "redis": await _check(scorer.ping_redis()),
         }
         # Read from PostgreSQL: not waited for again when it is down.
         checks["level-changes"] = await _level_changes(scorer) if checks["postgres"] == "ok" else "unknown"
         problems = scorer.problems()
         ready = checks["postgres"] == checks["kafka"] == checks["level-changes"] == "ok" and not problems
-        checks |= {"consumer": "ok", **{name: "ok" for name in scorer.workers.workers}} | problems
+        checks |= {name: "ok" for name in scorer.parts()} | problems
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
@@ -49,12 +64,7 @@ def create_app(scorer: Scorer) -> FastAPI:
     return app
 
 
-async def _ping_postgres(scorer: Scorer) -> None:
-    async with scorer.engine.connect() as conn:
-        await conn.execute(text("SELECT 1"))
-
-
-async def _level_changes(scorer: Scorer) -> str:
+async def _level_changes(scorer: Health) -> str:
     """ok, or why level changes are late; an outbox that cannot be read is no better."""
     try:
         async with asyncio.timeout(2):
@@ -81,5 +91,5 @@ class Server(uvicorn.Server):
         yield
 
 
-def server(scorer: Scorer, host: str, port: int) -> Server:
+def server(scorer: Health, host: str, port: int) -> Server:
     return Server(uvicorn.Config(create_app(scorer), host=host, port=port, log_level="warning", lifespan="off"))

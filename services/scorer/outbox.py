@@ -1,11 +1,10 @@
-"""Level changes on the wire (SPEC §6): the payload recorded with each change, and the relay
-that publishes the outbox (`level_changes` rows not yet sent) to Kafka in order."""
+"""Level changes on the wire (SPEC §6): the relay that publishes the outbox (`level_changes`
+rows not yet sent, `services.write.outbox`) to Kafka in order, as CloudEvents."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -14,40 +13,12 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scorer import repository as repo
 from services.scorer.failpoints import Failpoints
 from services.scorer.metrics import PUBLISHED
-from shared.events import iso_utc
-from shared.rules import Rules
-from shared.scoring import LevelChange
+from services.write.outbox import Outbox
 
 LEASE_S = 30.0
 PAGE = 500
-
-
-def payload(change: LevelChange, rules: Rules, emitted_at: datetime) -> bytes:
-    """The level-change event of SPEC §6, as published (and stored, so a resend is identical)."""
-    cause: dict[str, Any] = {"kind": change.cause_kind}
-    if change.cause_event_id is not None:
-        cause |= {"event_id": change.cause_event_id, "type": change.cause_type}
-    if change.cause_reason is not None:
-        cause["reason"] = change.cause_reason
-    return orjson.dumps(
-        {
-            "event_id": change.event_id,
-            "member_id": change.member_id,
-            "seq": change.seq,
-            "direction": "promoted" if change.promoted else "demoted",
-            "from_level": change.from_level and change.from_level.ref(),
-            "to_level": change.to_level.ref(),
-            "active_score": change.active_score,
-            "passive_score": change.passive_score,
-            "cause": cause,
-            "rules_version": rules.version,
-            "occurred_at": iso_utc(change.occurred_at),
-            "emitted_at": iso_utc(emitted_at),
-        }
-    )
 
 
 def cloud_event(body: bytes, source: str) -> KafkaMessage:
@@ -83,8 +54,8 @@ class Relay:
         owner: str,
         failpoints: Failpoints,
     ) -> None:
-        self.engine, self.producer, self.topic, self.source = engine, producer, topic, source
-        self.owner, self.failpoints = owner, failpoints
+        self.outbox = Outbox(engine, owner)
+        self.producer, self.topic, self.source, self.failpoints = producer, topic, source, failpoints
         self.wake = asyncio.Event()  # set when a commit recorded level changes
 
     async def once(self) -> int:
@@ -92,10 +63,7 @@ class Relay:
 
         No transaction is open while sending: the lease says who may send, and a send is
         bounded well within it."""
-        async with self.engine.begin() as conn:
-            if not await repo.take_relay_lease(conn, self.owner, LEASE_S):
-                return 0
-            rows = await repo.unsent_level_changes(conn, PAGE)
+        rows = await self.outbox.take(LEASE_S, PAGE)
         if not rows:
             return 0
         async with asyncio.timeout(LEASE_S / 2):
@@ -109,11 +77,9 @@ class Relay:
                 sent.append(await self.producer.send(self.topic, record.value, key=record.key, headers=headers))
             await asyncio.gather(*sent)
         self.failpoints.hit("relay_after_send")
-        async with self.engine.begin() as conn:
-            await repo.mark_sent(conn, [row_id for row_id, _, _ in rows], datetime.now(UTC))
+        await self.outbox.mark_sent([row.id for row in rows])
         PUBLISHED.inc(len(rows))
         return len(rows)
 
     async def release(self) -> None:
-        async with self.engine.begin() as conn:
-            await repo.release_relay_lease(conn, self.owner)
+        await self.outbox.release()

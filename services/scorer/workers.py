@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from services.scorer.failures import transient
+from services.common.failures import transient
 from services.scorer.metrics import WORKER_FAILURES
 
 log = logging.getLogger("scorer")

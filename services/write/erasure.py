@@ -25,7 +25,8 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common.members import MemberCache, lookup
-from services.scorer import repository as repo
+from services.write.sql import erasure, members, outbox, rules, stats, views
+from services.write.sql.erasure import ErasedId
 from shared.events import ActivityEvent, ActivityRecord
 
 
@@ -67,24 +68,24 @@ async def erase_stored(engine: AsyncEngine, member_id: str, now: datetime, ends:
     No transaction applying records runs meanwhile (the scoring lock, held alone): each one
     runs before the erasure, and is erased by it, or after it, and sees `erased_members`."""
     async with engine.begin() as conn:
-        await repo.exclude_scoring(conn)
+        await rules.exclude_scoring(conn)
         key = lookup(member_id)
-        earlier = (await repo.erased_ids(conn, [key])).get(key)
+        earlier = (await erasure.erased_ids(conn, [key])).get(key)
         stand_in = earlier.stand_in if earlier else digest(member_id)  # an earlier erasure's records, still late
-        others = await repo.named_by(conn, member_id)
-        states = await repo.lock_states(conn, sorted({member_id, *others}))
+        others = await erasure.named_by(conn, member_id)
+        states = await members.lock_states(conn, sorted({member_id, *others}))
         erased = Erased(others=len(others))
-        erased.digested_facts, erased.digested_records = await repo.digest_named(conn, others, member_id, stand_in)
+        erased.digested_facts, erased.digested_records = await erasure.digest_named(conn, others, member_id, stand_in)
         if member_id in states:
             erased.level_id = states[member_id].level
             if erased.level_id is not None:
-                await repo.count(conn, {erased.level_id: -1}, {}, now)
-        erased.deleted = await repo.delete_member(conn, member_id)
-        await repo.unpend_member(conn, member_id)
-        await repo.record_tombstone(conn, member_id, now)
+                await stats.count(conn, {erased.level_id: -1}, {}, now)
+        erased.deleted = await erasure.delete_member(conn, member_id)
+        await views.unpend_member(conn, member_id)
+        await outbox.record_tombstone(conn, member_id, now)
         if any(ends.offsets):
-            await repo.record_erased(conn, key, repo.ErasedId(stand_in, ends.topic, ends.offsets), now)
-        erased.stamp = await repo.next_member_version(conn)
+            await erasure.record_erased(conn, key, ErasedId(stand_in, ends.topic, ends.offsets), now)
+        erased.stamp = await members.next_member_version(conn)
         return erased
 
 
@@ -101,7 +102,7 @@ async def erase_late(
     the other members it names), whose stored facts and records the erasure may not have
     reached (it finds them through the member's own records)."""
     named = {m for record, _, _ in batch for m in _named(record.event)}
-    found = await repo.erased_ids(conn, [lookup(m) for m in named])
+    found = await erasure.erased_ids(conn, [lookup(m) for m in named])
     if not found:
         return [], []
     erased = {m: e for m in named if (e := found.get(lookup(m)))}

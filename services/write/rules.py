@@ -10,9 +10,10 @@ restart.
 from __future__ import annotations
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.scorer import repository as repo
+from services.write.sql import members
+from services.write.sql import rules as repo
 from shared.rules import Rules, RulesError
 
 
@@ -56,3 +57,31 @@ class RulesBook:
                 raise RulesError(f"rules version {version!r} is not recorded")
             self.versions[version] = Rules.model_validate_json(body)
         return self.versions[version]
+
+
+async def in_force(engine: AsyncEngine, own: Rules) -> Rules:
+    """The rules in force, as `cl` shows them (`own` while PostgreSQL names none yet); writes nothing."""
+    async with engine.begin() as conn:
+        version = await repo.rules_in_force(conn)
+        return await RulesBook(own).get(conn, version) if version else own
+
+
+class PinsOutside(RulesError):
+    """Members are pinned at levels the new rules lack."""
+
+    def __init__(self, pins: list[tuple[str, str]]) -> None:
+        super().__init__(f"{len(pins)} members are pinned at levels these rules lack")
+        self.pins = pins  # (member, level), in member id order
+
+
+async def put_in_force(engine: AsyncEngine, book: RulesBook, rules: Rules) -> None:
+    """Keep `rules` and put them in force, once no transaction scores under the old ones.
+    Refused, with nothing kept, while a member is pinned at a level they lack (`PinsOutside`):
+    a pin names a level of the rules in force."""
+    async with engine.begin() as conn:
+        await book.in_force(conn)  # seeded from the service's own file on a database that has none
+        await record(conn, rules)
+        await repo.put_rules_in_force(conn, rules.version)  # waits for transactions under the old rules
+        pins = await members.pins_outside(conn, [level.id for level in rules.levels])
+        if pins:
+            raise PinsOutside(pins)

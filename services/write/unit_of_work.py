@@ -1,11 +1,12 @@
-"""The scorer's transactions. Each one stores, together, what a step changed: the partitions'
-next offsets (guarded by the epoch this consumer claimed), the records applied (a repeated
-member/event id is skipped), the members' figures and the facts they touched, their level
-changes (the outbox) and the note that their views are due in Redis.
+"""The scoring transactions, the scorer's and `cl`'s. Each one stores, together, what a step
+changed: the partitions' next offsets (guarded by the epoch this consumer claimed), the
+records applied (a repeated member/event id is skipped), the members' figures and the facts
+they touched, their level changes (the outbox) and the note that their views are due in Redis.
 
-Every transaction scores under the rules in force (`services.scorer.rulebook`). A member
+Every transaction scores under the rules in force (`services.write.rules`). A member
 still scored under earlier rules is first rescored under them (SPEC §9.1): its applied
-records replayed, in order, in the same transaction, so no record counts under both."""
+records replayed (`services.write.replay`), in order, in the same transaction, so no record
+counts under both."""
 
 from __future__ import annotations
 
@@ -17,11 +18,15 @@ from typing import NamedTuple
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common.members import Periods
-from services.scorer import outbox
-from services.scorer import repository as repo
-from services.scorer.erasure import erase_late
-from services.scorer.rulebook import RulesBook
-from shared.events import EVENTS, ActivityRecord
+from services.write.erasure import erase_late
+from services.write.outbox import payload
+from services.write.replay import records_of
+from services.write.rules import RulesBook
+from services.write.sql import activity, erasure, members, offsets, outbox, periods, pins, stats, views
+from services.write.sql.members import Facts
+from services.write.sql.offsets import OffsetMove
+from services.write.sql.pins import PinAudit
+from shared.events import ActivityRecord
 from shared.rules import Rules
 from shared.scoring import (
     PIN_EXPIRED,
@@ -55,7 +60,7 @@ class Committed:
     versions: dict[str, int] = field(default_factory=dict)  # each member's new row version
     changes: list[LevelChange] = field(default_factory=list)
     pending: int | None = None  # the pending_views row naming the members changed
-    periods: repo.Periods = field(default_factory=dict)  # new points of the (tier, period)s touched
+    periods: Periods = field(default_factory=dict)  # new points of the (tier, period)s touched
     applied: int = 0  # records not seen before
     erased: int = 0  # records of members erased after they were sent, dropped
     rules: Rules | None = None  # the rules the states are scored under
@@ -87,25 +92,25 @@ class UnitOfWork:
         self.book = RulesBook(rules)
 
     async def commit(
-        self, moves: list[repo.OffsetMove], incoming: list[Incoming], now: datetime, written: list[int]
+        self, moves: list[OffsetMove], incoming: list[Incoming], now: datetime, written: list[int]
     ) -> Committed:
         """Apply a batch: only the figures and facts its records name are read and written.
         `written` are pending view rows whose views Redis now holds, deleted here."""
         async with self.engine.begin() as conn:
-            refused = await repo.advance_offsets(conn, self.group_id, self.topic, moves)
+            refused = await offsets.advance_offsets(conn, self.group_id, self.topic, moves)
             if refused:
                 raise Fenced(refused)
             rules = await self.book.in_force(conn)
             incoming, erased, named = await self._erase_late(conn, incoming)
             rows = [(i.record.subject, i.record.event.event_id, i.raw, i.partition, i.offset) for i in incoming]
-            new = await repo.record_activity(conn, rows, now)
+            new = await activity.record_activity(conn, rows, now)
             fresh = [i.record for i in incoming if (i.record.subject, i.record.event.event_id) in new]
             reached = {o for _, _, others in named for o in others}
-            states = await repo.lock_states(conn, sorted({r.subject for r in fresh} | reached))
+            states = await members.lock_states(conn, sorted({r.subject for r in fresh} | reached))
             for member, stand_in, others in named:
-                await repo.digest_named(conn, others, member, stand_in)
+                await erasure.digest_named(conn, others, member, stand_in)
             rescored, reset = await self._bring_up(conn, states, rules, now, new)
-            loaded = await repo.load_facts(conn, states, facts_needed(fresh))
+            loaded = await members.load_facts(conn, states, facts_needed(fresh))
             changes = rescored + apply_batch(states, fresh, now, rules)
             committed = await self._save(conn, rules, states, loaded, changes, now, written, reset, len(new))
         committed.applied, committed.erased = len(new), erased
@@ -132,16 +137,16 @@ class UnitOfWork:
         the erased members whose records sent before their erasure are all applied.)"""
         async with self.engine.begin() as conn:
             rules = await self.book.in_force(conn)
-            await repo.prune_erased(conn, self.group_id)
-            states = await repo.lock_tenure_due(conn, now, limit)
+            await erasure.prune_erased(conn, self.group_id)
+            states = await members.lock_tenure_due(conn, now, limit)
             changes, reset = await self._bring_up(conn, states, rules, now)
             expired = [
-                repo.PinAudit(s.member_id, "expire", s.pin.level, PIN_EXPIRED, s.pin.until, SWEEP_OPERATOR, now)
+                PinAudit(s.member_id, "expire", s.pin.level, PIN_EXPIRED, s.pin.until, SWEEP_OPERATOR, now)
                 for s in states.values()
                 if s.pin and pin_expired(s, now)
             ]
             changes += [c for s in states.values() if (c := reevaluate_tenure(s, now, rules))]
-            await repo.record_pin_audit(conn, expired)
+            await pins.record_pin_audit(conn, expired)
             return await self._save(conn, rules, states, {}, changes, now, written, reset)
 
     async def rescore(self, member_ids: list[str], version: str, now: datetime, written: list[int]) -> Committed:
@@ -151,10 +156,15 @@ class UnitOfWork:
             rules = await self.book.in_force(conn)
             if rules.version != version:
                 raise WrongRules(f"the rules in force are now {rules.version!r}, not {version!r}")
-            states = await repo.lock_states(conn, member_ids)
+            states = await members.lock_states(conn, member_ids)
             states = {m: s for m, s in states.items() if s.rules_version != version}
             changes, reset = await self._bring_up(conn, states, rules, now)
             return await self._save(conn, rules, states, {}, changes, now, written, reset)
+
+    async def prune_periods(self, oldest: dict[str, str], limit: int) -> int:
+        """Delete up to `limit` period points older than the oldest kept of each kind."""
+        async with self.engine.begin() as conn:
+            return await periods.prune_periods(conn, oldest, limit)
 
     async def _bring_up(
         self,
@@ -170,18 +180,17 @@ class UnitOfWork:
         behind = sorted(m for m, s in states.items() if s.rules_version != rules.version)
         if not behind:
             return [], {}
-        events = await repo.member_activity(conn, behind, skip)
+        events = await activity.member_activity(conn, behind, skip)
         changes, points = [], {}
         for member in behind:
-            records = [ActivityRecord(member, e) for e in EVENTS.validate_json(events.get(member, "[]"))]
             before = await self.book.get(conn, states[member].rules_version)
-            states[member], change = rescore(states[member], records, now, rules, before)
+            states[member], change = rescore(states[member], records_of(member, events.get(member)), now, rules, before)
             if change:
                 changes.append(change)
             points[member] = period_points(states[member].moves, rules)
             states[member].moves.clear()
-        await repo.drop_facts(conn, behind)
-        return changes, await repo.replace_period_points(conn, points)
+        await members.drop_facts(conn, behind)
+        return changes, await periods.replace_period_points(conn, points)
 
     async def pin(self, member_id: str, held: Pin, operator: str, now: datetime) -> Committed:
         """Pin a member's level (replacing any pin), with the audit line. Raises `UnknownMember`,
@@ -189,8 +198,8 @@ class UnitOfWork:
         async with self.engine.begin() as conn:
             rules, states, changes, reset = await self._lock_one(conn, member_id, now)
             change = pin(states[member_id], held, now, rules)
-            await repo.record_pin_audit(
-                conn, [repo.PinAudit(member_id, "pin", held.level, held.reason, held.until, operator, now)]
+            await pins.record_pin_audit(
+                conn, [PinAudit(member_id, "pin", held.level, held.reason, held.until, operator, now)]
             )
             return await self._save(conn, rules, states, {}, changes + ([change] if change else []), now, [], reset)
 
@@ -202,8 +211,8 @@ class UnitOfWork:
             if held is None:
                 return None
             change = release(states[member_id], now, rules, reason)
-            await repo.record_pin_audit(
-                conn, [repo.PinAudit(member_id, "unpin", held.level, reason, held.until, operator, now)]
+            await pins.record_pin_audit(
+                conn, [PinAudit(member_id, "unpin", held.level, reason, held.until, operator, now)]
             )
             return await self._save(conn, rules, states, {}, changes + ([change] if change else []), now, [], reset)
 
@@ -212,7 +221,7 @@ class UnitOfWork:
     ) -> tuple[Rules, dict[str, MemberState], list[LevelChange], Periods]:
         """The rules in force and the member, locked and scored under them (rescored if need be)."""
         rules = await self.book.in_force(conn)
-        states = await repo.lock_states(conn, [member_id])
+        states = await members.lock_states(conn, [member_id])
         if member_id not in states:
             raise UnknownMember(member_id)
         changes, reset = await self._bring_up(conn, states, rules, now)
@@ -223,26 +232,26 @@ class UnitOfWork:
         conn: AsyncConnection,
         rules: Rules,
         states: dict[str, MemberState],
-        loaded: repo.Facts,
+        loaded: Facts,
         changes: list[LevelChange],
         now: datetime,
         written: list[int],
         reset: Periods | None = None,
         applied: int = 0,
     ) -> Committed:
-        await repo.count(conn, *_counts(changes, applied), now)
+        await stats.count(conn, *_counts(changes, applied), now)
         if not states:
             return Committed(rules=rules)
-        members = [states[m] for m in sorted(states)]
-        versions = await repo.save_states(conn, members, rules, now)
-        await repo.save_facts(conn, members, loaded)
-        await repo.record_level_changes(conn, changes, [outbox.payload(c, rules, now) for c in changes])
+        saved = [states[m] for m in sorted(states)]
+        versions = await members.save_states(conn, saved, rules, now)
+        await members.save_facts(conn, saved, loaded)
+        await outbox.record_level_changes(conn, changes, [payload(c, rules, now) for c in changes])
         deltas = {m: by for m, s in states.items() if (by := period_points(s.moves, rules))}
-        periods = reset or {}
-        for member, by in (await repo.add_period_points(conn, deltas)).items():
-            periods[member] = {**periods.get(member, {}), **by}
-        pending = await repo.add_pending_views(conn, sorted(states), written)
-        return Committed(states, versions, changes, pending, periods, rules=rules)
+        touched = reset or {}
+        for member, by in (await periods.add_period_points(conn, deltas)).items():
+            touched[member] = {**touched.get(member, {}), **by}
+        pending = await views.add_pending_views(conn, sorted(states), written)
+        return Committed(states, versions, changes, pending, touched, rules=rules)
 
 
 def _counts(changes: list[LevelChange], applied: int) -> tuple[dict[str, int], dict[str, int]]:

@@ -16,12 +16,13 @@ from datetime import UTC, datetime, timedelta
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.common.failures import transient
 from services.common.members import MemberCache, view_of
-from services.scorer import repository as repo
-from services.scorer.failures import transient
-from services.scorer.rulebook import RulesBook
-from services.scorer.unit_of_work import Committed
-from shared.scoring import MemberState
+from services.write.rules import RulesBook
+from services.write.sql import members, periods
+from services.write.sql import views as repo
+from services.write.sql.members import Stored
+from services.write.unit_of_work import Committed
 from shared.scoring import periods as shared_periods
 
 log = logging.getLogger("scorer")
@@ -74,22 +75,22 @@ class Views:
         written = list(self.written)
         async with self.engine.begin() as conn:
             pending = await repo.left_pending_views(conn, written, self.grace, PAGE)
-            members = sorted({m for _, ids in pending for m in ids})
-            rows = await repo.member_views(conn, members)
+            changed = sorted({m for _, ids in pending for m in ids})
+            rows = await members.member_views(conn, changed)
             await self._put(conn, rows)
             await repo.drop_pending_views(conn, [row_id for row_id, _ in pending])
         self.deleted(written)
         return len(pending) if len(pending) == PAGE else 0
 
-    async def _put(self, conn: AsyncConnection, rows: list[tuple[MemberState, int, datetime]]) -> None:
+    async def _put(self, conn: AsyncConnection, rows: list[Stored]) -> None:
         """Write these members' views and leaderboard places as PostgreSQL has them."""
         now = datetime.now(UTC)
-        members = [state.member_id for state, _, _ in rows]
-        periods = await repo.period_points(conn, members, list(shared_periods(now.date().isoformat())))
+        ids = [row.state.member_id for row in rows]
+        points = await periods.period_points(conn, ids, list(shared_periods(now.date().isoformat())))
         views = [
             view_of(state, await self.book.get(conn, state.rules_version), version, at) for state, version, at in rows
         ]
-        await self.cache.put(views, periods, now)
+        await self.cache.put(views, points, now)
 
     async def _rebuild_page(self) -> int:
         """Write the next page of members (in id order) to Redis; mark Redis built after the last.
@@ -97,7 +98,7 @@ class Views:
         No row is updated: the views carry their versions, so a newer one written meanwhile wins."""
         after = (await self.redis.get(self.cache.rebuild_key) or b"").decode()  # type: ignore[union-attr]
         async with self.engine.connect() as conn:
-            rows = await repo.views_after(conn, after, PAGE)
+            rows = await members.views_after(conn, after, PAGE)
             await self._put(conn, rows)
         if len(rows) == PAGE:
             await self.redis.set(self.cache.rebuild_key, rows[-1][0].member_id)
@@ -106,3 +107,11 @@ class Views:
         await self.redis.delete(self.cache.rebuild_key)
         log.info("Redis views rebuilt from PostgreSQL")
         return 0
+
+    async def drop_written(self) -> None:
+        """Delete the pending rows whose views Redis now holds (a command's, which no later
+        commit of its own would delete)."""
+        written = sorted(self.written)
+        async with self.engine.begin() as conn:
+            await repo.drop_pending_views(conn, written)
+        self.deleted(written)

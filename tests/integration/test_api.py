@@ -15,8 +15,8 @@ from services.api.app import create_app
 from services.api.settings import ApiSettings
 from services.common import db
 from services.common.members import MemberCache, view_of
-from services.scorer import repository as repo
-from services.scorer.outbox import payload
+from services.write.outbox import payload
+from services.write.sql import members, outbox
 from shared.events import ActivityEvent, ActivityRecord
 from shared.rules import default_rules
 from shared.scoring import apply_batch
@@ -36,10 +36,10 @@ async def score(settings: ApiSettings, events: list[dict[str, Any]], *, cache: b
     engine = db.engine(settings.database_url, "test")
     try:
         async with engine.begin() as conn:
-            states = await repo.lock_states(conn, sorted({r.subject for r in records}))
+            states = await members.lock_states(conn, sorted({r.subject for r in records}))
             changes = apply_batch(states, records, NOW, RULES)
-            versions = await repo.save_states(conn, list(states.values()), RULES, NOW)
-            await repo.record_level_changes(conn, changes, [payload(c, RULES, NOW) for c in changes])
+            versions = await members.save_states(conn, list(states.values()), RULES, NOW)
+            await outbox.record_level_changes(conn, changes, [payload(c, RULES, NOW) for c in changes])
     finally:
         await engine.dispose()
     if cache:

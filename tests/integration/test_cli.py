@@ -13,7 +13,7 @@ import asyncpg
 
 from services.common import db
 from services.common.kafka import ensure_topics
-from services.scorer.unit_of_work import Incoming, UnitOfWork
+from services.write.unit_of_work import Incoming, UnitOfWork
 from shared.events import ActivityEvent, ActivityRecord
 from shared.rules import DEFAULT_RULES_PATH, default_rules
 from tests.conftest import ROOT, env_with, unique

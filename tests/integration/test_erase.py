@@ -18,11 +18,11 @@ from services.common import db
 from services.common.kafka import ensure_topics
 from services.common.members import MemberCache
 from services.common.settings import Settings
-from services.scorer import repository as repo
-from services.scorer.erasure import Ends, erase_stored, erase_views
-from services.scorer.rulebook import RulesBook
-from services.scorer.unit_of_work import Incoming, UnitOfWork
-from services.scorer.views import Views
+from services.write.erasure import Ends, erase_stored, erase_views
+from services.write.rules import RulesBook
+from services.write.sql import members
+from services.write.unit_of_work import Incoming, UnitOfWork
+from services.write.views import Views
 from shared.events import ActivityEvent, ActivityRecord
 from shared.rules import default_rules
 from shared.scoring import MemberState, apply
@@ -230,7 +230,7 @@ async def test_no_view_or_board_place_made_before_the_erasure_comes_back(
             [], incoming([{"type": "post", "member_id": member, "content_id": "p1"}]), NOW, []
         )
         async with engine.connect() as conn:
-            page = await repo.views_after(conn, "", 1000)  # a rebuild page in flight
+            page = await members.views_after(conn, "", 1000)  # a rebuild page in flight
         erased = await erase_stored(engine, member, NOW, NO_ENDS)
         await erase_views(cache, member, erased)
         assert erased.redis_removed == 0  # nothing was in Redis yet

@@ -17,8 +17,8 @@ from services.api.app import create_app
 from services.api.settings import ApiSettings
 from services.common import db
 from services.common.kafka import ensure_topics
-from services.scorer import repository as repo
-from services.scorer.rulebook import record
+from services.write.rules import record
+from services.write.sql import rules as kept_rules
 from shared.rules import DEFAULT_RULES_PATH, Rules
 from tests.conftest import unique
 from tests.integration.test_cli import cl
@@ -121,7 +121,7 @@ async def test_every_read_answers_for_a_member_no_rescore_has_reached_yet(
     try:
         async with engine.begin() as conn:  # in force, and no member rescored
             await record(conn, tiny)
-            await repo.put_rules_in_force(conn, tiny.version)
+            await kept_rules.put_rules_in_force(conn, tiny.version)
     finally:
         await engine.dispose()
     pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))

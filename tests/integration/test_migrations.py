@@ -11,8 +11,8 @@ import asyncpg
 import orjson
 
 from services.common import db
-from services.scorer import repository as repo
-from services.scorer.rulebook import body_of
+from services.write.rules import body_of
+from services.write.sql import members
 from shared.events import ActivityEvent, ActivityRecord
 from shared.rules import Rules, default_rules
 from shared.scoring import MemberState, apply_batch
@@ -65,8 +65,8 @@ async def test_facts_survive_a_downgrade_to_whole_states_and_back() -> None:
         states = _history()
         engine = db.engine(url, "test")
         async with engine.begin() as conn:
-            await repo.save_states(conn, list(states.values()), RULES, NOW)
-            await repo.save_facts(conn, list(states.values()), {})
+            await members.save_states(conn, list(states.values()), RULES, NOW)
+            await members.save_facts(conn, list(states.values()), {})
         await engine.dispose()
 
         await asyncio.to_thread(migrate, url, "downgrade", "0003")

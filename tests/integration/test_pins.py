@@ -16,7 +16,7 @@ from services.api.settings import ApiSettings
 from services.common import db
 from services.common.kafka import ensure_topics
 from services.common.members import MemberCache
-from services.scorer.unit_of_work import UnitOfWork
+from services.write.unit_of_work import UnitOfWork
 from shared.rules import default_rules
 from shared.scoring import LevelChange
 from tests.asyncapi import validator

@@ -17,9 +17,9 @@ from redis.asyncio import Redis
 from services.common import db
 from services.common.kafka import producer as make_producer
 from services.common.members import MemberCache
-from services.scorer import repository as repo
 from services.scorer.service import Scorer
 from services.scorer.settings import ScorerSettings
+from services.write.sql import members, offsets
 from shared.events import ActivityEvent, ActivityRecord
 from shared.rules import default_rules
 from shared.scoring import MemberState, apply_batch, facts_needed
@@ -206,13 +206,13 @@ async def test_a_consumer_that_lost_its_partition_cannot_store_offsets(
     group, topic = unique("group"), settings.topic_activity
     try:
         async with engine.begin() as conn:
-            (old,) = await repo.claim_partitions(conn, group, topic, [0], "old-owner")
+            (old,) = await offsets.claim_partitions(conn, group, topic, [0], "old-owner")
         async with engine.begin() as conn:
-            (new,) = await repo.claim_partitions(conn, group, topic, [0], "new-owner")
+            (new,) = await offsets.claim_partitions(conn, group, topic, [0], "new-owner")
         async with engine.begin() as conn:
-            refused = await repo.advance_offsets(conn, group, topic, [repo.OffsetMove(0, old.epoch, 0, 10)])
-            accepted = await repo.advance_offsets(conn, group, topic, [repo.OffsetMove(0, new.epoch, 0, 10)])
-            gap = await repo.advance_offsets(conn, group, topic, [repo.OffsetMove(0, new.epoch, 20, 30)])
+            refused = await offsets.advance_offsets(conn, group, topic, [offsets.OffsetMove(0, old.epoch, 0, 10)])
+            accepted = await offsets.advance_offsets(conn, group, topic, [offsets.OffsetMove(0, new.epoch, 0, 10)])
+            gap = await offsets.advance_offsets(conn, group, topic, [offsets.OffsetMove(0, new.epoch, 20, 30)])
         assert (refused, accepted, gap) == ({0}, set(), {0})
     finally:
         await engine.dispose()
@@ -304,16 +304,16 @@ async def test_a_batch_reads_only_the_facts_its_records_name(settings: ScorerSet
     engine = db.engine(settings.database_url, "test")
     try:
         async with engine.begin() as conn:
-            await repo.save_states(conn, [states[ann]], rules, NOW)
-            await repo.save_facts(conn, [states[ann]], {})
+            await members.save_states(conn, [states[ann]], rules, NOW)
+            await members.save_facts(conn, [states[ann]], {})
         assert await pg.fetchval("SELECT count(*) FROM member_facts WHERE member_id = $1", ann) > 3000
         unlike = [record("unlike", ann, 0, content_id="p1", target_member_id="bob")]
         async with engine.begin() as conn:
-            locked = await repo.lock_states(conn, [ann])
-            loaded = await repo.load_facts(conn, locked, facts_needed(unlike))
+            locked = await members.lock_states(conn, [ann])
+            loaded = await members.load_facts(conn, locked, facts_needed(unlike))
             assert set(locked[ann].facts) == {"like_given|p1", f"cap|like_given|{history[-1].event.day}"}
             apply_batch(locked, unlike, NOW, rules)
-            await repo.save_facts(conn, [locked[ann]], loaded)
+            await members.save_facts(conn, [locked[ann]], loaded)
         assert (
             await pg.fetchval(
                 "SELECT count(*) FROM member_facts WHERE member_id = $1 AND fact LIKE 'like_given|%'", ann

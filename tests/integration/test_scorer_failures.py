@@ -36,10 +36,10 @@ from sqlalchemy.exc import DBAPIError
 from services.common import db
 from services.common.kafka import ensure_topics
 from services.common.members import MemberCache
+from services.scorer.batch import Item
 from services.scorer.records import decode_record
-from services.scorer.service import Item
 from services.scorer.settings import ScorerSettings
-from services.scorer.unit_of_work import UnitOfWork
+from services.write.unit_of_work import UnitOfWork
 from shared.events import ActivityRecord
 from shared.rules import default_rules
 from shared.scoring import apply_batch
@@ -485,14 +485,20 @@ async def test_a_fence_that_lands_after_a_rebalance_does_not_wedge_the_commit_lo
     await ensure_topics(first)
     everything = set(range(first.topic_partitions))
     async with running(first) as a:
-        await eventually(lambda: _is(lambda: set(a.epochs) == everything), what="the first scorer owns every partition")
-        claimed = dict(a.epochs)
+        await eventually(
+            lambda: _is(lambda: set(a.partitions.epochs) == everything), what="the first scorer owns every partition"
+        )
+        claimed = dict(a.partitions.epochs)
         async with running(second) as b:
             await eventually(
-                lambda: _is(lambda: bool(b.epochs) and set(a.epochs) | set(b.epochs) == everything),
+                lambda: _is(
+                    lambda: (
+                        bool(b.partitions.epochs) and set(a.partitions.epochs) | set(b.partitions.epochs) == everything
+                    )
+                ),
                 what="the partitions shared out",
             )
-            partition = min(b.epochs)
+            partition = min(b.partitions.epochs)
             assert TopicPartition(first.topic_activity, partition) not in a.consumer.assignment()
             lee = unique("lee")
             while _partition(lee, first) != partition:
@@ -500,12 +506,12 @@ async def test_a_fence_that_lands_after_a_rebalance_does_not_wedge_the_commit_lo
             await publish(first, [event("post", lee, content_id="p1")])
             msg = await _eventually_read(first, first.topic_activity, lee)
             # The first scorer fetched this record while it still held the partition.
-            a.epochs[partition] = claimed[partition]
+            a.partitions.epochs[partition] = claimed[partition]
             fenced = metric("scorer_fenced_batches_total")
             items: list[Item] = [(msg, decode_record(msg.key, msg.value))]
-            await asyncio.wait_for(a._apply(items, datetime.now(UTC), time.monotonic()), 15)
+            await asyncio.wait_for(a.batches.apply(items, datetime.now(UTC), time.monotonic()), 15)
             assert metric("scorer_fenced_batches_total") == fenced + 1
-            assert partition not in a.epochs
+            assert partition not in a.partitions.epochs
 
 
 async def _is(check: Callable[[], bool]) -> bool:
@@ -617,7 +623,7 @@ async def test_a_fault_of_our_scoring_code_stops_the_partition_loudly_and_dead_l
             return [][0]  # IndexError: list index out of range
         return apply_batch(states, records, now, rules)
 
-    monkeypatch.setattr("services.scorer.unit_of_work.apply_batch", faulty)
+    monkeypatch.setattr("services.write.unit_of_work.apply_batch", faulty)
     faults = metric("scorer_code_faults_total", partition=str(partition))
     await publish(settings, [event("post", bug, content_id="p1")])
     await publish(settings, [event("post", after, content_id="p1"), event("post", elsewhere, content_id="p1")])

@@ -11,7 +11,7 @@ import asyncpg
 from services.api.app import create_app
 from services.api.settings import ApiSettings
 from services.common import db
-from services.scorer.unit_of_work import Incoming, UnitOfWork
+from services.write.unit_of_work import Incoming, UnitOfWork
 from shared.events import ActivityEvent, ActivityRecord
 from shared.rules import default_rules
 from tests.support import in_process

@@ -11,7 +11,7 @@ import pytest
 
 from services.api import contract
 from services.api.app import create_app
-from services.scorer.outbox import payload
+from services.write.outbox import payload
 from shared.scoring import CauseKind
 from tests.asyncapi import DOCUMENT, validator
 from tests.unit.test_scoring import NOW, RULES, ev, play

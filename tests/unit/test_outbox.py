@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from services.scorer.outbox import cloud_event, payload
+from services.scorer.outbox import cloud_event
+from services.write.outbox import payload
 from shared.scoring import Pin, pin
 from tests.asyncapi import validator
 from tests.unit.test_scoring import NOW, RULES, ev, play
