@@ -1,7 +1,8 @@
 """PostgreSQL: the tables (the source of truth) and the engine factory.
 
-All SQL lives in the services' repository modules; this module only describes the schema,
-which Alembic's migrations create.
+All SQL lives in repository modules (the write side's `services.write.sql`, the API's
+`services.api.repository`); this module only describes the schema, which Alembic's
+migrations create.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from shared.events import EVENT, ActivityEvent, BadNumber, Like, Problem, validate_event
+from shared.events import EVENT, NAMING_TWO, ActivityEvent, BadNumber, Like, Problem, validate_event
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
@@ -415,3 +415,8 @@ def test_every_problem_of_an_event_is_named_in_text_that_encodes() -> None:
     raw = {"\ud800": 1, "event_id": "e\ud800", "type": "post", "member_id": "\x00", "occurred_at": "x"}
     for reason_or_field in (text for item in problems(raw).items() for text in item):
         reason_or_field.encode()
+
+
+def test_the_events_naming_two_members_are_those_acting_on_an_authors_content() -> None:
+    """An erasure digests the erased member's id in the records of exactly these types."""
+    assert {"like", "unlike", "solution_accepted"} == NAMING_TWO

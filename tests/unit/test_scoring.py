@@ -427,7 +427,7 @@ def _events(draw: st.DrawFn) -> ActivityEvent:
 
 class Store:
     """What the scorer keeps between batches: each member's figures, and facts as separate
-    rows, of which a batch gets only those its records name (as `repository` loads them)."""
+    rows, of which a batch gets only those its records name (as `services.write.sql.members` loads them)."""
 
     def __init__(self) -> None:
         self.members: dict[str, MemberState] = {}
