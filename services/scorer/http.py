@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
+
+from services.common import http
 
 if TYPE_CHECKING:
     from services.scorer.service import Scorer
@@ -19,10 +20,8 @@ if TYPE_CHECKING:
 
 def create_app(scorer: Scorer) -> FastAPI:
     app = FastAPI(title="Community Levels scorer", version="1")
-
-    @app.get("/healthz", summary="Alive")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    http.add_error_handlers(app)
+    http.add_healthz(app)
 
     @app.get(
         "/readyz",
@@ -42,9 +41,7 @@ def create_app(scorer: Scorer) -> FastAPI:
         checks |= {"consumer": "ok", **{name: "ok" for name in scorer.workers.workers}} | problems
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    http.add_metrics(app)
 
     return app
 
