@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from services.common import http
 from services.common.runtime import instrument_http
 from services.ingest.access import ApiKeys, RateLimiter
-from services.ingest.errors import IngestError, Unauthorized
+from services.ingest.errors import IngestError, Unauthorized, error_doc
 from services.ingest.payload import MAX_BODY_BYTES, events_of, parse_body, read_body
 from services.ingest.publisher import Publisher
 from services.ingest.settings import IngestSettings
@@ -34,16 +34,6 @@ bearer = HTTPBearer(auto_error=False, description="an API key of the forum platf
 
 class Accepted(BaseModel):
     accepted: int
-
-
-class Problem(BaseModel):
-    index: int | None
-    field: str
-    reason: str
-
-
-class ErrorBody(http.ErrorBody):
-    errors: list[Problem] | None = None
 
 
 # The event schema, one variant per type, from the models that validate events; its parts go to
@@ -90,21 +80,17 @@ def _request_body_doc() -> dict[str, Any]:
     }
 
 
-def _error_doc(description: str, **headers: str) -> dict[str, Any]:
-    return http.error_doc(description, ErrorBody, **headers)
-
-
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _error_doc("the body is not JSON"),
-    401: _error_doc("the API key is missing or wrong", **{"WWW-Authenticate": "Bearer"}),
-    413: _error_doc(f"the body is over {MAX_BODY_BYTES} bytes or the batch over {MAX_BATCH} events"),
-    422: _error_doc("one or more events are invalid (each named by index, field and reason); none was published"),
-    429: _error_doc(
+    400: error_doc("the body is not JSON"),
+    401: error_doc("the API key is missing or wrong", **{"WWW-Authenticate": "Bearer"}),
+    413: error_doc(f"the body is over {MAX_BODY_BYTES} bytes or the batch over {MAX_BATCH} events"),
+    422: error_doc("one or more events are invalid (each named by index, field and reason); none was published"),
+    429: error_doc(
         "the API key is over its rate of requests or events; or, for a missing or wrong key, the key presented or"
         " the client address is over its failed authentications",
         **{"Retry-After": "seconds to wait"},
     ),
-    503: _error_doc("Kafka cannot take the events now; nothing was acknowledged", **{"Retry-After": "seconds to wait"}),
+    503: error_doc("Kafka cannot take the events now; nothing was acknowledged", **{"Retry-After": "seconds to wait"}),
 }
 
 
@@ -203,7 +189,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     http.add_healthz(app, summary="The process is alive")
 
-    @app.get("/readyz", summary="Kafka answers", responses={503: _error_doc("Kafka does not answer")})
+    @app.get("/readyz", summary="Kafka answers", responses={503: error_doc("Kafka does not answer")})
     async def readyz() -> Response:
         problem = await publisher.kafka_answers()
         if problem is not None:
