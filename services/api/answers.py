@@ -34,7 +34,7 @@ def not_found(member_id: str) -> JSONResponse:
 
 
 async def unavailable(request: Request, exc: Exception) -> Response:
-    """The answer when a store the answer needs is down (`services.api.reads.Unavailable`)."""
+    """A store the answer needs is down (`services.api.reads.Unavailable`): retry in a second."""
     return error(503, "unavailable", str(exc), **{"Retry-After": "1"})
 
 

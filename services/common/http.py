@@ -49,15 +49,15 @@ def add_error_handlers(
 ) -> None:
     """FastAPI's and Starlette's refusals, and a bug's 500, answered in the error document."""
 
-    async def http_error(request: Request, exc: Exception) -> Response:
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
         # Unknown paths and methods (say a member id with an encoded slash) in the same shape.
-        assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error(exc.status_code, code, str(exc.detail), **(exc.headers or {}))
 
-    async def invalid(request: Request, exc: Exception) -> Response:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
         # In the one error shape, as the document declares, rather than FastAPI's own.
-        assert isinstance(exc, RequestValidationError)
 
         def problem(e: dict[str, Any]) -> str:
             where = ".".join(str(p) for p in e["loc"][1:]) or e["loc"][0]
@@ -66,16 +66,13 @@ def add_error_handlers(
         problems = "; ".join(map(problem, exc.errors()))
         return error(422, "invalid_request", problems or "the request is not valid")
 
+    @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         # A bug, never a client's doing: log it, answer in the usual shape.
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         if on_unexpected is not None:
             on_unexpected(request)
         return error(500, "internal", "an unexpected error; it has been logged")
-
-    app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, invalid)
-    app.add_exception_handler(Exception, unexpected)
 
 
 def add_healthz(app: FastAPI, summary: str = "Alive") -> None:
