@@ -160,8 +160,12 @@ def _unused(value: object) -> None:
     raise PydanticCustomError("not_used", "not used by this type")
 
 
+# What a member id may be, wherever one is taken: in events, and in the API's paths and queries.
+MEMBER_ID_PATTERN = r"[A-Za-z0-9._:@\-]{1,128}"
+MEMBER_ID = f"^{MEMBER_ID_PATTERN}$"
+
 EventId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:\-]{1,128}$")]
-MemberId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._:@\-]{1,128}$")]
+MemberId = Annotated[StrictStr, Field(pattern=MEMBER_ID)]
 ContentId = Annotated[StrictStr, Field(min_length=1, max_length=256), AfterValidator(_printable)]
 Duration = Annotated[StrictInt, Field(ge=0, le=86_400), BeforeValidator(_whole)]
 Timestamp = Annotated[

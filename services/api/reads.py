@@ -19,7 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import State
 
 from services.api import repository as repo
-from services.common.members import MemberCache, Rebuilding, level_of
+from services.api.answers import level_of
+from services.common.members import MemberCache, Rebuilding
 from shared.scoring import periods
 
 if TYPE_CHECKING:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.common.members import pinned
-from shared.events import iso_utc
+from shared.views import MemberView
 
 
 async def member_views(conn: AsyncConnection, member_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Members' stored views, in the shape Redis holds them (`services.common.members.view_of`)."""
+    """Members' stored views, as Redis holds them (`MemberView.stored`)."""
     rows = await conn.execute(
         text(
             "SELECT member_id, level_id, active_score, passive_score, points, joined_at, updated_at, version,"
@@ -21,20 +19,7 @@ async def member_views(conn: AsyncConnection, member_ids: list[str]) -> dict[str
         ),
         {"ids": member_ids},
     )
-    return {
-        row.member_id: {
-            "member_id": row.member_id,
-            "level_id": row.level_id,
-            "active_score": row.active_score,
-            "passive_score": row.passive_score,
-            "points": orjson.loads(row.points) if isinstance(row.points, str) else row.points,
-            "joined_at": iso_utc(row.joined_at),
-            "pinned": pinned(row.pinned_reason, row.pinned_until) if row.pinned_reason is not None else None,
-            "updated_at": iso_utc(row.updated_at),
-            "version": row.version,
-        }
-        for row in rows
-    }
+    return {row.member_id: MemberView.of_row(row._asdict()).stored() for row in rows}
 
 
 async def level_changes(conn: AsyncConnection, member_id: str, before_seq: int | None, limit: int) -> list[str]:

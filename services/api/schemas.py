@@ -1,5 +1,5 @@
 """The shapes of the API's answers, for its OpenAPI document (frontends and the fuzz tests read
-them). Answers are rendered by `services.common.members.render` and the scorer's level-change
+them). Answers are rendered by `services.api.answers.render` and the scorer's level-change
 payloads; these models describe them. Also how query parameters are read: `DIGITS`, `ONCE`."""
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict
 from pydantic_core import PydanticCustomError
 
-Tier = Literal["passive", "active"]
-ID_PATTERN = r"[A-Za-z0-9._:@\-]{1,128}"
-MEMBER_ID = f"^{ID_PATTERN}$"
+from shared.rules import Tier
 
 
 def _digits(value: object) -> object:

@@ -1,4 +1,4 @@
-"""The member read model: what Redis holds for a member and what the API answers.
+"""The member read model in Redis: each member's view (`shared.views.MemberView`) and the leaderboards.
 
 The scorer writes a member's view (absolute values, tagged with the row's version) after each
 commit; the API reads it from Redis, or from PostgreSQL when Redis lacks it or is down.
@@ -7,16 +7,15 @@ commit; the API reads it from Redis, or from PostgreSQL when Redis lacks it or i
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
-from shared.events import iso_utc
-from shared.rules import Level, Rules
+from shared.rules import Rules
 from shared.scoring import MemberState, period_end
+from shared.views import MemberView
 
 Periods = dict[str, dict[tuple[str, str], int]]  # member -> (tier, period) -> points
 
@@ -82,53 +81,7 @@ return 0
 
 def view_of(state: MemberState, rules: Rules, version: int, updated_at: datetime) -> dict[str, Any]:
     """The stored view of a member: the same fields as the `members` row the API may read instead."""
-    assert state.level is not None and state.joined_at is not None
-    active, passive = state.scores(rules)
-    held = state.pin
-    return {
-        "member_id": state.member_id,
-        "level_id": state.level,
-        "active_score": active,
-        "passive_score": passive,
-        "points": dict(state.points),
-        "joined_at": iso_utc(state.joined_at),
-        "pinned": pinned(held.reason, held.until) if held else None,
-        "updated_at": iso_utc(updated_at),
-        "version": version,
-    }
-
-
-def pinned(reason: str, until: datetime | None) -> dict[str, Any]:
-    """How a view and the API's answer show a pinned level (SPEC §9.3)."""
-    return {"reason": reason, "until": iso_utc(until) if until else None}
-
-
-def level_of(level_id: str, rules: Rules, known: Mapping[str, Level]) -> Level:
-    """A stored level, by id: as the rules in force have it, else as the rules it was reached
-    under do (`known`: a member that a rescore to a reshaped ladder has not reached yet). A
-    level no rules know (never written by the scorer) still reads, under its id."""
-    return rules.find(level_id) or known.get(level_id) or Level(id=level_id, name=level_id, tier=rules.levels[0].tier)
-
-
-def render(view: dict[str, Any], rules: Rules, now: datetime, known: Mapping[str, Level]) -> dict[str, Any]:
-    """The API's answer for one member (SPEC §7), from a stored view."""
-    joined_at = datetime.fromisoformat(view["joined_at"])
-    tenure_days = max(0, (now - joined_at).days)
-    level = level_of(view["level_id"], rules, known)
-    active, passive = view["active_score"], view["passive_score"]
-    following = rules.next_level(level.id)
-    return {
-        "member_id": view["member_id"],
-        "level": level.ref(),
-        "pinned": view.get("pinned"),  # views written before pins existed have none
-        "active_score": active,
-        "passive_score": passive,
-        "tenure_days": tenure_days,
-        "joined_at": view["joined_at"],
-        "points": {metric: view["points"].get(metric, 0) for metric in rules.metrics},
-        "next_level": following and {**following.ref(), "unmet": following.unmet(active, passive, tenure_days)},
-        "updated_at": view["updated_at"],
-    }
+    return MemberView.of(state, rules, version, updated_at).stored()
 
 
 class Rebuilding(Exception):

@@ -7,28 +7,25 @@ an invalid event refuses the whole request, so a request is published entirely o
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel
-from starlette.exceptions import HTTPException
 
+from services.common import http
 from services.common.runtime import instrument_http
 from services.ingest.access import ApiKeys, RateLimiter
-from services.ingest.errors import IngestError, Unauthorized
+from services.ingest.errors import IngestError, Unauthorized, error_doc
 from services.ingest.payload import MAX_BODY_BYTES, events_of, parse_body, read_body
 from services.ingest.publisher import Publisher
 from services.ingest.settings import IngestSettings
 from shared.events import EVENT, MAX_BATCH
-
-log = logging.getLogger(__name__)
 
 # auto_error off: a missing or malformed header is ours to answer (401), and the scheme
 # still documents the bearer key in the OpenAPI document.
@@ -37,18 +34,6 @@ bearer = HTTPBearer(auto_error=False, description="an API key of the forum platf
 
 class Accepted(BaseModel):
     accepted: int
-
-
-class Problem(BaseModel):
-    index: int | None
-    field: str
-    reason: str
-
-
-class ErrorBody(BaseModel):
-    error: str
-    message: str
-    errors: list[Problem] | None = None
 
 
 # The event schema, one variant per type, from the models that validate events; its parts go to
@@ -95,24 +80,17 @@ def _request_body_doc() -> dict[str, Any]:
     }
 
 
-def _error_doc(description: str, **headers: str) -> dict[str, Any]:
-    doc: dict[str, Any] = {"model": ErrorBody, "description": description}
-    if headers:
-        doc["headers"] = {name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()}
-    return doc
-
-
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _error_doc("the body is not JSON"),
-    401: _error_doc("the API key is missing or wrong", **{"WWW-Authenticate": "Bearer"}),
-    413: _error_doc(f"the body is over {MAX_BODY_BYTES} bytes or the batch over {MAX_BATCH} events"),
-    422: _error_doc("one or more events are invalid (each named by index, field and reason); none was published"),
-    429: _error_doc(
+    400: error_doc("the body is not JSON"),
+    401: error_doc("the API key is missing or wrong", **{"WWW-Authenticate": "Bearer"}),
+    413: error_doc(f"the body is over {MAX_BODY_BYTES} bytes or the batch over {MAX_BATCH} events"),
+    422: error_doc("one or more events are invalid (each named by index, field and reason); none was published"),
+    429: error_doc(
         "the API key is over its rate of requests or events; or, for a missing or wrong key, the key presented or"
         " the client address is over its failed authentications",
         **{"Retry-After": "seconds to wait"},
     ),
-    503: _error_doc("Kafka cannot take the events now; nothing was acknowledged", **{"Retry-After": "seconds to wait"}),
+    503: error_doc("Kafka cannot take the events now; nothing was acknowledged", **{"Retry-After": "seconds to wait"}),
 }
 
 
@@ -162,19 +140,11 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        # Unknown paths and methods answer in the same shape as every other error.
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse({"error": code, "message": str(exc.detail)}, exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        # A bug, never a client's doing: log it, answer in the usual shape.
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
+    def count_unexpected(request: Request) -> None:
         if request.url.path == "/v1/events":
             metrics.requests.labels("500").inc()
-        return JSONResponse({"error": "internal", "message": "an unexpected error; it has been logged"}, 500)
+
+    http.add_error_handlers(app, on_unexpected=count_unexpected)
 
     async def accept(request: Request, credentials: HTTPAuthorizationCredentials | None) -> int:
         # Behind a proxy, uvicorn takes the address from X-Forwarded-For (--forwarded-allow-ips).
@@ -217,11 +187,9 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         metrics.requests.labels(str(response.status_code)).inc()
         return response
 
-    @app.get("/healthz", summary="The process is alive")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    http.add_healthz(app, summary="The process is alive")
 
-    @app.get("/readyz", summary="Kafka answers", responses={503: _error_doc("Kafka does not answer")})
+    @app.get("/readyz", summary="Kafka answers", responses={503: error_doc("Kafka does not answer")})
     async def readyz() -> Response:
         problem = await publisher.kafka_answers()
         if problem is not None:
@@ -230,8 +198,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             )
         return JSONResponse({"status": "ready", "checks": {"kafka": "ok"}})
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
-    async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    # The operation keeps the name the document has always given it.
+    http.add_metrics(app, metrics.registry, operation_id="prometheus_metrics_get")
 
     return app

@@ -11,6 +11,25 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from services.common import http
+
+
+class Problem(BaseModel):
+    index: int | None
+    field: str
+    reason: str
+
+
+class ErrorBody(http.ErrorBody):
+    # The error document, with a 422's problems. (No docstring: it would join the OpenAPI document.)
+    errors: list[Problem] | None = None
+
+
+def error_doc(description: str, **headers: str) -> dict[str, Any]:
+    """An error answer of ingest, as the OpenAPI document declares it."""
+    return http.error_doc(description, ErrorBody, **headers)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ from typing import Protocol
 
 import uvicorn
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse
+
+from services.common import http
 
 
 class Health(Protocol):
@@ -34,10 +35,8 @@ class Health(Protocol):
 
 def create_app(scorer: Health) -> FastAPI:
     app = FastAPI(title="Community Levels scorer", version="1")
-
-    @app.get("/healthz", summary="Alive")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    http.add_error_handlers(app)
+    http.add_healthz(app)
 
     @app.get(
         "/readyz",
@@ -57,9 +56,7 @@ def create_app(scorer: Health) -> FastAPI:
         checks |= {name: "ok" for name in scorer.parts()} | problems
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    http.add_metrics(app)
 
     return app
 

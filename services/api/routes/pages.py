@@ -16,10 +16,11 @@ import jinja2
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
+from services.api.answers import render
 from services.api.reads import Unavailable, leaderboard_page, level_changes, member_views
 from services.api.rules import RulesInForce
-from services.api.schemas import DIGITS, MEMBER_ID, ONCE
-from services.common.members import render
+from services.api.schemas import DIGITS, ONCE
+from shared.events import MEMBER_ID
 from shared.rules import Level, Rules
 
 HISTORY_PAGE = 20
@@ -39,7 +40,7 @@ TIERS = {
 CAUSES = {"activity": "activity", "tenure": "time as a member", "rescore": "updated rules", "override": "a moderator"}
 
 _templates = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    loader=jinja2.FileSystemLoader(Path(__file__).parent.parent / "templates"),
     autoescape=True,
     trim_blocks=True,
     lstrip_blocks=True,
