@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal
 
-from shared.events import ActivityRecord
+from shared.events import ActivityRecord, iso_utc
 from shared.rules import Level, Rules
 
 CauseKind = Literal["activity", "tenure", "rescore", "override"]
@@ -99,6 +99,28 @@ class LevelChange:
     def event_id(self) -> str:
         """Derived from member and seq, so a consumer can dedupe redeliveries on it."""
         return str(uuid.uuid5(_LEVEL_CHANGE_NS, f"{self.member_id}\x00{self.seq}"))
+
+    def event(self, rules_version: str, emitted_at: datetime) -> dict[str, Any]:
+        """The level-change event of SPEC §6, under the rules it was decided by."""
+        cause: dict[str, Any] = {"kind": self.cause_kind}
+        if self.cause_event_id is not None:
+            cause |= {"event_id": self.cause_event_id, "type": self.cause_type}
+        if self.cause_reason is not None:
+            cause["reason"] = self.cause_reason
+        return {
+            "event_id": self.event_id,
+            "member_id": self.member_id,
+            "seq": self.seq,
+            "direction": "promoted" if self.promoted else "demoted",
+            "from_level": self.from_level and self.from_level.ref(),
+            "to_level": self.to_level.ref(),
+            "active_score": self.active_score,
+            "passive_score": self.passive_score,
+            "cause": cause,
+            "rules_version": rules_version,
+            "occurred_at": iso_utc(self.occurred_at),
+            "emitted_at": iso_utc(emitted_at),
+        }
 
 
 def _cap(metric: str, day: str) -> str:
