@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
@@ -71,7 +71,10 @@ def _refuse_constant(name: str) -> float:
 
 def _float(text: str) -> float | BadNumber:
     number = float(text)
-    exponent = Decimal(text).as_tuple().exponent
+    try:
+        exponent = Decimal(text).as_tuple().exponent
+    except InvalidOperation:  # an exponent past what Decimal holds: 1e-999999999999999999
+        return BadNumber(text)
     if not math.isfinite(number) or (isinstance(exponent, int) and -exponent > MAX_DECIMAL_PLACES):
         return BadNumber(text)
     return number

@@ -191,6 +191,7 @@ UNSTORABLE_ATTRIBUTES = {
     "nul-key-deep": r'{"k": {"x": {"\u0000": null}}}',
     "huge-number": '{"k": [1e400]}',
     "tiny-number": '{"k": 1e-20000}',
+    "exponent-past-decimal": '{"k": 1e-999999999999999999}',
     "long-fraction": '{"k": 1.' + "0" * 2000 + "}",
     "huge-integer": '{"k": ' + "9" * 5000 + "}",
     "nested-500": '{"k": ' + "[" * 500 + "]" * 500 + "}",
