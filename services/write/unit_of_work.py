@@ -239,8 +239,10 @@ class UnitOfWork:
         reset: Periods | None = None,
         applied: int = 0,
     ) -> Committed:
-        await stats.count(conn, *_counts(changes, applied), now)
+        # The stats counters are a few rows every transaction writes: written last, they stay
+        # locked only for the COMMIT, so concurrent scorers do not queue on them all along.
         if not states:
+            await stats.count(conn, *_counts(changes, applied), now)
             return Committed(rules=rules)
         saved = [states[m] for m in sorted(states)]
         versions = await members.save_states(conn, saved, rules, now)
@@ -251,6 +253,7 @@ class UnitOfWork:
         for member, by in (await periods.add_period_points(conn, deltas)).items():
             touched[member] = {**touched.get(member, {}), **by}
         pending = await views.add_pending_views(conn, sorted(states), written)
+        await stats.count(conn, *_counts(changes, applied), now)
         return Committed(states, versions, changes, pending, touched, rules=rules)
 
 
