@@ -52,6 +52,7 @@ class Batches:
         self.producer, self.dead_letters, self.code_fault_retry = producer, dead_letters, code_fault_retry
         self.retry, self.failpoints = retry, failpoints
         self.progress_at = time.monotonic()  # the last commit, or the last time nothing waited
+        self.publishing: asyncio.Task[None] | None = None  # the last commit's views on their way to Redis
 
     async def decode(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> list[Item]:
         """The batch's records of partitions still ours, decoded; those that cannot be are
@@ -141,10 +142,20 @@ class Batches:
         return done
 
     async def after_commit(self, done: Committed) -> None:
-        """What follows a commit outside its transaction: views to Redis, the relay woken."""
-        await self.views.publish(done)
+        """What follows a commit outside its transaction: the relay woken, and the views to
+        Redis while the next batch commits. One write at a time, in commit order (the previous
+        one is awaited first, and its failure surfaces here); views are versioned, so Redis
+        keeps the newest whatever lands first."""
         if done.changes:
             self.relayed.set()
+        await self.published()
+        self.publishing = asyncio.create_task(self.views.publish(done))
+
+    async def published(self) -> None:
+        """Wait for the views on their way to Redis."""
+        if self.publishing is not None:
+            publishing, self.publishing = self.publishing, None
+            await publishing
 
     def code_fault(self, msg: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
         """Our code failed to score this record: the record is not to blame, and the member's

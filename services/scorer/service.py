@@ -196,9 +196,12 @@ class Scorer:
                     self.batches.progress_at = time.monotonic()
             if committing:
                 await committing
+            await self.batches.published()
         finally:
             if committing:
                 await asyncio.gather(committing, return_exceptions=True)
+            if self.batches.publishing:
+                await asyncio.gather(self.batches.publishing, return_exceptions=True)
 
     def stop(self) -> None:
         self.stopping.set()
