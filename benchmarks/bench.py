@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -72,6 +73,24 @@ HISTORY_DAY = os.environ.get("BENCH_HISTORY_DAY", "200,20,200")
 SECTIONS = os.environ.get("BENCH_SECTIONS", "scorer,api,ingest,freshness,history,scale").split(",")
 API_KEY = "bench-key"
 console = Console(width=200)
+# How to get what a section needs when it is missing (`make bench` installs all of it).
+INSTALL = {
+    "wrk": "scripts/local/loadgen.sh install, or apt-get install -y wrk",
+    "hey": "scripts/local/loadgen.sh install, or apt-get install -y hey",
+    "py-spy": ".venv/bin/pip install py-spy",
+}
+
+
+class Unavailable(Exception):
+    """A section cannot run on this machine; the message says what is missing and how to get it."""
+
+
+def tool(name: str) -> str:
+    """The path of a program a section runs: on PATH, or beside this Python (the venv's py-spy)."""
+    found = shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if found is None:
+        raise Unavailable(f"{name} is not installed (make bench installs it; or {INSTALL[name]})")
+    return found
 
 
 def free_port() -> int:
@@ -355,9 +374,11 @@ class Bench:
 
     async def profile(self, total: int) -> None:
         """py-spy samples a scorer draining the same topic (its own database): not timed."""
-        pyspy = Path(sys.executable).parent / "py-spy"
-        if not pyspy.exists():
-            self.say("py-spy not installed: no profile")
+        try:
+            pyspy = tool("py-spy")
+        except Unavailable as exc:
+            self.say(f"[yellow]no profile: {exc}")
+            self.rows.append(Row("scorer", f"profile not taken: {exc}", "–"))
             return
         db = await self.database("profile")
         proc = self.scorer(db, self.scorer_topic, "profile")
@@ -365,7 +386,7 @@ class Bench:
         try:
             await asyncio.sleep(3)  # past start-up, into the drain
             spy = await asyncio.create_subprocess_exec(
-                str(pyspy),
+                pyspy,
                 "record",
                 "--format",
                 "raw",
@@ -383,7 +404,7 @@ class Bench:
             )
             await spy.wait()
             svg = await asyncio.create_subprocess_exec(
-                str(pyspy),
+                pyspy,
                 "record",
                 "--nonblocking",
                 "-r",
@@ -405,6 +426,7 @@ class Bench:
             self.notes["profile_files"] = [str(raw), str(self.logs / "scorer-profile.svg")]
 
     async def api_section(self) -> None:
+        wrk_path, hey_path = tool("wrk"), tool("hey")
         port, bare_port = free_port(), free_port()
         api = self.spawn(
             ["-m", "services.api"],
@@ -421,12 +443,12 @@ class Bench:
             await self.ready(f"http://127.0.0.1:{port}/healthz", api)
             await self.ready(f"http://127.0.0.1:{bare_port}/v1/members/m-1", bare)
             secs = str(SIZES["api_seconds"])
-            wrk = ["wrk", "-t2", "-c32", f"-d{secs}s", "-s", lua, "--latency"]
+            wrk = [wrk_path, "-t2", "-c32", f"-d{secs}s", "-s", lua, "--latency"]
             env = {**os.environ, "BENCH_MEMBERS": str(SIZES["members"])}
             real = parse_wrk(await run([*wrk, f"http://127.0.0.1:{port}"], env))
             base = parse_wrk(await run([*wrk, f"http://127.0.0.1:{bare_port}"], env))
             self.say(f"api {real['rps']:,.0f} req/s, bare {base['rps']:,.0f} req/s")
-            hey = ["hey", "-z", f"{secs}s", "-q", "100", "-c", "10"]
+            hey = [hey_path, "-z", f"{secs}s", "-q", "100", "-c", "10"]
             fixed = parse_hey(await run([*hey, f"http://127.0.0.1:{port}/v1/members/m-1"]))
             fixed_bare = parse_hey(await run([*hey, f"http://127.0.0.1:{bare_port}/v1/members/m-1"]))
         finally:
@@ -462,6 +484,7 @@ class Bench:
             self.say(f"[red]api answered errors: {real['non2xx']} {fixed['codes']}")
 
     async def ingest_section(self) -> None:
+        hey = tool("hey")
         name = topic("ingest")
         await self.create_topics(name)
         port = free_port()
@@ -483,7 +506,7 @@ class Bench:
             batches = SIZES["ingest_events"] // 1000
             out = await run(
                 [
-                    "hey",
+                    hey,
                     "-n",
                     str(batches),
                     "-c",
@@ -765,6 +788,8 @@ def _ms(text: str) -> float:
 
 
 def parse_wrk(out: str) -> dict[str, Any]:
+    if "Requests/sec:" not in out:  # wrk could not connect or was stopped: say what it printed
+        raise RuntimeError(f"wrk gave no figures: {out.strip()[-300:]!r}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -773,6 +798,9 @@ def parse_wrk(out: str) -> dict[str, Any]:
 
 
 def parse_hey(out: str) -> dict[str, Any]:
+    if "Requests/sec:" not in out:
+        raise RuntimeError(f"hey gave no figures: {out.strip()[-300:]!r}")
+
     def secs(pattern: str) -> float:
         found = re.search(pattern, out)  # hey leaves out percentiles that few requests cannot give
         return float(found.group(1)) if found else float("nan")
@@ -852,11 +880,15 @@ async def main() -> None:
     try:
         for name in SECTIONS:
             if name == "api" and not hasattr(bench, "scorer_db"):
-                bench.say("api needs the scorer section's members: skipped")
+                bench.say("[yellow]api not run: it reads the scorer section's members (BENCH_SECTIONS=scorer,api)")
+                bench.rows.append(Row(name, "not run: it reads the scorer section's members", "–"))
                 continue
             started = time.perf_counter()
             try:
                 await sections[name]()
+            except Unavailable as exc:
+                bench.say(f"[yellow]{name} not run: {exc}")
+                bench.rows.append(Row(name, f"not run: {exc}", "–"))
             except Exception as exc:  # one section failing still prints the others
                 bench.say(f"[red]{name} failed: {exc!r}")
                 bench.rows.append(Row(name, f"failed: {exc!r}"[:80], "–"))
