@@ -280,6 +280,7 @@ class Bench:
         query = "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = $1 AND topic = $2"
         try:
             first: tuple[int, float] | None = None
+            servers: dict[int, str] = {}
             deadline = time.monotonic() + 300
             while True:
                 done = int(await conn.fetchval(query, group, name))
@@ -289,13 +290,14 @@ class Bench:
                         raise RuntimeError(f"a scorer exited; logs in {self.logs}")
                 if first is None and done > 0:
                     first = (done, now)
-                    cpu = cpu_seconds({p.pid for p in procs})
+                    servers = server_pids(self.settings)
+                    cpu = cpu_seconds({p.pid for p in procs}, servers)
                     deadline = time.monotonic() + limit
                 if first is None and time.monotonic() > deadline:
                     raise RuntimeError("the scorer committed nothing in 300 s")
                 if first is not None and (done >= total or time.monotonic() > deadline):
                     rss = max(peak_rss(p.pid) for p in procs)
-                    used = cpu_seconds({p.pid for p in procs})
+                    used = cpu_seconds({p.pid for p in procs}, servers)
                     self.cpu = {k: (used[k] - cpu[k]) / (now - first[1]) for k in used}
                     return done - first[0], now - first[1], rss
                 await asyncio.sleep(0.05)
@@ -826,23 +828,55 @@ def peak_rss(pid: int) -> int:
     return 0
 
 
-SERVERS = {"postgres": "postgres", "java": "kafka", "redis-server": "redis"}
+def listener(port: int) -> int | None:
+    """The pid of the process listening on this local TCP port, if this user can see it."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd) in inodes:
+                return int(fd.parent.parent.name)
+        except OSError:  # the process or the descriptor is gone, or not ours to read
+            continue
+    return None
 
 
-def cpu_seconds(scorers: set[int]) -> dict[str, float]:
-    """CPU seconds used so far by the scorers and by each local server (all their processes)."""
-    out: dict[str, float] = dict.fromkeys(["scorer", *SERVERS.values()], 0.0)
+def server_pids(settings: Settings) -> dict[int, str]:
+    """The servers this run uses, by the pid listening on each one's port: other clusters on the
+    machine (another checkout's, a test run's) are not counted with them."""
+    ports = {
+        "postgres": make_url(settings.database_url).port or 5432,
+        "kafka": int(settings.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1]),
+        "redis": make_url(settings.redis_url).port or 6379,
+    }
+    return {pid: name for name, port in ports.items() if (pid := listener(port)) is not None}
+
+
+def cpu_seconds(scorers: set[int], servers: dict[int, str]) -> dict[str, float]:
+    """CPU seconds used so far by the scorers and by each server of `servers` (pid: name), with
+    the processes it started (PostgreSQL's backends and workers)."""
+    out: dict[str, float] = dict.fromkeys(["scorer", *servers.values()], 0.0)
     tick = os.sysconf("SC_CLK_TCK")
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:  # the process ended
             continue
-        comm = text[text.index("(") + 1 : text.rindex(")")]
         fields = text[text.rindex(")") + 2 :].split()
-        name = "scorer" if int(stat.parent.name) in scorers else SERVERS.get(comm)
+        pid, ppid = int(stat.parent.name), int(fields[1])
+        name = "scorer" if pid in scorers else servers.get(pid) or servers.get(ppid)
         if name:
             out[name] += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        if pid in servers:  # cutime, cstime: its children that ended (a backend whose client left)
+            out[servers[pid]] += (int(fields[13]) + int(fields[14])) / tick
     return out
 
 
