@@ -61,6 +61,10 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy shared services tests migrations
 
 # Throughput and latency beside same-run baselines (docs/PERFORMANCE.md); not part of `make test`.
-# Uses make run's servers; BENCH_* variables set the sizes (README "Benchmark").
+# Uses make run's servers; BENCH_* variables set the sizes (README "Benchmark"). It installs its
+# load generators (wrk, hey) and the scorer's profiler (py-spy); a section whose tool could not be
+# installed says so in the table, and the others still run.
 bench: servers migrate
+	-scripts/local/loadgen.sh install
+	-$(PY) -m pip show -q py-spy >/dev/null 2>&1 || $(PY) -m pip install -q py-spy
 	$(PY) -m benchmarks.bench

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -72,6 +73,24 @@ HISTORY_DAY = os.environ.get("BENCH_HISTORY_DAY", "200,20,200")
 SECTIONS = os.environ.get("BENCH_SECTIONS", "scorer,api,ingest,freshness,history,scale").split(",")
 API_KEY = "bench-key"
 console = Console(width=200)
+# How to get what a section needs when it is missing (`make bench` installs all of it).
+INSTALL = {
+    "wrk": "scripts/local/loadgen.sh install, or apt-get install -y wrk",
+    "hey": "scripts/local/loadgen.sh install, or apt-get install -y hey",
+    "py-spy": ".venv/bin/pip install py-spy",
+}
+
+
+class Unavailable(Exception):
+    """A section cannot run on this machine; the message says what is missing and how to get it."""
+
+
+def tool(name: str) -> str:
+    """The path of a program a section runs: on PATH, or beside this Python (the venv's py-spy)."""
+    found = shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if found is None:
+        raise Unavailable(f"{name} is not installed (make bench installs it; or {INSTALL[name]})")
+    return found
 
 
 def free_port() -> int:
@@ -261,6 +280,7 @@ class Bench:
         query = "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = $1 AND topic = $2"
         try:
             first: tuple[int, float] | None = None
+            servers: dict[int, str] = {}
             deadline = time.monotonic() + 300
             while True:
                 done = int(await conn.fetchval(query, group, name))
@@ -270,13 +290,14 @@ class Bench:
                         raise RuntimeError(f"a scorer exited; logs in {self.logs}")
                 if first is None and done > 0:
                     first = (done, now)
-                    cpu = cpu_seconds({p.pid for p in procs})
+                    servers = server_pids(self.settings)
+                    cpu = cpu_seconds({p.pid for p in procs}, servers)
                     deadline = time.monotonic() + limit
                 if first is None and time.monotonic() > deadline:
                     raise RuntimeError("the scorer committed nothing in 300 s")
                 if first is not None and (done >= total or time.monotonic() > deadline):
                     rss = max(peak_rss(p.pid) for p in procs)
-                    used = cpu_seconds({p.pid for p in procs})
+                    used = cpu_seconds({p.pid for p in procs}, servers)
                     self.cpu = {k: (used[k] - cpu[k]) / (now - first[1]) for k in used}
                     return done - first[0], now - first[1], rss
                 await asyncio.sleep(0.05)
@@ -355,9 +376,11 @@ class Bench:
 
     async def profile(self, total: int) -> None:
         """py-spy samples a scorer draining the same topic (its own database): not timed."""
-        pyspy = Path(sys.executable).parent / "py-spy"
-        if not pyspy.exists():
-            self.say("py-spy not installed: no profile")
+        try:
+            pyspy = tool("py-spy")
+        except Unavailable as exc:
+            self.say(f"[yellow]no profile: {exc}")
+            self.rows.append(Row("scorer", f"profile not taken: {exc}", "–"))
             return
         db = await self.database("profile")
         proc = self.scorer(db, self.scorer_topic, "profile")
@@ -365,7 +388,7 @@ class Bench:
         try:
             await asyncio.sleep(3)  # past start-up, into the drain
             spy = await asyncio.create_subprocess_exec(
-                str(pyspy),
+                pyspy,
                 "record",
                 "--format",
                 "raw",
@@ -383,7 +406,7 @@ class Bench:
             )
             await spy.wait()
             svg = await asyncio.create_subprocess_exec(
-                str(pyspy),
+                pyspy,
                 "record",
                 "--nonblocking",
                 "-r",
@@ -405,6 +428,7 @@ class Bench:
             self.notes["profile_files"] = [str(raw), str(self.logs / "scorer-profile.svg")]
 
     async def api_section(self) -> None:
+        wrk_path, hey_path = tool("wrk"), tool("hey")
         port, bare_port = free_port(), free_port()
         api = self.spawn(
             ["-m", "services.api"],
@@ -421,12 +445,12 @@ class Bench:
             await self.ready(f"http://127.0.0.1:{port}/healthz", api)
             await self.ready(f"http://127.0.0.1:{bare_port}/v1/members/m-1", bare)
             secs = str(SIZES["api_seconds"])
-            wrk = ["wrk", "-t2", "-c32", f"-d{secs}s", "-s", lua, "--latency"]
+            wrk = [wrk_path, "-t2", "-c32", f"-d{secs}s", "-s", lua, "--latency"]
             env = {**os.environ, "BENCH_MEMBERS": str(SIZES["members"])}
             real = parse_wrk(await run([*wrk, f"http://127.0.0.1:{port}"], env))
             base = parse_wrk(await run([*wrk, f"http://127.0.0.1:{bare_port}"], env))
             self.say(f"api {real['rps']:,.0f} req/s, bare {base['rps']:,.0f} req/s")
-            hey = ["hey", "-z", f"{secs}s", "-q", "100", "-c", "10"]
+            hey = [hey_path, "-z", f"{secs}s", "-q", "100", "-c", "10"]
             fixed = parse_hey(await run([*hey, f"http://127.0.0.1:{port}/v1/members/m-1"]))
             fixed_bare = parse_hey(await run([*hey, f"http://127.0.0.1:{bare_port}/v1/members/m-1"]))
         finally:
@@ -462,6 +486,7 @@ class Bench:
             self.say(f"[red]api answered errors: {real['non2xx']} {fixed['codes']}")
 
     async def ingest_section(self) -> None:
+        hey = tool("hey")
         name = topic("ingest")
         await self.create_topics(name)
         port = free_port()
@@ -483,7 +508,7 @@ class Bench:
             batches = SIZES["ingest_events"] // 1000
             out = await run(
                 [
-                    "hey",
+                    hey,
                     "-n",
                     str(batches),
                     "-c",
@@ -765,6 +790,8 @@ def _ms(text: str) -> float:
 
 
 def parse_wrk(out: str) -> dict[str, Any]:
+    if "Requests/sec:" not in out:  # wrk could not connect or was stopped: say what it printed
+        raise RuntimeError(f"wrk gave no figures: {out.strip()[-300:]!r}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -773,6 +800,9 @@ def parse_wrk(out: str) -> dict[str, Any]:
 
 
 def parse_hey(out: str) -> dict[str, Any]:
+    if "Requests/sec:" not in out:
+        raise RuntimeError(f"hey gave no figures: {out.strip()[-300:]!r}")
+
     def secs(pattern: str) -> float:
         found = re.search(pattern, out)  # hey leaves out percentiles that few requests cannot give
         return float(found.group(1)) if found else float("nan")
@@ -798,23 +828,55 @@ def peak_rss(pid: int) -> int:
     return 0
 
 
-SERVERS = {"postgres": "postgres", "java": "kafka", "redis-server": "redis"}
+def listener(port: int) -> int | None:
+    """The pid of the process listening on this local TCP port, if this user can see it."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd) in inodes:
+                return int(fd.parent.parent.name)
+        except OSError:  # the process or the descriptor is gone, or not ours to read
+            continue
+    return None
 
 
-def cpu_seconds(scorers: set[int]) -> dict[str, float]:
-    """CPU seconds used so far by the scorers and by each local server (all their processes)."""
-    out: dict[str, float] = dict.fromkeys(["scorer", *SERVERS.values()], 0.0)
+def server_pids(settings: Settings) -> dict[int, str]:
+    """The servers this run uses, by the pid listening on each one's port: other clusters on the
+    machine (another checkout's, a test run's) are not counted with them."""
+    ports = {
+        "postgres": make_url(settings.database_url).port or 5432,
+        "kafka": int(settings.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1]),
+        "redis": make_url(settings.redis_url).port or 6379,
+    }
+    return {pid: name for name, port in ports.items() if (pid := listener(port)) is not None}
+
+
+def cpu_seconds(scorers: set[int], servers: dict[int, str]) -> dict[str, float]:
+    """CPU seconds used so far by the scorers and by each server of `servers` (pid: name), with
+    the processes it started (PostgreSQL's backends and workers)."""
+    out: dict[str, float] = dict.fromkeys(["scorer", *servers.values()], 0.0)
     tick = os.sysconf("SC_CLK_TCK")
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:  # the process ended
             continue
-        comm = text[text.index("(") + 1 : text.rindex(")")]
         fields = text[text.rindex(")") + 2 :].split()
-        name = "scorer" if int(stat.parent.name) in scorers else SERVERS.get(comm)
+        pid, ppid = int(stat.parent.name), int(fields[1])
+        name = "scorer" if pid in scorers else servers.get(pid) or servers.get(ppid)
         if name:
             out[name] += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        if pid in servers:  # cutime, cstime: its children that ended (a backend whose client left)
+            out[servers[pid]] += (int(fields[13]) + int(fields[14])) / tick
     return out
 
 
@@ -852,11 +914,15 @@ async def main() -> None:
     try:
         for name in SECTIONS:
             if name == "api" and not hasattr(bench, "scorer_db"):
-                bench.say("api needs the scorer section's members: skipped")
+                bench.say("[yellow]api not run: it reads the scorer section's members (BENCH_SECTIONS=scorer,api)")
+                bench.rows.append(Row(name, "not run: it reads the scorer section's members", "–"))
                 continue
             started = time.perf_counter()
             try:
                 await sections[name]()
+            except Unavailable as exc:
+                bench.say(f"[yellow]{name} not run: {exc}")
+                bench.rows.append(Row(name, f"not run: {exc}", "–"))
             except Exception as exc:  # one section failing still prints the others
                 bench.say(f"[red]{name} failed: {exc!r}")
                 bench.rows.append(Row(name, f"failed: {exc!r}"[:80], "–"))
