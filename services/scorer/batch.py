@@ -24,7 +24,7 @@ from services.scorer.deadletters import dead_letter
 from services.scorer.failpoints import Failpoints
 from services.scorer.metrics import BATCH_SECONDS, CODE_FAULTS, FENCED, LEVEL_CHANGES, RECORDS
 from services.scorer.partitions import CodeFault, Partitions, Retry
-from services.scorer.records import decode_record
+from services.scorer.records import RecordError, decode_record
 from services.write.sql.offsets import OffsetMove
 from services.write.unit_of_work import Committed, Fenced, Incoming, UnitOfWork
 from services.write.views import Views
@@ -56,7 +56,8 @@ class Batches:
 
     async def decode(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> list[Item]:
         """The batch's records of partitions still ours, decoded; those that cannot be are
-        dead-lettered (and kept as items without a record, so their offsets move on)."""
+        dead-lettered (and kept as items without a record, so their offsets move on). A failure
+        of our own decoding code is no record's fault: it stops the partition (a code fault)."""
         items: list[Item] = []
         invalid: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
         for tp, msgs in batch.items():
@@ -65,9 +66,12 @@ class Batches:
             for msg in msgs:
                 try:
                     items.append((msg, decode_record(msg.key, msg.value)))
-                except Exception as exc:  # RecordError, or a validation bug: either way not this partition's end
+                except RecordError as exc:
                     items.append((msg, None))
-                    invalid.append((msg, str(exc) or repr(exc)))
+                    invalid.append((msg, str(exc)))
+                except Exception as exc:  # noqa: BLE001 - a bug of ours: the partition stops here
+                    self.code_fault(msg, exc)
+                    break
         if invalid:
             await self.retry(
                 "write to the dead-letter topic",

@@ -595,11 +595,12 @@ async def _delete_topic(settings: ScorerSettings, topic: str) -> None:
         await admin.close()
 
 
+@pytest.mark.parametrize("where", ["scoring", "decoding"])
 async def test_a_fault_of_our_scoring_code_stops_the_partition_loudly_and_dead_letters_nothing(
-    settings_kwargs: dict[str, Any], pg: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+    settings_kwargs: dict[str, Any], pg: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
-    """Scoring raises for every record of one member (a bug, simulated by patching our own
-    scoring function): that record is not to blame. Its partition stops there, the later record
+    """Scoring, or decoding, raises for every record of one member (a bug, simulated by
+    patching our own function): that record is not to blame. Its partition stops there, the later record
     of another member on it waits, other partitions go on, nothing is dead-lettered, /readyz
     names the partition and the error, and a counter says so. Once the code is fixed, the
     partition is read again and everything applies."""
@@ -623,7 +624,15 @@ async def test_a_fault_of_our_scoring_code_stops_the_partition_loudly_and_dead_l
             return [][0]  # IndexError: list index out of range
         return apply_batch(states, records, now, rules)
 
-    monkeypatch.setattr("services.write.unit_of_work.apply_batch", faulty)
+    def faulty_decode(key: bytes | None, value: bytes | None) -> ActivityRecord:
+        if not fixed.is_set() and key == bug.encode():
+            return [][0]  # type: ignore[no-any-return]
+        return decode_record(key, value)
+
+    if where == "scoring":
+        monkeypatch.setattr("services.write.unit_of_work.apply_batch", faulty)
+    else:
+        monkeypatch.setattr("services.scorer.batch.decode_record", faulty_decode)
     faults = metric("scorer_code_faults_total", partition=str(partition))
     await publish(settings, [event("post", bug, content_id="p1")])
     await publish(settings, [event("post", after, content_id="p1"), event("post", elsewhere, content_id="p1")])
