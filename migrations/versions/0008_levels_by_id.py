@@ -13,6 +13,7 @@ per level are counted again from `members`.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -40,13 +41,15 @@ _DEFAULT = [
     "hyper_boss",
 ]
 
+_DEFAULT_ARRAY = "ARRAY[" + ", ".join(f"'{level}'" for level in _DEFAULT) + "]"  # as SQL
+
 # The ladder (level ids by rank) of each member's rules: its own version, else the one in force.
 _LADDERS = f"""
 CREATE TEMPORARY TABLE member_ladder AS
 SELECT m.member_id, coalesce(
     (SELECT array_agg(l->>'id' ORDER BY n)
      FROM jsonb_array_elements(r.body::jsonb->'levels') WITH ORDINALITY AS e(l, n)),
-    ARRAY[{", ".join(f"'{level}'" for level in _DEFAULT)}]) AS ids
+    {_DEFAULT_ARRAY}) AS ids
 FROM members AS m
 LEFT JOIN rules AS r ON r.version = coalesce(m.rules_version, (SELECT version FROM rules_in_force WHERE id = 1))
 """
@@ -64,7 +67,7 @@ def upgrade() -> None:
     op.execute(
         f"""
         UPDATE pin_audit AS a
-        SET level_id = (coalesce(l.ids, ARRAY[{", ".join(f"'{level}'" for level in _DEFAULT)}]))[a.level_rank]
+        SET level_id = (coalesce(l.ids, {_DEFAULT_ARRAY}))[a.level_rank]
         FROM pin_audit AS b LEFT JOIN member_ladder AS l USING (member_id)
         WHERE a.id = b.id
         """
@@ -73,14 +76,7 @@ def upgrade() -> None:
     op.drop_column("members", "level_rank")
     op.drop_column("members", "pinned_rank")
     op.drop_column("pin_audit", "level_rank")
-    op.drop_table("level_counts")
-    op.create_table(
-        "level_counts",
-        sa.Column("level_id", sa.Text(), nullable=False),
-        sa.Column("members", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("level_id", name=op.f("pk_level_counts")),
-    )
-    op.execute("INSERT INTO level_counts SELECT level_id, count(*) FROM members GROUP BY level_id")
+    _count_members_per_level("level_id", sa.Text())
     op.execute("DROP TABLE member_ladder")
 
 
@@ -97,7 +93,7 @@ def downgrade() -> None:
     op.execute(
         f"""
         UPDATE pin_audit AS a
-        SET level_rank = array_position(coalesce(l.ids, ARRAY[{", ".join(f"'{level}'" for level in _DEFAULT)}]),
+        SET level_rank = array_position(coalesce(l.ids, {_DEFAULT_ARRAY}),
                                         a.level_id)
         FROM pin_audit AS b LEFT JOIN member_ladder AS l USING (member_id)
         WHERE a.id = b.id
@@ -107,12 +103,17 @@ def downgrade() -> None:
     op.drop_column("members", "level_id")
     op.drop_column("members", "pinned_level")
     op.drop_column("pin_audit", "level_id")
+    _count_members_per_level("level_rank", sa.SmallInteger())
+    op.execute("DROP TABLE member_ladder")
+
+
+def _count_members_per_level(column: str, kind: sa.types.TypeEngine[Any]) -> None:
+    """`level_counts` anew, keyed by `column` of `members`, counted from `members`."""
     op.drop_table("level_counts")
     op.create_table(
         "level_counts",
-        sa.Column("level_rank", sa.SmallInteger(), nullable=False),
+        sa.Column(column, kind, nullable=False),
         sa.Column("members", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("level_rank", name=op.f("pk_level_counts")),
+        sa.PrimaryKeyConstraint(column, name=op.f("pk_level_counts")),
     )
-    op.execute("INSERT INTO level_counts SELECT level_rank, count(*) FROM members GROUP BY level_rank")
-    op.execute("DROP TABLE member_ladder")
+    op.execute(f"INSERT INTO level_counts SELECT {column}, count(*) FROM members GROUP BY {column}")

@@ -101,11 +101,11 @@ async def erase_late(
     the member's own is dropped. Also returns, for each dropped record, (member, stand-in,
     the other members it names), whose stored facts and records the erasure may not have
     reached (it finds them through the member's own records)."""
-    named = {m for record, _, _ in batch for m in _named(record.event)}
-    found = await erasure.erased_ids(conn, [lookup(m) for m in named])
+    keys = {m: lookup(m) for record, _, _ in batch for m in _named(record.event)}
+    found = await erasure.erased_ids(conn, list(keys.values()))
     if not found:
         return [], []
-    erased = {m: e for m in named if (e := found.get(lookup(m)))}
+    erased = {m: e for m, key in keys.items() if (e := found.get(key))}
     late: list[Late] = []
     others: dict[str, set[str]] = {}
     for i, (record, partition, offset) in enumerate(batch):
