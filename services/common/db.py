@@ -22,6 +22,7 @@ from sqlalchemy import (
     SmallInteger,
     Table,
     Text,
+    UniqueConstraint,
     event,
     text,
 )
@@ -97,17 +98,23 @@ activity = Table(
     Column("applied_at", DateTime(timezone=True), nullable=False),
 )
 
-# Level changes: the member's history, and the outbox the relay publishes to Kafka.
+# Level changes: the member's history, and the outbox the relay publishes to Kafka. A member's
+# other events (badges, programmes) are rows here too, so they are published in order with the
+# level changes: such a row has its CloudEvents type in `event_type` and no `seq`, which counts
+# level changes only (a tombstone is seq 0 with no payload).
 level_changes = Table(
     "level_changes",
     metadata,
-    Column("member_id", Text, primary_key=True),
-    Column("seq", Integer, primary_key=True),
-    Column("id", BigInteger, Identity(), nullable=False, unique=True),  # publish order
+    Column("member_id", Text, nullable=False),
+    Column("seq", Integer),
+    Column("id", BigInteger, Identity(), primary_key=True),  # publish order
+    Column("event_type", Text),  # NULL: a level change (or a tombstone)
     Column("payload", Text),  # the exact bytes published, so a resend is identical; NULL: a tombstone
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("sent_at", DateTime(timezone=True)),
+    UniqueConstraint("member_id", "seq"),
+    CheckConstraint("(event_type IS NULL) = (seq IS NOT NULL)", name="kind"),
     Index("ix_level_changes_unsent", "id", postgresql_where=text("sent_at IS NULL")),
 )
 

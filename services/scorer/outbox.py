@@ -21,17 +21,18 @@ LEASE_S = 30.0
 PAGE = 500
 
 
-def cloud_event(body: bytes, source: str) -> KafkaMessage:
-    """A stored level change as a Kafka record in CloudEvents 1.0 binary mode (SPEC §6): the
+def cloud_event(body: bytes, source: str, event_type: str | None = None) -> KafkaMessage:
+    """A stored member event as a Kafka record in CloudEvents 1.0 binary mode (SPEC §6): the
     payload unchanged as the value, its attributes as `ce_*` headers read from the payload, so
-    a resend carries the same record. `source` is the scorer's configured `ce_source`."""
+    a resend carries the same record. `source` is the scorer's configured `ce_source`;
+    `event_type` is the stored type of an event other than a level change."""
     change = orjson.loads(body)
     event = CloudEvent(
         {
             "specversion": "1.0",
             "id": change["event_id"],
             "source": source,
-            "type": f"community.level.{change['direction']}",
+            "type": event_type or f"community.level.{change['direction']}",
             "time": datetime.fromisoformat(change["emitted_at"]),
             "subject": change["member_id"],
             "datacontenttype": "application/json",
@@ -68,11 +69,11 @@ class Relay:
             return 0
         async with asyncio.timeout(LEASE_S / 2):
             sent = []
-            for _, member_id, body in rows:
+            for _, member_id, event_type, body in rows:
                 if body is None:  # an erased member's tombstone: the key, a null value, no headers
                     sent.append(await self.producer.send(self.topic, None, key=member_id.encode()))
                     continue
-                record = cloud_event(body.encode(), self.source)
+                record = cloud_event(body.encode(), self.source, event_type)
                 headers = list(record.headers.items())
                 sent.append(await self.producer.send(self.topic, record.value, key=record.key, headers=headers))
             await asyncio.gather(*sent)

@@ -21,25 +21,56 @@ SESSION_PREFIX = "scorer:"
 TOMBSTONE_SEQ = 0
 
 
-async def record_level_changes(conn: AsyncConnection, changes: list[LevelChange], payloads: list[bytes]) -> None:
-    """Add level changes to the members' history, which is also the relay's outbox."""
-    if not changes:
+class MemberEvent(NamedTuple):
+    """A member's event other than a level change (a badge granted, a programme joined), as it
+    goes on the member-keyed topic. `payload` is the event as published: it carries `event_id`,
+    `member_id` and `emitted_at`, which the relay reads for the CloudEvents headers."""
+
+    member_id: str
+    event_type: str  # its CloudEvents type, e.g. community.badge.granted
+    payload: bytes
+    occurred_at: datetime
+
+
+# One outbox row as `record_events` writes it: a LevelChange with its payload, or a MemberEvent.
+Event = tuple[LevelChange, bytes] | MemberEvent
+
+
+async def record_events(conn: AsyncConnection, events: list[Event]) -> None:
+    """Add members' events to the outbox, published in the order given (level changes also make
+    the members' level history)."""
+    if not events:
         return
+    rows = [
+        (e.member_id, None, e.event_type, e.payload, e.occurred_at)
+        if isinstance(e, MemberEvent)
+        else (e[0].member_id, e[0].seq, None, e[1], e[0].occurred_at)
+        for e in events
+    ]
     await conn.execute(
         text(
             """
-            INSERT INTO level_changes (member_id, seq, payload, occurred_at)
-            SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:seqs AS int[]), CAST(:payloads AS text[]),
-                                 CAST(:occurred AS timestamptz[]))
+            INSERT INTO level_changes (member_id, seq, event_type, payload, occurred_at)
+            SELECT member_id, seq, event_type, payload, occurred_at
+            FROM unnest(CAST(:ids AS text[]), CAST(:seqs AS int[]), CAST(:types AS text[]),
+                        CAST(:payloads AS text[]), CAST(:occurred AS timestamptz[]))
+                 WITH ORDINALITY AS e(member_id, seq, event_type, payload, occurred_at, position)
+            ORDER BY position
             """
         ),
         {
-            "ids": [c.member_id for c in changes],
-            "seqs": [c.seq for c in changes],
-            "payloads": [p.decode() for p in payloads],
-            "occurred": [c.occurred_at for c in changes],
+            "ids": [r[0] for r in rows],
+            "seqs": [r[1] for r in rows],
+            "types": [r[2] for r in rows],
+            "payloads": [r[3].decode() for r in rows],
+            "occurred": [r[4] for r in rows],
         },
     )
+
+
+async def record_level_changes(conn: AsyncConnection, changes: list[LevelChange], payloads: list[bytes]) -> None:
+    """Add level changes to the members' history, which is also the relay's outbox."""
+    await record_events(conn, list(zip(changes, payloads, strict=True)))
 
 
 async def record_tombstone(conn: AsyncConnection, member_id: str, now: datetime) -> None:
@@ -53,16 +84,20 @@ async def record_tombstone(conn: AsyncConnection, member_id: str, now: datetime)
 class Unsent(NamedTuple):
     id: int
     member_id: str
+    event_type: str | None  # None: a level change, or a tombstone
     payload: str | None  # None: an erased member's tombstone
 
 
 async def unsent_level_changes(conn: AsyncConnection, limit: int) -> list[Unsent]:
     """The oldest level changes not yet published."""
     rows = await conn.execute(
-        text("SELECT id, member_id, payload FROM level_changes WHERE sent_at IS NULL ORDER BY id LIMIT :limit"),
+        text(
+            "SELECT id, member_id, event_type, payload FROM level_changes"
+            " WHERE sent_at IS NULL ORDER BY id LIMIT :limit"
+        ),
         {"limit": limit},
     )
-    return [Unsent(row.id, row.member_id, row.payload) for row in rows]
+    return [Unsent(row.id, row.member_id, row.event_type, row.payload) for row in rows]
 
 
 async def mark_sent(conn: AsyncConnection, ids: list[int], now: datetime) -> None:
