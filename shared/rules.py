@@ -8,12 +8,13 @@ so a service refuses to start with it.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 DEFAULT_RULES_PATH = Path(__file__).parent / "rules" / "default.json"
 
@@ -34,8 +35,32 @@ METRICS = (
 )
 
 
+# What earns each metric's points, in words. The numbers beside them come from the rules in
+# force (`Rules.how`), so no text can contradict the points a rescore put in force (SPEC §10.1).
+EARNED = {
+    "visit_day": "on your first visit of a day",
+    "browse_time": "per full {seconds} browsed in a day",
+    "view": "per piece of content read, once per content and day",
+    "group_joined": "per group joined, once per group",
+    "event_attended": "per event attended, once per event",
+    "post": "per post started",
+    "reply": "per reply",
+    "comment": "per comment",
+    "article": "per article or blog post published",
+    "like_given": "per like given to someone else's content",
+    "like_received": "per like your content receives",
+    "solution_accepted": "when your reply is accepted as the solution, once per reply",
+}
+
+
 class RulesError(ValueError):
     """The rules file cannot be used."""
+
+
+def _absent(value: object) -> bool:
+    """Fields added after rules were first kept are left out of the stored body while unset, so
+    a rules file kept before them still reads as the same rules (`services.write.rules.body_of`)."""
+    return value is None or value == ()
 
 
 class Metric(BaseModel):
@@ -44,9 +69,16 @@ class Metric(BaseModel):
     tier: Tier
     points: int = Field(ge=0)
     earned_by: str
-    how: str
+    # Rules files before SPEC §10.1 wrote their own text here; it is kept, never shown (`Rules.how`).
+    how: str | None = Field(default=None, exclude_if=_absent)
     daily_cap: int | None = Field(default=None, ge=0)
     seconds_per_point: int | None = Field(default=None, gt=0)
+
+
+GRANT = re.compile(r"[a-z][a-z0-9_]{0,63}")
+COLOR = re.compile(r"#[0-9a-fA-F]{6}")
+ICON_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+ICON_URL = re.compile(r"https://[^\s\"'<>]{1,2000}")
 
 
 class Level(BaseModel):
@@ -59,6 +91,42 @@ class Level(BaseModel):
     active: int = Field(default=0, ge=0)
     tenure_days: int = Field(default=0, ge=0)
     rank: int = 0  # set from the position in the ladder
+    # How the level looks and what it grants (SPEC §10.1): all optional.
+    description: str | None = Field(default=None, min_length=1, max_length=500, exclude_if=_absent)
+    icon: str | None = Field(default=None, exclude_if=_absent)
+    color: str | None = Field(default=None, exclude_if=_absent)
+    grants: tuple[str, ...] = Field(default=(), exclude_if=_absent)  # those this level adds
+    _held: tuple[str, ...] = PrivateAttr(default=())  # with those of the levels below: set by `Rules`
+
+    @field_validator("icon")
+    @classmethod
+    def _icon(cls, value: str | None) -> str | None:
+        if value is None or ICON_URL.fullmatch(value) or ICON_NAME.fullmatch(value):
+            return value
+        raise ValueError(f"{value!r} is neither an https:// URL nor an icon name (a-z, 0-9 and -, at most 64)")
+
+    @field_validator("color")
+    @classmethod
+    def _color(cls, value: str | None) -> str | None:
+        if value is None or COLOR.fullmatch(value):
+            return value
+        raise ValueError(f"{value!r} is not a colour: write it as #rrggbb")
+
+    @field_validator("grants")
+    @classmethod
+    def _grants(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [g for g in value if not GRANT.fullmatch(g)]
+        if bad:
+            raise ValueError(f"grant names are a-z, 0-9 and _, starting with a letter, at most 64: not {bad}")
+        twice = sorted({g for g in value if value.count(g) > 1})
+        if twice:
+            raise ValueError(f"grants named twice: {twice}")
+        return value
+
+    @property
+    def held_grants(self) -> tuple[str, ...]:
+        """Every privilege a member at this level holds, in the order the ladder grants them."""
+        return self._held
 
     def ref(self) -> dict[str, object]:
         """The short form used in API answers and level-change events."""
@@ -100,9 +168,9 @@ class Rules(BaseModel):
         if len({lv.id for lv in self.levels}) != len(self.levels):
             raise ValueError("level ids must be unique")
         # A member's level is the highest rank whose requirements hold; ranks follow file order.
-        object.__setattr__(
-            self, "levels", tuple(lv.model_copy(update={"rank": i + 1}) for i, lv in enumerate(self.levels))
-        )
+        levels = tuple(lv.model_copy(update={"rank": i + 1}) for i, lv in enumerate(self.levels))
+        _hold_grants(levels)
+        object.__setattr__(self, "levels", levels)
         return self
 
     @cached_property
@@ -118,6 +186,16 @@ class Rules(BaseModel):
             else:
                 passive += n
         return active, passive
+
+    def how(self, metric: str) -> str:
+        """How a metric's points are earned, in words made from its numbers: "2 points per comment"."""
+        m = self.metrics[metric]
+        per = _duration(m.seconds_per_point or 0)
+        return f"{m.points:,} {'point' if m.points == 1 else 'points'} {EARNED[metric].format(seconds=per)}"
+
+    def grants(self, level_id: str) -> tuple[str, ...]:
+        """The privileges a member at this level holds (SPEC §10.1)."""
+        return self.level(level_id).held_grants
 
     def level_for(self, active: int, passive: int, tenure_days: int) -> Level:
         best = self.levels[0]
@@ -156,6 +234,39 @@ class Rules(BaseModel):
                 at = joined_at + timedelta(days=level.tenure_days)
                 due = at if due is None else min(due, at)
         return due
+
+
+def _hold_grants(levels: tuple[Level, ...]) -> None:
+    """Give each level the privileges a member holding it has (SPEC §10.1): its own and those of
+    the levels below it in its tier; an active level also holds every passive level's. A
+    privilege is named by one level only: the lowest that grants it, as the levels above hold it."""
+    by_grant: dict[str, str] = {}
+    for level in levels:
+        for grant in level.grants:
+            if grant in by_grant:
+                raise ValueError(
+                    f"grant {grant!r} is given by both {by_grant[grant]} and {level.id}: levels hold the grants "
+                    "of those below them, so name it once, at the lowest level that gets it"
+                )
+            by_grant[grant] = level.id
+    for level in levels:
+        below = [
+            g
+            for other in levels
+            if (other.tier == level.tier and other.rank <= level.rank)
+            or (level.tier, other.tier) == ("active", "passive")
+            for g in other.grants
+        ]
+        level._held = tuple(below)
+
+
+def _duration(seconds: int) -> str:
+    """600 → "10 minutes"; 3600 → "hour"; 90 → "90 seconds"."""
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            n = seconds // size
+            return unit if n == 1 else f"{n:,} {unit}s"
+    return "second" if seconds == 1 else f"{seconds:,} seconds"
 
 
 def load_rules(path: Path | str = DEFAULT_RULES_PATH) -> Rules:

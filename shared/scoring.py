@@ -88,6 +88,10 @@ class LevelChange:
     cause_type: str | None
     occurred_at: datetime
     cause_reason: str | None = None  # why an operator moved the level (override)
+    # The privileges the member gains and loses (SPEC §10.1), so the platform can apply them
+    # from the event alone: what `to_level` holds against what the member held until now.
+    grants_added: tuple[str, ...] = ()
+    grants_removed: tuple[str, ...] = ()
 
     @property
     def promoted(self) -> bool:
@@ -114,6 +118,8 @@ class LevelChange:
             "direction": "promoted" if self.promoted else "demoted",
             "from_level": self.from_level and self.from_level.ref(),
             "to_level": self.to_level.ref(),
+            "grants_added": list(self.grants_added),
+            "grants_removed": list(self.grants_removed),
             "active_score": self.active_score,
             "passive_score": self.passive_score,
             "cause": cause,
@@ -280,9 +286,13 @@ def _settle(
     level = rules.level(held.level) if held else rules.level_for(active, passive, state.tenure_days(now))
     if level.id == state.level:
         return None
-    was = None
+    was: Level | None = None
+    holds: tuple[str, ...] = ()
     if state.level is not None:
         was = rules.find(state.level) or (before or rules).level(state.level)
+        # What the member holds is what the rules it reached the level under grant, even where
+        # the new rules know the level by the same id but grant it otherwise.
+        holds = ((before and before.find(state.level)) or was).held_grants
     change = LevelChange(
         member_id=state.member_id,
         seq=state.seq + 1,
@@ -295,6 +305,8 @@ def _settle(
         cause_type=record.event.type if record else None,
         occurred_at=at,
         cause_reason=reason,
+        grants_added=tuple(g for g in level.held_grants if g not in holds),
+        grants_removed=tuple(g for g in holds if g not in level.held_grants),
     )
     state.level, state.seq = level.id, change.seq
     return change

@@ -45,6 +45,38 @@ LADDER: list[tuple[int, str, int, int, int]] = [
     (14, "hyper_boss", 25000, 0, 0),
 ]
 
+# The privileges each level adds (SPEC §10.1), copied from the default rules file; a level holds
+# those of its tier up to it, and an active level those of every passive level too.
+GRANTS: dict[str, tuple[str, ...]] = {
+    "community_member": ("send_messages",),
+    "established_member": ("upload_images",),
+    "senior_member": ("invite_members",),
+    "new_contributor": ("flag_posts", "post_links"),
+    "general_contributor": ("upload_attachments", "edit_wiki"),
+    "reliable_contributor": ("create_group_messages",),
+    "respected_contributor": ("followed_links",),
+    "trusted_contributor": ("recategorize_topics", "rename_topics"),
+    "community_boss": ("access_lounge", "make_posts_wiki"),
+    "certified_boss": ("flags_hide_spam",),
+    "insightful_boss": ("edit_posts",),
+    "exceptional_boss": ("pin_topics", "close_topics"),
+    "hyper_boss": ("split_merge_topics", "moderate_group"),
+}
+PASSIVE_LEVELS = {"new_member", "community_member", "established_member", "senior_member"}
+
+
+def held(rank: int | None, ladder: list[tuple[int, str, int, int, int]]) -> list[str]:
+    """The privileges a member at the level of this rank holds, in the order the ladder grants them."""
+    if rank is None:
+        return []
+    level = ladder[rank - 1][1]
+    out: list[str] = []
+    for r, other, *_ in ladder:
+        same_tier = (other in PASSIVE_LEVELS) == (level in PASSIVE_LEVELS)
+        if (same_tier and r <= rank) or (level not in PASSIVE_LEVELS and other in PASSIVE_LEVELS):
+            out += GRANTS.get(other, ())
+    return out
+
 
 def _ts(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -165,6 +197,19 @@ class Model:
         if key in m.reversible:
             metric, day, pts = m.reversible.pop(key)
             m.ledger[(metric, day)] -= pts
+
+    def grants(self) -> dict[str, dict[str, Any]]:
+        """Each member's privileges now, and what each of its level changes added and removed."""
+        out = {}
+        for who, m in self.members.items():
+            moves = [(held(old, self.ladder), held(new, self.ladder)) for old, new in m.chain]
+            out[who] = {
+                "grants": held(m.rank, self.ladder),
+                "grant_changes": [
+                    [[g for g in now if g not in was], [g for g in was if g not in now]] for was, now in moves
+                ],
+            }
+        return out
 
     def expected(self) -> dict[str, dict[str, Any]]:
         out = {}

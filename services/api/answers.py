@@ -55,6 +55,7 @@ def render(view: dict[str, Any], rules: Rules, now: datetime, known: Mapping[str
     return {
         "member_id": view["member_id"],
         "level": level.ref(),
+        "grants": list(level.held_grants),  # a pinned level's, while pinned
         "pinned": view.get("pinned"),  # views written before pins existed have none
         "active_score": active,
         "passive_score": passive,

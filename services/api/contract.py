@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from pydantic import TypeAdapter
 
 from shared.events import EVENT, EventId, MemberId
-from shared.rules import Tier
+from shared.rules import GRANT, Tier
 
 _REF = "#/components/schemas/{model}"
 _TIMESTAMP = {"type": "string", "format": "date-time", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$"}
@@ -26,6 +26,15 @@ _KAFKA = {"bindingVersion": "0.5.0"}
 
 def _string(description: str) -> dict[str, Any]:
     return {"type": "string", "description": description}
+
+
+def _grants(description: str) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "items": {"type": "string", "pattern": f"^{GRANT.pattern}$"},
+        "uniqueItems": True,
+        "description": description,
+    }
 
 
 def _activity_schemas() -> tuple[dict[str, dict[str, Any]], list[str]]:
@@ -65,6 +74,8 @@ def _level_change_schemas(event_types: list[str]) -> dict[str, dict[str, Any]]:
                 "direction",
                 "from_level",
                 "to_level",
+                "grants_added",
+                "grants_removed",
                 "active_score",
                 "passive_score",
                 "cause",
@@ -86,6 +97,8 @@ def _level_change_schemas(event_types: list[str]) -> dict[str, dict[str, Any]]:
                     "description": "null for the member's first level (seq 1)",
                 },
                 "to_level": {"$ref": _REF.format(model="LevelRef")},
+                "grants_added": _grants("privileges to_level grants that the member did not hold (SPEC §10.1)"),
+                "grants_removed": _grants("privileges the member held that to_level does not grant"),
                 "active_score": {"type": "integer"},
                 "passive_score": {"type": "integer"},
                 "cause": {

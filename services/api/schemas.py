@@ -76,6 +76,7 @@ class Pinned(Schema):
 class Member(Schema):
     member_id: str
     level: LevelRef
+    grants: list[str]  # the privileges the level holds, its own and those below it (SPEC §10.1)
     pinned: Pinned | None  # the level stays whatever the scores do, while pinned
     active_score: int
     passive_score: int
@@ -107,6 +108,9 @@ class LevelChanged(Schema):
     direction: Literal["promoted", "demoted"]
     from_level: LevelRef | None
     to_level: LevelRef
+    # What the change grants and takes away (SPEC §10.1); changes recorded before grants existed have neither.
+    grants_added: list[str] = []
+    grants_removed: list[str] = []
     active_score: int
     passive_score: int
     cause: Cause
@@ -122,15 +126,22 @@ class History(Schema):
 
 
 class LadderLevel(LevelRef):
-    requires: dict[str, int]
+    requires: dict[str, int]  # by figure (active_score, passive_score, tenure_days); a figure not named: none
+    description: str | None
+    icon: str | None  # an https URL, or an icon name for the platform's own icon set
+    color: str | None  # "#rrggbb"
+    grants: list[str]  # every privilege a member at this level holds
+    new_grants: list[str]  # those of them this level adds: the levels below it lack them
 
 
 class PointsRule(Schema):
     metric: str
     tier: Tier
     earned_by: str
-    how: str
-    daily_cap: int | None
+    how: str  # made from the numbers beside it
+    points: int  # per action; browse_time: per seconds_per_point seconds browsed in a day
+    daily_cap: int | None  # the most points of this metric one member earns in a UTC day
+    seconds_per_point: int | None
 
 
 class Ladder(Schema):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -27,6 +27,10 @@ def rules_check(file: Annotated[Path, typer.Argument(help="the rules file to che
     except RulesError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
+    worded = [name for name, metric in new.metrics.items() if metric.how is not None]
+    if worded:
+        # SPEC §10.1: the pages and /v1/levels make each text from the numbers in force.
+        console.print(f"Note: the `how` texts of {', '.join(worded)} are not shown; the text is made from the numbers.")
     differences = rules_differences(asyncio.run(in_force(Settings())), new)
     if not differences:
         console.print(f"{file} is valid and the same as the rules in force (version {new.version}).")
@@ -53,8 +57,7 @@ def rules_differences(old: Rules, new: Rules) -> list[tuple[str, str, str]]:
     if old.version != new.version:
         rows.append(("version", old.version, new.version))
     for name in old.metrics:
-        before, after = old.metrics[name].model_dump(), new.metrics[name].model_dump()
-        rows += [(f"{name}.{k}", str(before[k]), str(after[k])) for k in before if before[k] != after[k]]
+        rows += _changed(name, old.metrics[name].model_dump(), new.metrics[name].model_dump())
     old_levels = {level.id: level for level in old.levels}
     new_levels = {level.id: level for level in new.levels}
     for level_id in [*old_levels, *(i for i in new_levels if i not in old_levels)]:
@@ -62,6 +65,14 @@ def rules_differences(old: Rules, new: Rules) -> list[tuple[str, str, str]]:
             where = ("absent", "present") if level_id in new_levels else ("present", "absent")
             rows.append((f"level {level_id}", *where))
             continue
-        was, now = old_levels[level_id].model_dump(), new_levels[level_id].model_dump()
-        rows += [(f"level {level_id}.{k}", str(was[k]), str(now[k])) for k in was if was[k] != now[k]]
+        rows += _changed(f"level {level_id}", old_levels[level_id].model_dump(), new_levels[level_id].model_dump())
     return rows
+
+
+def _changed(what: str, was: dict[str, Any], now: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(what.setting, in force, in the file) for each setting that differs; a setting left out
+    of one side (an unset look, say) shows as "unset"."""
+    keys = [*was, *(k for k in now if k not in was)]
+    return [
+        (f"{what}.{k}", str(was.get(k, "unset")), str(now.get(k, "unset"))) for k in keys if was.get(k) != now.get(k)
+    ]

@@ -133,7 +133,7 @@ async def test_the_ladder_page_says_how_each_level_is_reached_and_how_points_are
     assert browser.title == "Levels · Community Levels"
     assert text(browser, "h1") == "Levels and how to reach them"
     assert_accessible_frame(browser)
-    rows = dict(zip(texts(browser, "tbody th[scope=row]"), texts(browser, "tbody th[scope=row] + td"), strict=True))
+    rows = dict(zip(texts(browser, ".rung .chip"), texts(browser, ".rung .requires"), strict=True))
     assert list(rows) == [level["name"] for level in ladder["levels"]]
     assert rows["New Member"] == "where every member starts"
     assert rows["Community Member"] == "10 passive points and 7 days as a member"
@@ -145,11 +145,74 @@ async def test_the_ladder_page_says_how_each_level_is_reached_and_how_points_are
     ]
     assert "2 per comment" not in earned and "2 points per comment" in earned
     assert texts(browser, "h3") == ["Levels", "How passive points are earned", "Levels", "How active points are earned"]
+    assert_levels_look_as_the_rules_say(browser, ladder)
     assert fits_a_phone(browser)
     screenshot(browser, "levels")
 
     open_page(browser, f"{system.api_url}/")
     assert text(browser, "h1") == "Levels and how to reach them"
+
+
+def rgba(color: str) -> str:
+    """ "#5b3fa8" as selenium reads the browser's computed colour: "rgba(91, 63, 168, 1)"."""
+    return "rgba({}, {}, {}, 1)".format(*bytes.fromhex(color[1:]))
+
+
+def contrast(ink: str, paper: str) -> float:
+    """WCAG 2's contrast ratio of two computed colours ("rgba(r, g, b, 1)"), written out here apart
+    from the pages' own code."""
+
+    def luminance(css: str) -> float:
+        r, g, b = (int(n) / 255 for n in css[css.index("(") + 1 : css.index(")")].split(",")[:3])
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    light, dark = sorted((luminance(ink), luminance(paper)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def assert_chip(browser: WebDriver, chip: Any, level: dict[str, Any]) -> None:
+    """A level's chip: its name as text, its colour behind it, ink that reads on it (WCAG AA)."""
+    assert chip.text == level["name"]
+    ink, paper = chip.value_of_css_property("color"), chip.value_of_css_property("background-color")
+    assert paper == rgba(level["color"]), level["id"]
+    assert contrast(ink, paper) >= 4.5, (level["id"], ink, paper)
+
+
+def assert_levels_look_as_the_rules_say(browser: WebDriver, ladder: dict[str, Any]) -> None:
+    """Each level of /v1/levels has its rung, anchored by its id, with its look and what it adds."""
+    rungs = browser.find_elements(By.CSS_SELECTOR, ".rung")
+    assert [r.get_attribute("id") for r in rungs] == [level["id"] for level in ladder["levels"]]
+    for rung, level in zip(rungs, ladder["levels"], strict=True):
+        assert_chip(browser, rung.find_element(By.CSS_SELECTOR, ".chip"), level)
+        assert rung.find_element(By.CSS_SELECTOR, ".description").text == level["description"]
+        link = rung.find_element(By.CSS_SELECTOR, "a.anchor")
+        assert str(link.get_attribute("href")).endswith(f"/levels#{level['id']}")
+        adds = rung.find_element(By.CSS_SELECTOR, ".grants").text
+        for grant in level["new_grants"]:
+            assert grant.replace("_", " ") in adds, (level["id"], grant)
+    trusted = next(level for level in ladder["levels"] if level["id"] == "trusted_contributor")
+    assert (
+        texts(browser, "#trusted_contributor .grants")[0]
+        == "recategorize topics, rename topics; with those of the levels before it"
+    )
+    assert trusted["grants"][-2:] == ["recategorize_topics", "rename_topics"]
+
+
+async def test_a_link_to_a_level_opens_the_ladder_at_that_level(system: System, browser: WebDriver) -> None:
+    open_page(browser, f"{system.api_url}/levels#trusted_contributor")
+    assert browser.execute_script("return document.querySelector(':target').id") == "trusted_contributor"
+    top = browser.execute_script("return document.getElementById('trusted_contributor').getBoundingClientRect().top")
+    assert 0 <= top < 100, "the page opens scrolled to the level"
+    screenshot_view(browser, "levels-anchor")
+
+
+def screenshot_view(browser: WebDriver, name: str) -> None:
+    """What the window shows, as it is scrolled."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    path.unlink(missing_ok=True)
+    assert browser.save_screenshot(str(path)), f"no screenshot {path}"
 
 
 async def test_a_member_page_shows_the_level_a_bar_per_requirement_and_the_history(
@@ -162,6 +225,14 @@ async def test_a_member_page_shows_the_level_a_bar_per_requirement_and_the_histo
     assert_accessible_frame(browser)
     assert text(browser, "h1") == ann
     assert text(browser, ".level") == "Level: New Contributor (Contributor levels)"
+    ladder = {level["id"]: level for level in (await api.get("/v1/levels")).json()["levels"]}
+    read = (await api.get(f"/v1/members/{ann}")).json()
+    assert read["grants"] == ladder["new_contributor"]["grants"] and "flag_posts" in read["grants"]
+    assert_chip(browser, browser.find_element(By.CSS_SELECTOR, ".level .chip"), ladder["new_contributor"])
+    assert text(browser, "main .description") == ladder["new_contributor"]["description"]
+    assert texts(browser, "ul.grants li") == [g.replace("_", " ") for g in read["grants"]]
+    reach = browser.find_element(By.LINK_TEXT, "How to reach General Contributor")
+    assert str(reach.get_attribute("href")).endswith("/levels#general_contributor")
     assert text(browser, "#next") == "Next level: General Contributor"
     assert texts(browser, ".bar label") == ["20 of 25 active points"]
     bar = browser.find_element(By.CSS_SELECTOR, ".bar progress")
@@ -188,6 +259,7 @@ async def test_an_explorer_sees_points_and_days_toward_the_next_level(
 ) -> None:
     open_page(browser, f"{system.api_url}/members/{members['explorer']}")
     assert text(browser, ".level") == "Level: New Member (Explorer levels)"
+    assert text(browser, "p.grants") == "No privileges beyond those every member has."
     assert text(browser, "#next") == "Next level: Community Member"
     assert texts(browser, ".bar label") == ["3 of 10 passive points", "3 of 7 days as a member"]
     values = [
@@ -200,6 +272,7 @@ async def test_the_leaderboard_page_shows_the_board_the_api_serves(
     system: System, api: httpx.AsyncClient, browser: WebDriver, members: dict[str, str]
 ) -> None:
     ann = members["contributor"]
+    ladder = {level["id"]: level for level in (await api.get("/v1/levels")).json()["levels"]}
     for tier, period in (("active", "week"), ("passive", "all")):
         board = (await api.get("/v1/leaderboard", params={"tier": tier, "period": period, "limit": 50})).json()
         open_page(browser, f"{system.api_url}/leaderboard?tier={tier}&period={period}")
@@ -209,6 +282,10 @@ async def test_the_leaderboard_page_shows_the_board_the_api_serves(
         rows = [row.split("\n") if "\n" in row else row.split(" ") for row in texts(browser, "tbody tr")]
         shown = [(int(cells[0]), cells[1], " ".join(cells[2:-1]), int(cells[-1].replace(",", ""))) for cells in rows]
         assert shown == [(e["rank"], e["member_id"], e["level"]["name"], e["score"]) for e in board["entries"]]
+        chips = browser.find_elements(By.CSS_SELECTOR, "tbody tr .chip")
+        assert len(chips) == len(board["entries"])
+        for chip, entry in zip(chips, board["entries"], strict=True):
+            assert_chip(browser, chip, ladder[entry["level"]["id"]])
         assert board["entries"], "members with points are listed"
         assert text(browser, "caption").startswith(f"{board['total']} member")
         assert fits_a_phone(browser)

@@ -43,7 +43,7 @@ async def test_mixed_stream_is_exact_across_a_scorer_killed_mid_stream(
     model = Model(datetime.now(UTC))
     for event in events:
         model.apply(event)
-    expected = model.expected()
+    expected, grants = model.expected(), model.grants()
     assert any(w["points"].get("comment") == 20 for w in expected.values()), "the stream should exceed a cap"
 
     # Half is posted; the rest is posted while the scorer is killed with SIGKILL and restarted.
@@ -80,3 +80,15 @@ async def test_mixed_stream_is_exact_across_a_scorer_killed_mid_stream(
             assert after["from_level"] == before["to_level"]
         got = [[c["from_level"]["rank"] if c["from_level"] else None, c["to_level"]["rank"]] for c in chain]
         assert got == want["level_changes"], member
+        moves = [[c["grants_added"], c["grants_removed"]] for c in chain]
+        assert moves == grants[member]["grant_changes"], member
+    assert await read_grants(api, list(expected)) == {m: g["grants"] for m, g in grants.items()}
+
+
+async def read_grants(api: httpx.AsyncClient, members: list[str]) -> dict[str, list[str]]:
+    """Each member's grants, as the batch read answers them."""
+    out: dict[str, list[str]] = {}
+    for start in range(0, len(members), 100):
+        body = (await api.get("/v1/members", params={"ids": ",".join(members[start : start + 100])})).json()
+        out |= {got["member_id"]: got["grants"] for got in body["members"]}
+    return out

@@ -12,6 +12,7 @@ import pytest
 
 from tests import vectors
 from tests.e2e.conftest import System, post_events
+from tests.model import Model
 from tests.support import eventually, read_topic, values
 
 
@@ -53,7 +54,8 @@ async def observed(api: httpx.AsyncClient, member: str) -> dict[str, Any] | None
 async def test_scenario_through_the_whole_system(
     scenario: dict[str, Any], system: System, ingest: httpx.AsyncClient, api: httpx.AsyncClient
 ) -> None:
-    events, expected = relocated(scenario, uuid.uuid4().hex[:8])
+    tag = uuid.uuid4().hex[:8]
+    events, expected = relocated(scenario, tag)
     await post_events(ingest, events)
 
     async def matches() -> bool:
@@ -69,3 +71,15 @@ async def test_scenario_through_the_whole_system(
             [change["from_level"]["rank"] if change["from_level"] else None, change["to_level"]["rank"]]
         )
     assert by_member == {m: want["level_changes"] for m, want in expected.items()}
+
+    # SPEC §10.1: grants in the member read and on each level change, as the tests' model reads the ladder.
+    model = Model(vectors.now())
+    for event in scenario["events"]:
+        model.apply(event)
+    grants = {f"{tag}-{member}": want for member, want in model.grants().items()}
+    moves: dict[str, list[list[list[str]]]] = {}
+    for change in sorted(published, key=lambda c: (c["member_id"], c["seq"])):
+        moves.setdefault(change["member_id"], []).append([change["grants_added"], change["grants_removed"]])
+    assert moves == {m: g["grant_changes"] for m, g in grants.items() if g["grant_changes"]}
+    reads = (await api.get("/v1/members", params={"ids": ",".join(expected)})).json()["members"]
+    assert {r["member_id"]: r["grants"] for r in reads} == {m: grants[m]["grants"] for m in expected}

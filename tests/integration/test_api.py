@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,12 +17,14 @@ from services.api.settings import ApiSettings
 from services.common import db
 from services.common.members import MemberCache, view_of
 from services.write.outbox import payload
+from services.write.rules import record
 from services.write.sql import members, outbox
+from services.write.sql import rules as kept_rules
 from shared.events import ActivityEvent, ActivityRecord
-from shared.rules import default_rules
+from shared.rules import DEFAULT_RULES_PATH, Rules, default_rules
 from shared.scoring import apply_batch
 from tests.conftest import unique
-from tests.support import in_process
+from tests.support import eventually, in_process
 
 RULES = default_rules()
 NOW = datetime.now(UTC)
@@ -146,6 +149,55 @@ async def test_ladder_lists_every_level_and_how_points_are_earned(client: httpx.
     assert senior["requires"] == {"passive_score": 200, "tenure_days": 90}
     comment = next(p for p in body["points"] if p["metric"] == "comment")
     assert (comment["daily_cap"], comment["tier"]) == (20, "active")
+
+
+async def test_the_ladder_gives_every_number_and_its_texts_follow_the_rules_in_force(
+    settings_kwargs: dict[str, Any], fresh_database: str
+) -> None:
+    """SPEC §10.1: points, caps, thresholds and tenure in /v1/levels, each level's look and
+    grants, and `how` texts that a rescore to other numbers cannot leave stale."""
+    raw = json.loads(DEFAULT_RULES_PATH.read_text())
+    raw["version"] = unique("tuned")
+    raw["metrics"]["like_received"] |= {"points": 2, "how": "3 points per like your content receives"}
+    raw["metrics"]["reply"] |= {"points": 6, "daily_cap": 30}
+    raw["levels"][8] |= {"active": 400, "color": "#123456", "icon": "https://forum.example.org/trusted.svg"}
+    tuned = Rules.model_validate(raw)
+    engine = db.engine(fresh_database, "test")
+    try:
+        async with engine.begin() as conn:
+            await record(conn, tuned)
+            await kept_rules.put_rules_in_force(conn, tuned.version)
+    finally:
+        await engine.dispose()
+    async with in_process(create_app(ApiSettings(**{**settings_kwargs, "database_url": fresh_database}))) as client:
+
+        async def in_force() -> bool:
+            return bool((await client.get("/v1/levels")).json()["rules_version"] == tuned.version)
+
+        await eventually(in_force, what="the API follows the rules in force")
+        body = schemas.Ladder.model_validate((await client.get("/v1/levels")).json()).model_dump()
+        points = {p["metric"]: p for p in body["points"]}
+        assert {m: (p["points"], p["daily_cap"]) for m, p in points.items()} == {
+            m: (metric.points, metric.daily_cap) for m, metric in tuned.metrics.items()
+        }
+        assert points["browse_time"]["seconds_per_point"] == 600
+        assert points["like_received"]["how"] == "2 points per like your content receives"
+        assert points["reply"]["how"] == "6 points per reply"
+        trusted = next(lv for lv in body["levels"] if lv["id"] == "trusted_contributor")
+        assert trusted["requires"] == {"active_score": 400}
+        assert (trusted["color"], trusted["icon"]) == ("#123456", "https://forum.example.org/trusted.svg")
+        assert (trusted["new_grants"], trusted["grants"]) == (
+            ["recategorize_topics", "rename_topics"],
+            list(tuned.grants("trusted_contributor")),
+        )
+        senior = next(lv for lv in body["levels"] if lv["id"] == "senior_member")
+        assert senior["requires"] == {"passive_score": 200, "tenure_days": 90}
+
+        page = (await client.get("/levels")).text
+        assert "2 points per like your content receives" in page and "3 points per like" not in page
+        assert "6 points per reply" in page and "5 points per reply" not in page
+        assert '<img src="https://forum.example.org/trusted.svg" alt=""' in page
+        assert ">400 active points<" in page and ">500 active points<" not in page
 
 
 async def test_without_redis_members_are_read_from_postgres(settings: ApiSettings, settings_kwargs: dict) -> None:

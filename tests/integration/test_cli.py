@@ -65,6 +65,36 @@ async def test_rules_check_validates_and_names_what_a_file_changes(tmp_path: Pat
     assert code == 1 and "missing ['view']" in out
 
 
+async def test_rules_check_names_a_bad_look_and_shows_a_changed_one(tmp_path: Path, run_env: dict[str, str]) -> None:
+    env = env_with(run_env)
+    rules = json.loads(DEFAULT_RULES_PATH.read_text())
+    trusted = next(lv for lv in rules["levels"] if lv["id"] == "trusted_contributor")
+    trusted |= {"color": "#ff8800", "icon": "shield", "grants": [*trusted["grants"], "moderate_group"]}
+    twice = tmp_path / "twice.json"
+    twice.write_text(json.dumps(rules))
+    code, out = await cl(env, "rules", "check", str(twice))
+    assert code == 1 and "grant 'moderate_group' is given by both trusted_contributor and hyper_boss" in out
+
+    trusted["grants"] = trusted["grants"][:-1]
+    rules["version"] = "looks"
+    rules["metrics"]["reply"]["how"] = "5 points per reply"
+    looks = tmp_path / "looks.json"
+    looks.write_text(json.dumps(rules))
+    code, out = await cl(env, "rules", "check", str(looks))
+    assert code == 0, out
+    lines = [" ".join(line.replace("│", " ").split()) for line in out.splitlines()]
+    assert "level trusted_contributor.color #5b3fa8 #ff8800" in lines
+    assert "level trusted_contributor.icon unset shield" in lines
+    assert "reply.how unset 5 points per reply" in lines
+    assert any("`how` texts of reply are not shown" in line for line in lines)
+
+    trusted["color"] = "orange"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(rules))
+    code, out = await cl(env, "rules", "check", str(bad))
+    assert code == 1 and "levels.8.color" in out and "'orange' is not a colour: write it as #rrggbb" in out
+
+
 async def test_backfill_refuses_an_invalid_file_then_imports_once(
     tmp_path: Path, run_env: dict[str, str], settings_kwargs: dict[str, Any], pg: asyncpg.Connection
 ) -> None:

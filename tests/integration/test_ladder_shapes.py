@@ -135,6 +135,7 @@ async def test_every_read_answers_for_a_member_no_rescore_has_reached_yet(
             level = answer.json()["level"]
             assert (level["id"], level["name"], level["rank"]) == ("reliable_contributor", "Reliable Contributor", 7)
             assert answer.json()["next_level"] is None
+            assert answer.json()["grants"][-3:] == ["upload_attachments", "edit_wiki", "create_group_messages"]
             assert (await client.get(f"/members/{ann}")).status_code == 200
             assert (await client.get(f"/v1/members?ids={ann}")).status_code == 200
             assert (await client.get(f"/v1/members/{ann}/level-changes")).status_code == 200
@@ -148,6 +149,11 @@ async def test_every_read_answers_for_a_member_no_rescore_has_reached_yet(
                 "reliable_contributor",
                 "new_contributor",
                 "rescore",
+            )
+            # What the member held under the rules it reached Reliable Contributor under goes.
+            assert (last["grants_added"], last["grants_removed"]) == (
+                [],
+                ["upload_attachments", "edit_wiki", "create_group_messages"],
             )
             await redis.delete(f"{settings.redis_prefix}member:{ann}")  # read from PostgreSQL
             assert (await client.get(f"/v1/members/{ann}")).json()["level"]["id"] == "new_contributor"

@@ -79,3 +79,11 @@ def test_activity_events_are_held_to_their_type_schema() -> None:
     reply = ev("reply", content_id="r")
     assert validator("ActivityEvent").is_valid(orjson.loads(reply.to_json()))
     assert not validator("ActivityEvent").is_valid(orjson.loads(reply.to_json()) | {"duration_s": 60})
+
+
+def test_level_changes_carry_the_grants_they_add_and_remove() -> None:
+    promoted, demoted = _changes()
+    assert promoted["grants_added"] and demoted["grants_removed"] == promoted["grants_added"]
+    for field in ("grants_added", "grants_removed"):
+        assert not validator("LevelChange").is_valid({k: v for k, v in demoted.items() if k != field})
+        assert not validator("LevelChange").is_valid(demoted | {field: ["Not A Grant"]})

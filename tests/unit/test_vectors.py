@@ -10,6 +10,7 @@ from shared.events import ActivityEvent, ActivityRecord, validate_event
 from shared.rules import default_rules
 from shared.scoring import MemberState, apply_batch
 from tests import vectors
+from tests.model import Model
 
 RULES = default_rules()
 
@@ -64,3 +65,21 @@ def run(events: list[dict[str, Any]], batch_sizes: list[int] | None = None) -> d
 @pytest.mark.parametrize("scenario", vectors.scenarios(), ids=lambda s: s["name"])
 def test_scenario_gives_the_expected_members(scenario: dict[str, Any]) -> None:
     assert run(scenario["events"]) == scenario["expected"]
+
+
+@pytest.mark.parametrize("scenario", vectors.scenarios(), ids=lambda s: s["name"])
+def test_scenario_grants_what_the_model_says(scenario: dict[str, Any]) -> None:
+    """SPEC §10.1: each member's grants and each level change's grants_added and grants_removed
+    under the default rules, against the tests' own reading of the ladder (`tests/model.py`)."""
+    model = Model(vectors.now())
+    for event in scenario["events"]:
+        model.apply(event)
+    states: dict[str, MemberState] = {}
+    moves: dict[str, list[list[list[str]]]] = {}
+    for change in apply_batch(states, first_occurrences(records_of(scenario["events"])), vectors.now(), RULES):
+        moves.setdefault(change.member_id, []).append([list(change.grants_added), list(change.grants_removed)])
+    got = {
+        member: {"grants": list(RULES.grants(state.level or "")), "grant_changes": moves.get(member, [])}
+        for member, state in states.items()
+    }
+    assert got == model.grants()

@@ -15,12 +15,23 @@ def ladder_body(rules: Rules) -> bytes:
     """`GET /v1/levels`: checked against its document, and made once per rules version."""
     ladder = {
         "rules_version": rules.version,
-        "levels": [{**level.ref(), "requires": level.requirements()} for level in rules.levels],
+        "levels": [
+            {
+                **level.ref(),
+                "requires": level.requirements(),
+                "description": level.description,
+                "icon": level.icon,
+                "color": level.color,
+                "grants": list(level.held_grants),
+                "new_grants": list(level.grants),
+            }
+            for level in rules.levels
+        ],
         "scores": {
             tier: [m for m, metric in rules.metrics.items() if metric.tier == tier] for tier in ("active", "passive")
         },
         "points": [
-            {"metric": name, "tier": m.tier, "earned_by": m.earned_by, "how": m.how, "daily_cap": m.daily_cap}
+            {"metric": name, "how": rules.how(name), **m.model_dump(exclude={"how"})}
             for name, m in rules.metrics.items()
         ],
     }

@@ -16,7 +16,7 @@ import jinja2
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from services.api.answers import render
+from services.api.answers import level_of, render
 from services.api.reads import Unavailable, leaderboard_page, level_changes, member_views
 from services.api.rules import RulesInForce
 from services.api.schemas import DIGITS, ONCE
@@ -45,6 +45,37 @@ _templates = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+def _luminance(color: str) -> float:
+    """WCAG 2's relative luminance of "#rrggbb"."""
+    r, g, b = (c / 255 for c in bytes.fromhex(color[1:]))
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def look(level: Level) -> dict[str, Any]:
+    """How a level's chip is drawn (SPEC §10.1): its name always, as text; its colour behind it,
+    with black or white ink, whichever contrasts more (at least 4.5:1 either way, WCAG AA);
+    its icon when it is a URL (an icon name is the platform's to draw, kept as `data-icon`)."""
+    ink = None
+    if level.color:
+        lum = _luminance(level.color)
+        ink = "#000000" if (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) else "#ffffff"
+    url = level.icon if level.icon and level.icon.startswith("https://") else None
+    return {
+        "id": level.id,
+        "name": level.name,
+        "color": level.color,
+        "ink": ink,
+        "icon_url": url,
+        "icon_name": None if url else level.icon,
+    }
+
+
+def grant_names(grants: tuple[str, ...] | list[str]) -> list[str]:
+    """Privileges as a person reads them: "flag_posts" → "flag posts"."""
+    return [g.replace("_", " ") for g in grants]
 
 
 def _figure(name: str, n: int) -> str:
@@ -85,14 +116,21 @@ def _unavailable(exc: Unavailable) -> HTMLResponse:
 
 
 def ladder_page(rules: Rules) -> str:
-    metrics = [{"name": name, **m.model_dump()} for name, m in rules.metrics.items()]
+    metrics = [{"name": name, **m.model_dump(), "how": rules.how(name)} for name, m in rules.metrics.items()]
     return _templates.get_template("levels.html").render(
         tiers=[
             {
                 "tier": tier,
                 "title": TIERS[tier],
                 "levels": [
-                    {"name": lv.name, "rank": lv.rank, "requires": requirements_text(lv)}
+                    {
+                        "look": look(lv),
+                        "rank": lv.rank,
+                        "requires": requirements_text(lv),
+                        "description": lv.description,
+                        "new_grants": grant_names(lv.grants),
+                        "inherits": len(lv.held_grants) > len(lv.grants),
+                    }
                     for lv in rules.levels
                     if lv.tier == tier
                 ],
@@ -133,13 +171,17 @@ def router(in_force: RulesInForce) -> APIRouter:
             return _unavailable(exc)
         rules = in_force.current
         answer = render(view, rules, datetime.now(UTC), in_force.known)
-        following = rules.next_level(answer["level"]["id"])
+        level = level_of(answer["level"]["id"], rules, in_force.known)
+        following = rules.next_level(level.id)
         older = changes[-1]["seq"] if len(changes) == HISTORY_PAGE and changes[-1]["seq"] > 1 else None
         return _page(
             "member.html",
             member=answer,
+            look=look(level),
+            description=level.description,
+            grants=grant_names(answer["grants"]),
             tier=TIERS[answer["level"]["tier"]].split(":")[0],
-            next_level=following and {"name": following.name, "bars": progress(following, answer)},
+            next_level=following and {"id": following.id, "name": following.name, "bars": progress(following, answer)},
             history=[
                 {
                     "date": change["occurred_at"][:10],
@@ -173,7 +215,10 @@ def router(in_force: RulesInForce) -> APIRouter:
             over=PERIODS[period],
             tiers=[("active", "active"), ("passive", "passive")],
             periods=[(p, label) for p, label in PERIODS.items()],
-            entries=board["entries"],
+            entries=[
+                e | {"look": look(level_of(e["level"]["id"], in_force.current, in_force.known))}
+                for e in board["entries"]
+            ],
             total=board["total"],
         )
 
