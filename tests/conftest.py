@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import make_url
@@ -106,6 +107,20 @@ def run_env() -> Iterator[dict[str, str]]:
     asyncio.run(ensure_topics(settings))
     yield env
     asyncio.run(_drop_database(admin_dsn, database))
+    asyncio.run(_delete_topics(settings.kafka_bootstrap, f"test-{RUN}-"))
+
+
+async def _delete_topics(bootstrap: str, prefix: str) -> None:
+    """Delete the session's topics (its tests' own ones too), so a broker that outlives many
+    sessions (`make run`'s) does not gather thousands of partitions."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [name for name in await admin.list_topics() if name.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
 
 
 async def _create_database(dsn: str, name: str) -> None:

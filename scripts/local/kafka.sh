@@ -106,7 +106,7 @@ start() {
   port_open "$KAFKA_PORT" && die "port $KAFKA_PORT is taken by another process (set KAFKA_PORT)"
   mkdir -p "$DATA"
   write_config
-  local cp="$LIBS/*" jvm=(java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true
+  local cp="$LIBS/*" jvm=(java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true
     "-Dlog4j2.configurationFile=$KDIR/log4j2.properties")
   # Static quorum (controller.quorum.voters) formats the same way on every 4.x,
   # unlike the dynamic --standalone mode. Format only once: it is the data.
