@@ -31,7 +31,7 @@ async def expected(pg: asyncpg.Connection, tier: str, period: str) -> list[dict[
     if period == "all":
         rows = await pg.fetch(f"SELECT member_id, {tier}_score AS points FROM members WHERE {tier}_score > 0")
     else:
-        name = dict(zip(("month", "week"), periods(datetime.now(UTC).date().isoformat()), strict=True))[period]
+        name = dict(zip(("month", "week", "year"), periods(datetime.now(UTC).date().isoformat()), strict=True))[period]
         rows = await pg.fetch(
             "SELECT member_id, points FROM member_periods WHERE tier = $1 AND period = $2 AND points > 0", tier, name
         )

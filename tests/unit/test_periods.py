@@ -32,8 +32,8 @@ def test_counting_back_crosses_years_and_iso_years() -> None:
 @given(st.dates(min_value=date(1900, 1, 1), max_value=date(9000, 12, 31)), st.integers(1, 120))
 def test_the_periods_kept_are_exactly_those_that_sort_from_the_oldest_kept(today: date, n: int) -> None:
     oldest = oldest_kept(today, weeks=n, months=n, years=n)
-    month, week = periods(today.isoformat())
-    assert week >= oldest["week"] and month >= oldest["month"]
+    month, week, year = periods(today.isoformat())
+    assert week >= oldest["week"] and month >= oldest["month"] and year >= oldest["year"]
     back = today - timedelta(weeks=n)
     assert periods(back.isoformat())[1] == oldest["week"]
     assert periods((back - timedelta(weeks=1)).isoformat())[1] < oldest["week"]

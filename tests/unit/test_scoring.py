@@ -509,8 +509,41 @@ def test_points_count_in_the_month_and_week_of_the_day_they_were_earned() -> Non
         ("active", "week:2026-W48"): 5,
         ("passive", "month:2026-12"): 1,
         ("passive", "week:2026-W49"): 1,
+        ("active", "year:2026"): 5,
+        ("passive", "year:2026"): 1,
     }
     assert period_points(states["bob"].moves, RULES) == {}  # liked and unliked: nothing left anywhere
+
+
+def test_a_like_on_31_december_reversed_on_2_january_counts_against_the_old_year() -> None:
+    states, _ = play(
+        ev("reply", content_id="r1", at="2025-12-30T10:00:00Z"),
+        ev("like", "bob", content_id="r1", target_member_id="ann", at="2025-12-31T23:00:00Z"),
+        ev("reply", content_id="r2", at="2026-01-02T09:00:00Z"),
+        ev("unlike", "bob", content_id="r1", target_member_id="ann", at="2026-01-02T10:00:00Z"),
+    )
+    # ISO week 2026-W01 runs from Monday 29 December 2025: it holds all four days.
+    assert period_points(states["ann"].moves, RULES) == {
+        ("active", "year:2025"): 5,  # the reply; the like received taken back out of 2025
+        ("active", "month:2025-12"): 5,
+        ("active", "year:2026"): 5,  # the reply of 2 January; the unlike takes nothing from 2026
+        ("active", "month:2026-01"): 5,
+        ("active", "week:2026-W01"): 10,
+    }
+
+
+def test_accepted_solutions_count_on_a_board_of_their_own_in_each_period() -> None:
+    states, _ = play(
+        ev("reply", content_id="r1", at="2026-11-29T10:00:00Z"),
+        ev("solution_accepted", "bob", content_id="r1", target_member_id="ann", at="2026-11-29T11:00:00Z"),
+    )
+    by = period_points(states["ann"].moves, RULES)
+    assert {period: n for (board, period), n in by.items() if board == "solution_accepted"} == {
+        "year:2026": 15,
+        "month:2026-11": 15,
+        "week:2026-W48": 15,
+    }
+    assert by[("active", "year:2026")] == 20  # and in the tier, as ever
 
 
 def test_a_period_ends_at_utc_midnight_after_its_last_day() -> None:
