@@ -64,6 +64,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_exception_handler(Unavailable, unavailable)
     app.add_exception_handler(PeriodRefused, period_refused)
     app.state.settings = settings  # the periods kept (`reads.board_of`)
+    app.state.board_sizes = {}  # past periods' board sizes (`reads.board_size`)
 
     # In the order the OpenAPI document lists them.
     for family in (members, leaderboard, stats, ladder, holders, pages):

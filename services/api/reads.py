@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ import orjson
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.datastructures import State
 
 from services.api import repository as repo
@@ -135,6 +137,24 @@ def board_of(state: State, board: str, period: str) -> Board:
     return Board(board, name, False)
 
 
+# How long a past period's board size is reused: counting a board of a million members costs
+# more than the rest of the read, and a past period changes only by a late record, a rescore or
+# an erasure.
+SIZE_TTL = 60.0
+
+
+async def board_size(state: State, conn: AsyncConnection, which: Board, excluded: list[str]) -> int:
+    """How many members a past period's board lists, counted at most once a `SIZE_TTL` per API process."""
+    sizes: dict[tuple[str, str, tuple[str, ...]], tuple[float, int]] = state.board_sizes
+    key = (which.board, which.name, tuple(sorted(excluded)))
+    now = time.monotonic()
+    if (known := sizes.get(key)) is None or known[0] <= now:
+        if len(sizes) > 1000:  # past periods asked for are few; forget them all now and then
+            sizes.clear()
+        sizes[key] = known = (now + SIZE_TTL, await repo.period_board_size(conn, which.board, which.name, excluded))
+    return known[1]
+
+
 async def excluded_members(state: State, exclude: str | None) -> list[str]:
     """The members a board leaves out: with `exclude=pinned`, those whose level is pinned."""
     if exclude is None:
@@ -168,7 +188,8 @@ async def leaderboard_page(
     else:
         try:
             async with state.engine.connect() as conn:
-                page, total = await repo.period_board(conn, which.board, which.name, offset, limit, excluded)
+                page = await repo.period_board(conn, which.board, which.name, offset, limit, excluded)
+                total = await board_size(state, conn, which, excluded)
         except DB_ERRORS as exc:
             raise Unavailable(BOARDS_DOWN) from exc
     found = await member_views(state, [member for member, _, _ in page])

@@ -62,8 +62,10 @@ _ON_BOARD = (
 
 async def period_board(
     conn: AsyncConnection, board: str, period: str, offset: int, limit: int, excluded: list[str]
-) -> tuple[list[tuple[str, int, int]], int]:
-    """A page of a past period's board, (member, points, rank) each, and how many members it has."""
+) -> list[tuple[str, int, int]]:
+    """A page of a past period's board, (member, points, rank) each: an index range read from
+    the offset, and the members tied with the first before it (an index range too), since the
+    members with more points are the others before it."""
     at = {"board": board, "period": period, "excluded": excluded}
     rows = await conn.execute(
         text(
@@ -73,14 +75,25 @@ async def period_board(
         at | {"limit": limit, "offset": offset},
     )
     page = [(row.member_id, int(row.points)) for row in rows]
-    first = page[0][1] if page else 0
-    total, above = (
-        await conn.execute(
-            text(f"SELECT count(*), count(*) FILTER (WHERE points > :first) FROM member_periods WHERE {_ON_BOARD}"),
-            at | {"first": first},
-        )
-    ).one()
-    return ranked(page, offset, above), total
+    if not page:
+        return []
+    tied = await conn.execute(
+        text(
+            f"SELECT count(*) FROM member_periods WHERE {_ON_BOARD}"
+            ' AND points = :points AND member_id COLLATE "C" < :member_id'
+        ),
+        at | {"points": page[0][1], "member_id": page[0][0]},
+    )
+    return ranked(page, offset, offset - tied.scalar_one())
+
+
+async def period_board_size(conn: AsyncConnection, board: str, period: str, excluded: list[str]) -> int:
+    """How many members a past period's board lists (an index-only count of the whole board)."""
+    found = await conn.execute(
+        text(f"SELECT count(*) FROM member_periods WHERE {_ON_BOARD}"),
+        {"board": board, "period": period, "excluded": excluded},
+    )
+    return int(found.scalar_one())
 
 
 async def period_place(

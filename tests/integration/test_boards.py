@@ -62,6 +62,7 @@ async def test_year_and_past_period_boards_rank_as_the_model_with_and_without_pi
         ),
         event("article", staff, content_id="s1", at=eve_),  # staff: top of last year, pinned
         event("comment", dan, content_id="d1", at=eve_),
+        event("comment", eve, content_id="e0", at=eve_),  # dan and eve tie on last year's points too
         event("post", eve, content_id="e1", at=recent),
         event("reply", staff, content_id="s2", at=recent),
         event("reply", ann, content_id="a1", at=recent),
@@ -109,9 +110,9 @@ async def test_year_and_past_period_boards_rank_as_the_model_with_and_without_pi
 
             # The old year as PostgreSQL keeps it: the like bob received taken back, staff at the top.
             last = (await client.get("/v1/leaderboard", params={"period": f"year:{LAST_YEAR}"})).json()
-            assert shown(last["entries"]) == [(1, staff, 25), (2, cat, 20), (3, bob, 10), (4, dan, 2)]
+            assert shown(last["entries"]) == [(1, staff, 25), (2, cat, 20), (3, bob, 10), (4, dan, 2), (4, eve, 2)]
             without = await client.get("/v1/leaderboard", params={"period": f"year:{LAST_YEAR}", "exclude": "pinned"})
-            assert shown(without.json()["entries"]) == [(1, cat, 20), (2, bob, 10), (3, dan, 2)]
+            assert shown(without.json()["entries"]) == [(1, cat, 20), (2, bob, 10), (3, dan, 2), (3, eve, 2)]
     finally:
         await pg.close()
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request
@@ -22,34 +23,33 @@ OFFSET = Annotated[int, Query(ge=0, le=1_000_000), DIGITS]
 LEVEL_ID = Annotated[str, Path(min_length=1, max_length=128)]
 
 
+# Both lists page the same way; `within-reach` lists the members one level below.
+ROUTES = [
+    ("/v1/levels/{level_id}/members", "The members at a level now, by the score of its tier", False),
+    ("/v1/levels/{level_id}/within-reach", "The members one level below a level, by what they still need", True),
+]
+
+
 def router(in_force: RulesInForce) -> APIRouter:
     api = APIRouter()
 
-    def answer(body: dict[str, Any] | None, level_id: str) -> Response:
-        if body is None:
-            return error(404, "not_found", f"the rules in force have no level {level_id!r}")
-        return Response(orjson.dumps(body), media_type="application/json")
+    def route(reach: bool) -> Callable[..., Awaitable[Response]]:
+        async def members(request: Request, level_id: LEVEL_ID, limit: LIMIT = 25, offset: OFFSET = 0) -> Response:
+            now = datetime.now(UTC)
+            body = await level_members(request.app.state, in_force, level_id, reach, now, offset, limit)
+            if body is None:
+                return error(404, "not_found", f"the rules in force have no level {level_id!r}")
+            return Response(orjson.dumps(body), media_type="application/json")
 
-    @api.get(
-        "/v1/levels/{level_id}/members",
-        dependencies=[ONCE],
-        summary="The members at a level now, by the score of its tier",
-        responses={200: ok(schemas.LevelMembers), 404: NO_LEVEL, 422: INVALID, 503: DOWN},
-    )
-    async def holders(request: Request, level_id: LEVEL_ID, limit: LIMIT = 25, offset: OFFSET = 0) -> Response:
-        now = datetime.now(UTC)
-        body = await level_members(request.app.state, in_force, level_id, False, now, offset, limit)
-        return answer(body, level_id)
+        return members
 
-    @api.get(
-        "/v1/levels/{level_id}/within-reach",
-        dependencies=[ONCE],
-        summary="The members one level below a level, by what they still need to reach it",
-        responses={200: ok(schemas.LevelMembers), 404: NO_LEVEL, 422: INVALID, 503: DOWN},
-    )
-    async def within_reach(request: Request, level_id: LEVEL_ID, limit: LIMIT = 25, offset: OFFSET = 0) -> Response:
-        now = datetime.now(UTC)
-        body = await level_members(request.app.state, in_force, level_id, True, now, offset, limit)
-        return answer(body, level_id)
-
+    for path, summary, reach in ROUTES:
+        api.add_api_route(
+            path,
+            route(reach),
+            methods=["GET"],
+            dependencies=[ONCE],
+            summary=summary,
+            responses={200: ok(schemas.LevelMembers), 404: NO_LEVEL, 422: INVALID, 503: DOWN},
+        )
     return api

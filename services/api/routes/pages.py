@@ -237,7 +237,7 @@ def router(in_force: RulesInForce) -> APIRouter:
             requires=requirements_text(found) if found else "",
             holders=holders,
             near=near,
-            figures={name: _figure(name, 2) for name in FIGURES},
+            figures=FIGURES,
         )
 
     return pages
