@@ -143,16 +143,25 @@ def board_of(state: State, board: str, period: str) -> Board:
 SIZE_TTL = 60.0
 
 
-async def board_size(state: State, conn: AsyncConnection, which: Board, excluded: list[str]) -> int:
-    """How many members a past period's board lists, counted at most once a `SIZE_TTL` per API process."""
+async def board_size(
+    state: State, conn: AsyncConnection, which: Board, excluded: list[str], offset: int, limit: int, listed: int
+) -> int:
+    """How many members a past period's board lists, given a page of it (`listed` entries from
+    `offset`): a page that ends the board says it exactly; otherwise the board is counted at
+    most once a `SIZE_TTL` per API process, and again whenever a page shows more members."""
     sizes: dict[tuple[str, str, tuple[str, ...]], tuple[float, int]] = state.board_sizes
     key = (which.board, which.name, tuple(sorted(excluded)))
-    now = time.monotonic()
-    if (known := sizes.get(key)) is None or known[0] <= now:
-        if len(sizes) > 1000:  # past periods asked for are few; forget them all now and then
-            sizes.clear()
-        sizes[key] = known = (now + SIZE_TTL, await repo.period_board_size(conn, which.board, which.name, excluded))
-    return known[1]
+    now, end = time.monotonic(), offset + listed
+    if listed < limit and (listed or not offset):
+        size = end  # the last page
+    elif (known := sizes.get(key)) is not None and known[0] > now and known[1] >= end:
+        return known[1]
+    else:
+        size = await repo.period_board_size(conn, which.board, which.name, excluded)
+    if len(sizes) > 1000:  # past periods asked for are few; forget them all now and then
+        sizes.clear()
+    sizes[key] = (now + SIZE_TTL, size)
+    return size
 
 
 async def excluded_members(state: State, exclude: str | None) -> list[str]:
@@ -189,7 +198,7 @@ async def leaderboard_page(
         try:
             async with state.engine.connect() as conn:
                 page = await repo.period_board(conn, which.board, which.name, offset, limit, excluded)
-                total = await board_size(state, conn, which, excluded)
+                total = await board_size(state, conn, which, excluded, offset, limit, len(page))
         except DB_ERRORS as exc:
             raise Unavailable(BOARDS_DOWN) from exc
     found = await member_views(state, [member for member, _, _ in page])
