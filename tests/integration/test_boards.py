@@ -90,6 +90,7 @@ async def test_year_and_past_period_boards_rank_as_the_model_with_and_without_pi
             cases: list[tuple[dict[str, str], str, str]] = []
             for period, name in [("year", f"year:{NOW.year}"), (f"year:{LAST_YEAR}", f"year:{LAST_YEAR}")] + [
                 (f"month:{LAST_YEAR}-12", f"month:{LAST_YEAR}-12"),
+                (f"year:{NOW.year}", f"year:{NOW.year}"),  # the running year by name: its Redis board
                 ("all", "all"),
             ]:
                 for tier in ("active", "passive"):
