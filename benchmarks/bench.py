@@ -67,10 +67,12 @@ SIZES = {
     "clients": env_int("BENCH_CLIENTS", 4),
     "api_seconds": env_int("BENCH_API_SECONDS", 10),
     "probes": env_int("BENCH_PROBES", 200),
+    "board_members": env_int("BENCH_BOARD_MEMBERS", 1_000_000),  # on a past and a running period's board
+    "board_probes": env_int("BENCH_BOARD_PROBES", 100),  # requests timed per board read
 }
 # Each day of that history: views, posts, likes received (issue 7's heavy member; it measured 60,1,5).
 HISTORY_DAY = os.environ.get("BENCH_HISTORY_DAY", "200,20,200")
-SECTIONS = os.environ.get("BENCH_SECTIONS", "scorer,api,ingest,freshness,history,scale").split(",")
+SECTIONS = os.environ.get("BENCH_SECTIONS", "scorer,api,ingest,freshness,history,scale,boards").split(",")
 API_KEY = "bench-key"
 console = Console(width=200)
 # How to get what a section needs when it is missing (`make bench` installs all of it).
@@ -662,12 +664,7 @@ class Bench:
 
     async def scale_section(self) -> None:
         base, big, count = SIZES["scale_base"], SIZES["scale_members"], SIZES["scale_records"]
-        now = datetime.now(UTC)
-        typical = MemberState("tpl")
-        for raw in workload.events(["tpl"], SIZES["scale_events"], days=30, tag="t"):
-            event = validate_event(raw)
-            assert not isinstance(event, list), event
-            apply(typical, ActivityRecord("tpl", event), now, self.settings.rules)
+        typical = self.typical_member()
         name = topic("scale")
         await self.create_topics(name)
         members = [f"s-{i}" for i in range(base)]  # the same members, present in both databases
@@ -701,6 +698,99 @@ class Bench:
                 target="< 300 MB",
             ),
         ]
+
+    def typical_member(self) -> MemberState:
+        """A member with a typical history (BENCH_SCALE_EVENTS events over 30 days), to copy."""
+        now = datetime.now(UTC)
+        typical = MemberState("tpl")
+        for raw in workload.events(["tpl"], SIZES["scale_events"], days=30, tag="t"):
+            event = validate_event(raw)
+            assert not isinstance(event, list), event
+            apply(typical, ActivityRecord("tpl", event), now, self.settings.rules)
+        return typical
+
+    async def boards_section(self) -> None:
+        """A past period's board, read from PostgreSQL (`member_periods`), at BENCH_BOARD_MEMBERS
+        members, beside the running period's board of as many members in Redis, through the API."""
+        size, probes = SIZES["board_members"], SIZES["board_probes"]
+        now = datetime.now(UTC)
+        past, running = f"year:{now.year - 1}", f"year:{now.year}"
+        db = await self.database("boards")
+        started = time.perf_counter()
+        await self.clone(db, self.typical_member(), "b", size)
+        conn = await asyncpg.connect(db.dsn)
+        try:
+            # Points spread as activity is (most members few, some many; many ties), and a month of
+            # the same members beside the year, so the index holds more than the board asked for.
+            for period in (past, f"month:{now.year - 1}-12"):
+                await conn.execute(
+                    """
+                    INSERT INTO member_periods (member_id, tier, period, points)
+                    SELECT 'b-' || g, 'active', $1, 1 + floor(power(random(), 3) * 5000)::bigint
+                    FROM generate_series(0, $2 - 1) AS g
+                    """,
+                    period,
+                    size,
+                )
+            await conn.execute("UPDATE members SET pinned_level = level_id WHERE member_id IN ('b-1', 'b-2', 'b-3')")
+            await conn.execute("VACUUM ANALYZE member_periods, members")
+            points = await conn.fetch("SELECT member_id, points FROM member_periods WHERE period = $1", past)
+        finally:
+            await conn.close()
+        prefix = f"bench:{RUN}:boards:"
+        redis = Redis.from_url(self.settings.redis_url)
+        try:
+            key = f"{prefix}board:active:{running}"
+            for i in range(0, len(points), 10_000):
+                await redis.zadd(key, {row["member_id"]: -row["points"] for row in points[i : i + 10_000]})
+            await redis.set(f"{prefix}built:2", now.isoformat())
+        finally:
+            await redis.aclose()
+        self.say(f"{size:,} members on a past and a running board in {time.perf_counter() - started:.0f} s")
+        port = free_port()
+        env = {**self.service_env(None, topic("boards"), "boards"), "CL_DATABASE_URL": db.url("cl_api")}
+        api = self.spawn(["-m", "services.api"], {**env, "CL_API_PORT": str(port)}, "api-boards")
+        deep = size // 2
+        asks: dict[str, dict[str, str | int]] = {
+            "past top 25": {"period": past},
+            "running top 25": {"period": "year"},
+            f"past offset {deep:,}": {"period": past, "offset": deep},
+            f"running offset {deep:,}": {"period": "year", "offset": deep},
+            "past top 25, pinned left out": {"period": past, "exclude": "pinned"},
+            "running top 25, pinned left out": {"period": "year", "exclude": "pinned"},
+        }
+        timings: dict[str, list[float]] = {name: [] for name in asks}
+        try:
+            await self.ready(f"http://127.0.0.1:{port}/healthz", api)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                for name, params in asks.items():
+                    for i in range(probes + 5):  # the first few warm the caches and the pool
+                        began = time.perf_counter()
+                        response = await client.get("/v1/leaderboard", params={**params, "limit": 25})
+                        elapsed = (time.perf_counter() - began) * 1000
+                        if response.status_code != 200 or len(response.json()["entries"]) != 25:
+                            raise RuntimeError(f"{name}: {response.status_code} {response.text[:200]}")
+                        if i >= 5:
+                            timings[name].append(elapsed)
+        finally:
+            self.stop(api)
+
+        def p50_99(name: str) -> str:
+            return f"{percentile(timings[name], 50):.1f} / {percentile(timings[name], 99):.1f} ms"
+
+        for what in ("top 25", f"offset {deep:,}", "top 25, pinned left out"):
+            past_p50, running_p50 = percentile(timings[f"past {what}"], 50), percentile(timings[f"running {what}"], 50)
+            self.rows.append(
+                Row(
+                    "boards",
+                    f"past year's board, {what}, {size:,} members (PostgreSQL), p50 / p99",
+                    p50_99(f"past {what}"),
+                    "this year's board (Redis)",
+                    p50_99(f"running {what}"),
+                    f"{past_p50 / running_p50:.1f}× p50",
+                    "p99 < 50 ms" if what != f"offset {deep:,}" else "",
+                )
+            )
 
     async def clone(self, db: Database, state: MemberState, prefix: str, count: int) -> None:
         """`count` members `<prefix>-<i>` with this state, written set-based: the template row
@@ -909,6 +999,7 @@ async def main() -> None:
         "freshness": bench.freshness_section,
         "history": bench.history_section,
         "scale": bench.scale_section,
+        "boards": bench.boards_section,
     }
     bench.say(f"run {RUN}: {', '.join(SECTIONS)}; sizes {SIZES}; logs in {bench.logs}")
     try:

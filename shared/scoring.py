@@ -12,12 +12,13 @@ replaying a member's records in order from an empty state always gives the same 
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from shared.events import ActivityRecord, iso_utc
 from shared.rules import Level, Rules
@@ -353,23 +354,38 @@ def facts_needed(records: Iterable[ActivityRecord]) -> dict[str, set[str]]:
 
 
 @lru_cache(maxsize=4096)  # per earned point on the hot path; a batch names few days
-def periods(day: str) -> tuple[str, str]:
-    """The calendar month and ISO week a day (YYYY-MM-DD, UTC) falls in: "month:2026-11", "week:2026-W48"."""
+def periods(day: str) -> tuple[str, str, str]:
+    """The calendar month, ISO week and calendar year a day (YYYY-MM-DD, UTC) falls in:
+    "month:2026-11", "week:2026-W48", "year:2026"."""
     year, week, _ = date.fromisoformat(day).isocalendar()
-    return f"month:{day[:7]}", f"week:{year}-W{week:02d}"
+    return f"month:{day[:7]}", f"week:{year}-W{week:02d}", f"year:{day[:4]}"
+
+
+@lru_cache(maxsize=1024)
+def period_start(period: str) -> date:
+    """The first day of a period ("month:2026-11", "week:2026-W48", "year:2026")."""
+    kind, name = period.split(":", 1)
+    if kind == "year":
+        return date(int(name), 1, 1)
+    if kind == "month":
+        year, month = map(int, name.split("-"))
+        return date(year, month, 1)
+    iso_year, week = map(int, name.split("-W"))
+    return date.fromisocalendar(iso_year, week, 1)
 
 
 @lru_cache(maxsize=1024)
 def period_end(period: str) -> datetime:
-    """When a period ("month:2026-11", "week:2026-W48") ends: UTC midnight after its last day."""
-    kind, name = period.split(":", 1)
-    if kind == "month":
-        year, month = map(int, name.split("-"))
-        first = date(year + month // 12, month % 12 + 1, 1)
+    """When a period ("month:2026-11", "week:2026-W48", "year:2026") ends: UTC midnight after its last day."""
+    kind = period.split(":", 1)[0]
+    first = period_start(period)
+    if kind == "year":
+        after = date(first.year + 1, 1, 1)
+    elif kind == "month":
+        after = date(first.year + first.month // 12, first.month % 12 + 1, 1)
     else:
-        iso_year, week = map(int, name.split("-W"))
-        first = date.fromisocalendar(iso_year, week, 1) + timedelta(days=7)
-    return datetime(first.year, first.month, first.day, tzinfo=UTC)
+        after = first + timedelta(days=7)
+    return datetime(after.year, after.month, after.day, tzinfo=UTC)
 
 
 def oldest_kept(today: date, weeks: int, months: int, years: int) -> dict[str, str]:
@@ -386,14 +402,50 @@ def oldest_kept(today: date, weeks: int, months: int, years: int) -> dict[str, s
     }
 
 
+# What a board's `period` may be; `board_period` says which of these name a period.
+PERIOD_PATTERN = "^(all|week|month|year|week:[0-9]{4}-W[0-9]{2}|month:[0-9]{4}-[0-9]{2}|year:[0-9]{4})$"
+_PERIOD = re.compile(r"(week):[0-9]{4}-W[0-9]{2}|(month):[0-9]{4}-[0-9]{2}|(year):[0-9]{4}")
+RUNNING = ("month", "week", "year")  # the order `periods` names them in
+
+
+def board_period(period: str, today: date) -> str:
+    """The period a board's `period` names on `today` (UTC): "all"; the running "week", "month"
+    or "year"; or one named ("week:2026-W49", "month:2026-11", "year:2025"). ValueError, naming
+    what is wrong, for a name of no period or of one not begun."""
+    if period == "all":
+        return period
+    if period in RUNNING:
+        return periods(today.isoformat())[RUNNING.index(period)]
+    found = _PERIOD.fullmatch(period)
+    if found is None:
+        raise ValueError(f"{period!r} is not a period: all, week, month, year, or one named like week:2026-W49")
+    kind = next(k for k in found.groups() if k)
+    try:
+        start = period_start(period)
+    except ValueError:
+        raise ValueError(f"{period!r} names no {kind}") from None
+    if start > today:
+        raise ValueError(f"{period!r} has not begun")
+    return period
+
+
+# The metrics with boards of their own beside the tiers' (SPEC §11: accepted solutions, "most
+# helpful"): their points are kept per period under the metric's name where a tier's are kept
+# under the tier's.
+BoardMetric = Literal["solution_accepted"]
+BOARD_METRICS: frozenset[str] = frozenset(get_args(BoardMetric))
+
+
 def period_points(moves: Iterable[tuple[str, str, int]], rules: Rules) -> dict[tuple[str, str], int]:
-    """What moves add to each (tier, period): points count in the month and week of the day
-    they were earned, and a reversal takes them out of that same month and week."""
+    """What moves add to each (board, period), a board being a tier or a metric of
+    `BOARD_METRICS`: points count in the month, week and year of the day they were earned, and
+    a reversal takes them out of that same month, week and year."""
     out: dict[tuple[str, str], int] = {}
     for metric, day, points in moves:
-        tier = rules.metrics[metric].tier
-        for period in periods(day):
-            out[(tier, period)] = out.get((tier, period), 0) + points
+        boards = (rules.metrics[metric].tier, metric) if metric in BOARD_METRICS else (rules.metrics[metric].tier,)
+        for board in boards:
+            for period in periods(day):
+                out[(board, period)] = out.get((board, period), 0) + points
     return {key: n for key, n in out.items() if n}
 
 

@@ -223,3 +223,44 @@ class Model:
                 "level_changes": [list(c) for c in m.chain],
             }
         return out
+
+
+# -- periods and boards (SPEC §7, §11) --
+
+HELPFUL = "solution_accepted"  # the metric with a board of its own ("most helpful")
+
+
+def _period_names(day: str) -> list[str]:
+    """The year, month and ISO week a UTC day (YYYY-MM-DD) falls in: "year:2026", "month:2026-11", "week:2026-W48"."""
+    iso = datetime.strptime(day, "%Y-%m-%d").isocalendar()
+    return [f"year:{day[:4]}", f"month:{day[:7]}", f"week:{iso.year}-W{iso.week:02d}"]
+
+
+def period_points(member: Member) -> dict[tuple[str, str], int]:
+    """A member's points per (board, period), a board being a tier or the helpful metric: the
+    ledger keeps each reversal on the day of what it reversed, so it counts in that day's periods."""
+    out: dict[tuple[str, str], int] = defaultdict(int)
+    for (metric, day), pts in member.ledger.items():
+        boards = ["passive" if metric in PASSIVE else "active"] + ([HELPFUL] if metric == HELPFUL else [])
+        for board in boards:
+            for name in _period_names(day):
+                out[(board, name)] += pts
+    return {key: n for key, n in out.items() if n}
+
+
+def board(model: Model, board: str, period: str, excluded: frozenset[str] = frozenset()) -> list[tuple[int, str, int]]:
+    """(rank, member, points) of a board ("active", "passive" or the helpful metric; period "all"
+    or a period's name), without the excluded members: points down, then member id; ties share
+    a rank (one more than the members with more points); members without points not listed."""
+    points: dict[str, int] = {}
+    for who, m in model.members.items():
+        if who in excluded:
+            continue
+        if period != "all":
+            points[who] = period_points(m).get((board, period), 0)
+        elif board == HELPFUL:
+            points[who] = m.total(HELPFUL)
+        else:
+            points[who] = m.scores()[0 if board == "active" else 1]
+    listed = sorted((-n, who) for who, n in points.items() if n > 0)
+    return [(1 + sum(1 for other, _ in listed if other < n), who, -n) for n, who in listed]

@@ -17,6 +17,7 @@ from shared.rules import Level, Rules
 # What the member reads answer besides 200, for the OpenAPI document.
 INVALID = error_doc("a member id, or a query parameter, is not valid")
 NOT_FOUND = error_doc("no event has named this member")
+GONE = error_doc("the period named is older than the API keeps (CL_PERIODS_*_KEPT)")
 DOWN = error_doc("the store the answer needs is down; retry shortly", **{"Retry-After": "seconds to wait"})
 NOT_MODIFIED: dict[str, Any] = {
     "description": "the member's view still matches If-None-Match",
@@ -36,6 +37,12 @@ def not_found(member_id: str) -> JSONResponse:
 async def unavailable(request: Request, exc: Exception) -> Response:
     """A store the answer needs is down (`services.api.reads.Unavailable`): retry in a second."""
     return error(503, "unavailable", str(exc), **{"Retry-After": "1"})
+
+
+async def period_refused(request: Request, exc: Exception) -> Response:
+    """A board of a period the API cannot answer (`services.api.reads.PeriodRefused`)."""
+    status = getattr(exc, "status", 422)
+    return error(status, "gone" if status == 410 else "invalid_request", str(exc))
 
 
 def level_of(level_id: str, rules: Rules, known: Mapping[str, Level]) -> Level:

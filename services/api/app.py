@@ -17,9 +17,9 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from redis.asyncio import Redis
 
 from services.api import contract
-from services.api.answers import unavailable
-from services.api.reads import CoalescedViews, Unavailable
-from services.api.routes import ladder, leaderboard, members, pages, readiness, stats
+from services.api.answers import period_refused, unavailable
+from services.api.reads import CoalescedViews, PeriodRefused, Unavailable
+from services.api.routes import holders, ladder, leaderboard, members, pages, readiness, stats
 from services.api.rules import RulesInForce
 from services.api.settings import ApiSettings
 from services.common import db, http
@@ -62,9 +62,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         )
     http.add_error_handlers(app, explain=members.explain)
     app.add_exception_handler(Unavailable, unavailable)
+    app.add_exception_handler(PeriodRefused, period_refused)
+    app.state.settings = settings  # the periods kept (`reads.board_of`)
+    app.state.board_sizes = {}  # past periods' board sizes (`reads.board_size`)
 
     # In the order the OpenAPI document lists them.
-    for family in (members, leaderboard, stats, ladder, pages):
+    for family in (members, leaderboard, stats, ladder, holders, pages):
         app.include_router(family.router(in_force))
     http.add_healthz(app)
     app.include_router(readiness.router)

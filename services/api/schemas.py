@@ -153,6 +153,7 @@ class Ladder(Schema):
 
 class LevelCount(LevelRef):
     members: int
+    promoted_last_30d: int  # promotions into this level over the last 720 whole UTC hours
 
 
 class TierCounts(Schema):
@@ -189,8 +190,10 @@ class BoardEntry(Schema):
 
 class Leaderboard(Schema):
     tier: Tier
-    period: Literal["all", "month", "week"]
-    period_name: str  # "all", or the month or ISO week now running in UTC: "month:2026-11", "week:2026-W48"
+    metric: str | None  # the metric ranked by, instead of the tier's score
+    period: str  # as asked: all, week, month, year, or a past one ("year:2025")
+    period_name: str  # "all", or the period's name: "month:2026-11", "week:2026-W48", "year:2026"
+    exclude: Literal["pinned"] | None  # who is left out, ranks counted without them
     total: int  # members with points on this board
     entries: list[BoardEntry]
 
@@ -198,7 +201,28 @@ class Leaderboard(Schema):
 class Rank(Schema):
     member_id: str
     tier: Tier
-    period: Literal["all", "month", "week"]
+    metric: str | None
+    period: str
     period_name: str
-    rank: int | None  # none without points on this board
+    exclude: Literal["pinned"] | None
+    rank: int | None  # none without points on this board, or when the member is left out
     score: int
+
+
+class LevelMember(Schema):
+    member_id: str
+    level: LevelRef  # the level the member is at: the one asked for, or the one below it
+    active_score: int
+    passive_score: int
+    tenure_days: int
+    needs: list[Unmet]  # what the member still needs of the level asked for (none for its holders)
+
+
+class LevelMembers(Schema):
+    """Members at a level (by the score of its tier), or one level below it (by what they still need)."""
+
+    level: LevelRef
+    requires: dict[str, int]
+    below: LevelRef | None  # the level one rank down; none for the first
+    total: int
+    members: list[LevelMember]

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_settings import NoDecode
 
-from services.common.settings import Settings, comma_separated
+from services.common.settings import KeptPeriods, comma_separated
 
 
 def _comma_separated(value: object) -> object:
@@ -27,7 +27,7 @@ SERVER: dict[str, Any] = {"loop": "uvloop", "http": "httptools", "log_level": "w
 Origins = Annotated[list[Annotated[str, AfterValidator(_origin)]], NoDecode, BeforeValidator(_comma_separated)]
 
 
-class ApiSettings(Settings):
+class ApiSettings(KeptPeriods):
     api_host: str = Field(default="127.0.0.1", description="CL_API_HOST")
     api_port: int = Field(default=8002, description="CL_API_PORT")
     api_cors_origins: Origins = Field(

@@ -62,6 +62,8 @@ members = Table(
     Column("version", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_members_tenure_due_at", "tenure_due_at", postgresql_where=text("tenure_due_at IS NOT NULL")),
+    Index("ix_members_pinned", "member_id", postgresql_where=text("pinned_level IS NOT NULL")),  # exclude=pinned
+    Index("ix_members_level", "level_id"),  # who holds a level
 )
 
 # The facts later records need (`shared.scoring.MemberState`), one row per member and fact
@@ -133,7 +135,8 @@ consumer_offsets = Table(
 )
 
 
-# Each member's points per tier in each calendar month ("month:2026-11") and ISO week
+# Each member's points per tier (and per metric of `shared.scoring.BOARD_METRICS`, under the
+# metric's name) in each calendar year ("year:2026"), month ("month:2026-11") and ISO week
 # ("week:2026-W48") they earned some: the truth behind the windowed leaderboards.
 member_periods = Table(
     "member_periods",
@@ -143,8 +146,16 @@ member_periods = Table(
     Column("period", Text, primary_key=True),
     Column("points", BigInteger, nullable=False),
 )
-# Finds the periods past their retention (in byte order: names of one kind sort as their periods).
-Index("ix_member_periods_period", member_periods.c.period.collate("C"))
+# A past period's board in its order (points down, then member id in byte order, as Redis
+# orders ties); by its leading column, the periods past their retention (names of one kind
+# sort as their periods in byte order).
+Index(
+    "ix_member_periods_board",
+    member_periods.c.period.collate("C"),
+    member_periods.c.tier,
+    member_periods.c.points.desc(),
+    member_periods.c.member_id.collate("C"),
+)
 
 # Members per level, kept by the scorer with the level changes (`GET /v1/stats`).
 level_counts = Table(

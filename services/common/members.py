@@ -7,6 +7,7 @@ commit; the API reads it from Redis, or from PostgreSQL when Redis lacks it or i
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,12 +15,13 @@ import orjson
 from redis.asyncio import Redis
 
 from shared.rules import Rules
-from shared.scoring import MemberState, period_end
+from shared.scoring import BOARD_METRICS, MemberState, period_end
 from shared.views import MemberView
 
 Periods = dict[str, dict[tuple[str, str], int]]  # member -> (tier, period) -> points
 
 TOMBSTONE_TTL = timedelta(days=1)
+FOREVER = 253402300799  # 9999-12-31T23:59:59Z: the expiry of a board that never ends
 
 
 def lookup(member_id: str) -> str:
@@ -112,8 +114,10 @@ class MemberCache:
 
     @property
     def built_key(self) -> str:
-        """Present while Redis holds every member; missing after a flush, which calls for a rebuild."""
-        return f"{self.prefix}built"
+        """Present while Redis holds every member; missing after a flush, which calls for a rebuild.
+        ":2" since the year and metric boards (migration 0012): a Redis built before them is
+        rebuilt once, which places every member on them."""
+        return f"{self.prefix}built:2"
 
     @property
     def rebuild_key(self) -> str:
@@ -144,9 +148,10 @@ class MemberCache:
                 removed += sum(await pipe.execute())
         return removed
 
-    def board_key(self, tier: str, period: str) -> str:
-        """A leaderboard: `period` is "all", or a month or week as `shared.scoring.periods` names it."""
-        return f"{self.prefix}board:{tier}:{period}"
+    def board_key(self, board: str, period: str) -> str:
+        """A leaderboard: `board` a tier or a metric of `BOARD_METRICS`, `period` "all" or a
+        month, week or year as `shared.scoring.periods` names it."""
+        return f"{self.prefix}board:{board}:{period}"
 
     async def put(self, views: list[dict[str, Any]], periods: Periods, now: datetime) -> None:
         """Write views, if newer than those stored, and with each its leaderboard places: the
@@ -161,6 +166,11 @@ class MemberCache:
                 (self.board_key("active", "all"), v["active_score"], 0),
                 (self.board_key("passive", "all"), v["passive_score"], 0),
             ]
+            # A metric's all-time place is kept with its version, as a period's is, so that the
+            # rebuild after the upgrade that added it writes it though the view is not newer.
+            for metric in sorted(BOARD_METRICS):
+                points = v["points"].get(metric, 0)
+                boards.append((self.board_key(metric, "all"), points, FOREVER if points > 0 else 0))
             for (tier, period), points in periods.get(v["member_id"], {}).items():
                 ends = period_end(period)
                 if ends > now - timedelta(days=1):
@@ -168,39 +178,60 @@ class MemberCache:
             args += [v["version"], orjson.dumps(v), orjson.dumps([v["member_id"], boards])]
         await self._set_if_newer(keys=keys, args=[*args, int(now.timestamp())])
 
-    async def board(self, tier: str, period: str, offset: int, limit: int) -> tuple[list[tuple[str, int, int]], int]:
-        """A page of a leaderboard, (member, points, rank) each, and how many members it has.
-        Ties share a rank: one more than the members with more points. None when Redis does
-        not hold every member (after a flush, until the rebuild is done): a partial board
-        would rank wrongly."""
-        key = self.board_key(tier, period)
+    async def board(
+        self, board: str, period: str, offset: int, limit: int, excluded: Sequence[str] = ()
+    ) -> tuple[list[tuple[str, int, int]], int]:
+        """A page of a leaderboard, (member, points, rank) each, and how many members it has,
+        leaving out the `excluded` members (ranks are counted without them). Ties share a rank:
+        one more than the members with more points. Raises Rebuilding when Redis does not hold
+        every member (after a flush, until the rebuild is done): a partial board would rank wrongly."""
+        key = self.board_key(board, period)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.exists(self.built_key)
-            pipe.zrange(key, offset, offset + limit - 1, withscores=True)
             pipe.zcard(key)
-            built, page, total = await pipe.execute()
+            for member in excluded:
+                pipe.zscore(key, member)
+                pipe.zrank(key, member)
+            built, total, *found = await pipe.execute()
         if not built:
             raise Rebuilding()
-        scores = sorted({score for _, score in page})
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for score in scores:
-                pipe.zcount(key, "-inf", f"({score}")
-            higher = await pipe.execute()
-        rank = {score: n + 1 for score, n in zip(scores, higher, strict=True)}
-        return [(member.decode(), int(-score), rank[score]) for member, score in page], total
+        out = [(score, at) for score, at in zip(found[::2], found[1::2], strict=True) if at is not None]
+        start = offset
+        for at in sorted(at for _, at in out):  # the page starts past the left-out members before it
+            if at > start:
+                break
+            start += 1
+        left_out = set(excluded)
+        raw: list[tuple[bytes, float]] = await self.redis.zrange(
+            key, start, start + limit + len(out) - 1, withscores=True
+        )  # type: ignore[assignment]
+        page = [(member.decode(), int(-score)) for member, score in raw if member.decode() not in left_out][:limit]
+        if not page:
+            return [], total - len(out)
+        above = await self.redis.zcount(key, "-inf", f"({-page[0][1]}")
+        above -= sum(1 for score, _ in out if -score > page[0][1])
+        return ranked(page, offset, above), total - len(out)
 
-    async def place(self, tier: str, period: str, member_id: str) -> tuple[int | None, int]:
-        """A member's rank and points on a leaderboard; no rank with no points."""
-        key = self.board_key(tier, period)
+    async def place(
+        self, board: str, period: str, member_id: str, excluded: Sequence[str] = ()
+    ) -> tuple[int | None, int]:
+        """A member's rank and points on a leaderboard, counted without the `excluded` members;
+        no rank with no points, nor for a member left out."""
+        key = self.board_key(board, period)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.exists(self.built_key)
             pipe.zscore(key, member_id)
-            built, score = await pipe.execute()
+            for member in excluded:
+                pipe.zscore(key, member)
+            built, score, *others = await pipe.execute()
         if not built:
             raise Rebuilding()
         if score is None:
             return None, 0
-        return await self.redis.zcount(key, "-inf", f"({score}") + 1, int(-score)
+        if member_id in excluded:
+            return None, int(-score)
+        above = await self.redis.zcount(key, "-inf", f"({score}")
+        return above - sum(1 for s in others if s is not None and s < score) + 1, int(-score)
 
     async def get_many(self, member_ids: list[str]) -> dict[str, dict[str, Any]]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -210,6 +241,17 @@ class MemberCache:
         views = (orjson.loads(raw) for raw in found if raw is not None)
         # A view written before levels were stored by id (migration 0008) is read from PostgreSQL.
         return {v["member_id"]: v for v in views if "level_id" in v}
+
+
+def ranked(page: list[tuple[str, int]], position: int, above: int) -> list[tuple[str, int, int]]:
+    """Ranks for a page of a board (member, points each, points down, then member id): the page
+    starts at `position` (from 0) and `above` members have more points than its first. Ties
+    share a rank, one more than the members with more points."""
+    out: list[tuple[str, int, int]] = []
+    for i, (member, points) in enumerate(page):
+        rank = above + 1 if i == 0 else out[-1][2] if points == page[i - 1][1] else position + i + 1
+        out.append((member, points, rank))
+    return out
 
 
 async def _chunks(keys: Any, size: int) -> Any:

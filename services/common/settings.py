@@ -6,7 +6,7 @@ Defaults work with the local servers that `make run` starts; see the README for 
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
+from datetime import date, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal, Self, TypeVar
@@ -15,6 +15,7 @@ from pydantic import BeforeValidator, Field, FilePath, SecretStr, ValidationErro
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.rules import DEFAULT_RULES_PATH, Rules, RulesError, load_rules
+from shared.scoring import oldest_kept
 
 
 def _seconds(value: object) -> object:
@@ -98,6 +99,25 @@ class Settings(BaseSettings):
         if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
             raise ValueError("CL_KAFKA_SSL_KEYFILE set without CL_KAFKA_SSL_CERTFILE")
         return self
+
+
+class KeptPeriods(Settings):
+    """How long `member_periods` keeps past periods: the scorer prunes older ones, and the API
+    answers a board of an older one with 410 (docs/PERFORMANCE.md, "Data over the years")."""
+
+    periods_weeks_kept: int = Field(
+        default=53, ge=1, description="past ISO weeks whose points `member_periods` keeps, beside the running one"
+    )
+    periods_months_kept: int = Field(
+        default=25, ge=1, description="past calendar months whose points `member_periods` keeps, beside the running one"
+    )
+    periods_years_kept: int = Field(
+        default=5, ge=3, description="past calendar years whose points `member_periods` keeps, beside the running one"
+    )
+
+    def oldest_kept(self, today: date) -> dict[str, str]:
+        """The oldest week, month and year kept (`shared.scoring.oldest_kept`)."""
+        return oldest_kept(today, self.periods_weeks_kept, self.periods_months_kept, self.periods_years_kept)
 
 
 S = TypeVar("S", bound=Settings)

@@ -51,7 +51,6 @@ from services.write.offsets import Offsets
 from services.write.sql.outbox import SESSION_PREFIX
 from services.write.unit_of_work import UnitOfWork
 from services.write.views import Views
-from shared.scoring import oldest_kept
 
 log = logging.getLogger("scorer")
 
@@ -272,8 +271,7 @@ class Scorer:
     async def prune_once(self) -> int:
         """Delete a batch of the period points past their retention (the periods' boards in
         Redis have expired long before)."""
-        s = self.settings
-        oldest = oldest_kept(utcnow().date(), s.periods_weeks_kept, s.periods_months_kept, s.periods_years_kept)
+        oldest = self.settings.oldest_kept(utcnow().date())
         pruned = await self.work.prune_periods(oldest, PRUNE_PAGE)
         if pruned:
             log.info("pruned %d period points older than %s", pruned, ", ".join(oldest.values()))

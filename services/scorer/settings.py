@@ -9,14 +9,14 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import DEVELOPMENT_ENVS, Seconds, Settings
+from services.common.settings import DEVELOPMENT_ENVS, KeptPeriods, Seconds
 from services.scorer.failpoints import parse
 
 # RFC 3986 URI-reference characters: unreserved, reserved and percent-encoded octets.
 _URI_CHARS = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")
 
 
-class ScorerSettings(Settings):
+class ScorerSettings(KeptPeriods):
     # host and port take their names in code (ScorerSettings(port=0)) and CL_SCORER_* in the
     # environment, as ingest's do: a name the settings ignored would leave the default port.
     model_config = SettingsConfigDict(validate_by_name=True, validate_by_alias=True)
@@ -57,15 +57,6 @@ class ScorerSettings(Settings):
     )
     health_interval: Seconds = Field(
         default=timedelta(seconds=5), description="how often lag, outbox and Redis backlog gauges are refreshed"
-    )
-    periods_weeks_kept: int = Field(
-        default=53, ge=1, description="past ISO weeks whose points `member_periods` keeps, beside the running one"
-    )
-    periods_months_kept: int = Field(
-        default=25, ge=1, description="past calendar months whose points `member_periods` keeps, beside the running one"
-    )
-    periods_years_kept: int = Field(
-        default=5, ge=3, description="past calendar years whose points `member_periods` keeps, beside the running one"
     )
     prune_interval: Seconds = Field(
         default=timedelta(hours=1), description="how often the periods past their retention are looked for"

@@ -259,7 +259,7 @@ class UnitOfWork:
 
 def _counts(changes: list[LevelChange], applied: int) -> tuple[dict[str, int], dict[str, int]]:
     """What these changes and records add to the stats: members per level, and this hour's
-    promotions, demotions and records applied."""
+    promotions (also by the level reached), demotions and records applied."""
     levels: Counter[str] = Counter()
     hourly = Counter({"applied": applied})
     for change in changes:
@@ -267,4 +267,6 @@ def _counts(changes: list[LevelChange], applied: int) -> tuple[dict[str, int], d
         if change.from_level is not None:
             levels[change.from_level.id] -= 1
         hourly["promoted" if change.promoted else "demoted"] += 1
+        if change.promoted:  # into which level, for the last 30 days' promotions of `GET /v1/stats`
+            hourly[f"promoted:{change.to_level.id}"] += 1
     return dict(levels), dict(hourly)

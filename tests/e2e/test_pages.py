@@ -299,6 +299,75 @@ async def test_the_leaderboard_page_shows_the_board_the_api_serves(
     screenshot(browser, "leaderboard")
 
 
+async def test_last_years_top_25_is_a_link_away_from_the_leaderboards(
+    system: System, api: httpx.AsyncClient, browser: WebDriver
+) -> None:
+    last = datetime.now(UTC).year - 1
+    top = [unique(f"boss{i}") for i in range(3)]
+    at = datetime(last, 12, 31, 12, tzinfo=UTC).isoformat()
+    events = [
+        {"event_id": unique("e"), "type": "article", "member_id": m, "occurred_at": at, "content_id": unique("a")}
+        for m in top
+    ]
+    events.append({**events[0], "event_id": unique("e"), "type": "post", "content_id": unique("p")})
+    async with httpx.AsyncClient(
+        base_url=system.ingest_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+    ) as ingest:
+        await post_events(ingest, events)
+    asked: dict[str, str | int] = {"tier": "active", "period": f"year:{last}", "exclude": "pinned", "limit": 25}
+
+    async def listed() -> bool:
+        board = (await api.get("/v1/leaderboard", params=asked)).json()
+        return set(top) <= {e["member_id"] for e in board["entries"]}
+
+    await eventually(listed, timeout=60, what="last year's members on its board")
+    board = (await api.get("/v1/leaderboard", params=asked)).json()
+    open_page(browser, f"{system.api_url}/leaderboard")
+    browser.find_element(By.LINK_TEXT, "Last year's top 25").click()
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    assert_accessible_frame(browser)
+    assert text(browser, "h1") == f"Top 25 active points in {last}"
+    rows = [row.split("\n") if "\n" in row else row.split(" ") for row in texts(browser, "tbody tr")]
+    shown = [(int(cells[0]), cells[1], int(cells[-1].replace(",", ""))) for cells in rows]
+    assert shown == [(e["rank"], e["member_id"], e["score"]) for e in board["entries"]]
+    assert shown[0] == (1, top[0], 35)
+    assert board["total"] == len(board["entries"]) >= 3  # the board was read empty before: no stale size
+    assert text(browser, "caption") == f"{board['total']} members with active points in {last}, pinned members left out"
+    assert fits_a_phone(browser)
+    screenshot(browser, "leaderboard-last-year")
+
+    open_page(browser, f"{system.api_url}/leaderboard?period=year:{last - 40}")
+    assert text(browser, "h1") == "Period no longer kept"
+    open_page(browser, f"{system.api_url}/leaderboard?period=week:{last}-W60")
+    assert text(browser, "h1") == "No such period"
+
+
+async def test_a_level_page_lists_who_holds_it_and_who_is_closest_to_it(
+    system: System, api: httpx.AsyncClient, browser: WebDriver, members: dict[str, str]
+) -> None:
+    ann = members["contributor"]
+    open_page(browser, f"{system.api_url}/levels")
+    browser.find_element(By.LINK_TEXT, "General Contributor").click()
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    assert_accessible_frame(browser)
+    assert text(browser, "h1") == "General Contributor"
+    holders = (await api.get("/v1/levels/general_contributor/members", params={"limit": 50})).json()
+    near = (await api.get("/v1/levels/general_contributor/within-reach", params={"limit": 50})).json()
+    sections = browser.find_elements(By.CSS_SELECTOR, "section")
+    held = [r.text for r in sections[0].find_elements(By.CSS_SELECTOR, "tbody th")]
+    assert held == [m["member_id"] for m in holders["members"]]
+    rows = {
+        r.find_element(By.TAG_NAME, "th").text: r.find_element(By.TAG_NAME, "td").text
+        for r in sections[1].find_elements(By.CSS_SELECTOR, "tbody tr")
+    }
+    assert list(rows) == [m["member_id"] for m in near["members"]]
+    assert rows[ann] == "5 active points"  # 20 of the 25 it requires
+    assert fits_a_phone(browser)
+    screenshot(browser, "level")
+    missing = await api.get("/levels/grand_wizard")
+    assert missing.status_code == 404 and "grand_wizard" in missing.text
+
+
 async def test_an_unknown_member_gets_a_clear_not_found_page(
     system: System, api: httpx.AsyncClient, browser: WebDriver
 ) -> None:

@@ -128,7 +128,8 @@ async def test_erasing_a_member_leaves_no_trace_and_the_others_keep_their_points
             # + solution 15 + like given 2 + like received 3, visit 2 + browse 1; cat: comment 2.
             assert {m: s[:2] for m, s in before.items()} == {ann: (42, 0), bob: (35, 3), cat: (2, 0)}
             boards_before = await boards(redis, prefix)
-            assert len(boards_before) == 6 and all(any(m == bob for m, _ in b) for b in boards_before.values())
+            # Both tiers' and accepted solutions' boards (bob has one), all time, year, month, week.
+            assert len(boards_before) == 12 and all(any(m == bob for m, _ in b) for b in boards_before.values())
             assert await pg.fetchval("SELECT count(*) FROM member_periods WHERE member_id = $1", bob) > 0
 
             code, out = await cl(env, "member", "erase", bob, "--operator", "moderator-1")

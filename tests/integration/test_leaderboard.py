@@ -31,7 +31,7 @@ async def expected(pg: asyncpg.Connection, tier: str, period: str) -> list[dict[
     if period == "all":
         rows = await pg.fetch(f"SELECT member_id, {tier}_score AS points FROM members WHERE {tier}_score > 0")
     else:
-        name = dict(zip(("month", "week"), periods(datetime.now(UTC).date().isoformat()), strict=True))[period]
+        name = dict(zip(("month", "week", "year"), periods(datetime.now(UTC).date().isoformat()), strict=True))[period]
         rows = await pg.fetch(
             "SELECT member_id, points FROM member_periods WHERE tier = $1 AND period = $2 AND points > 0", tier, name
         )
@@ -219,4 +219,15 @@ async def test_a_board_names_its_tier_and_period_and_a_page_size(settings_kwargs
         bad = await client.get("/v1/leaderboard", params={"tier": "both"})
         assert bad.status_code == 422 and "tier" in bad.json()["message"]
         assert (await client.get("/v1/leaderboard", params={"limit": 0})).status_code == 422
-        assert (await client.get("/v1/leaderboard", params={"period": "year"})).status_code == 422
+        for period, problem in (
+            ("decade", "String should match pattern"),
+            ("week:2026-W54", "names no week"),
+            ("month:2026-13", "names no month"),
+            (f"year:{NOW.year + 1}", "has not begun"),
+        ):
+            bad = await client.get("/v1/leaderboard", params={"period": period})
+            assert bad.status_code == 422 and "period" in bad.json()["message"] and problem in bad.json()["message"]
+        gone = await client.get("/v1/leaderboard", params={"period": f"year:{NOW.year - 6}"})
+        assert gone.status_code == 410 and "CL_PERIODS_YEARS_KEPT" in gone.json()["message"]
+        kept = await client.get("/v1/leaderboard", params={"period": f"year:{NOW.year - 5}"})
+        assert kept.status_code == 200 and kept.json()["period_name"] == f"year:{NOW.year - 5}"

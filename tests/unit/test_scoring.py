@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.common.members import ranked
 from shared.events import ActivityEvent, ActivityRecord
 from shared.rules import DEFAULT_RULES_PATH, Level, Rules, RulesError, default_rules, load_rules
 from shared.scoring import (
@@ -32,6 +33,9 @@ from shared.scoring import (
     rescore,
     tenure_due_at,
 )
+from tests.model import Model
+from tests.model import board as model_board
+from tests.model import period_points as model_period_points
 
 RULES = default_rules()
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
@@ -509,8 +513,41 @@ def test_points_count_in_the_month_and_week_of_the_day_they_were_earned() -> Non
         ("active", "week:2026-W48"): 5,
         ("passive", "month:2026-12"): 1,
         ("passive", "week:2026-W49"): 1,
+        ("active", "year:2026"): 5,
+        ("passive", "year:2026"): 1,
     }
     assert period_points(states["bob"].moves, RULES) == {}  # liked and unliked: nothing left anywhere
+
+
+def test_a_like_on_31_december_reversed_on_2_january_counts_against_the_old_year() -> None:
+    states, _ = play(
+        ev("reply", content_id="r1", at="2025-12-30T10:00:00Z"),
+        ev("like", "bob", content_id="r1", target_member_id="ann", at="2025-12-31T23:00:00Z"),
+        ev("reply", content_id="r2", at="2026-01-02T09:00:00Z"),
+        ev("unlike", "bob", content_id="r1", target_member_id="ann", at="2026-01-02T10:00:00Z"),
+    )
+    # ISO week 2026-W01 runs from Monday 29 December 2025: it holds all four days.
+    assert period_points(states["ann"].moves, RULES) == {
+        ("active", "year:2025"): 5,  # the reply; the like received taken back out of 2025
+        ("active", "month:2025-12"): 5,
+        ("active", "year:2026"): 5,  # the reply of 2 January; the unlike takes nothing from 2026
+        ("active", "month:2026-01"): 5,
+        ("active", "week:2026-W01"): 10,
+    }
+
+
+def test_accepted_solutions_count_on_a_board_of_their_own_in_each_period() -> None:
+    states, _ = play(
+        ev("reply", content_id="r1", at="2026-11-29T10:00:00Z"),
+        ev("solution_accepted", "bob", content_id="r1", target_member_id="ann", at="2026-11-29T11:00:00Z"),
+    )
+    by = period_points(states["ann"].moves, RULES)
+    assert {period: n for (board, period), n in by.items() if board == "solution_accepted"} == {
+        "year:2026": 15,
+        "month:2026-11": 15,
+        "week:2026-W48": 15,
+    }
+    assert by[("active", "year:2026")] == 20  # and in the tier, as ever
 
 
 def test_a_period_ends_at_utc_midnight_after_its_last_day() -> None:
@@ -612,3 +649,67 @@ def test_a_pin_names_a_level_of_the_rules_in_force_and_tenure_reads_a_level_it_l
     assert short.next_level("hyper_boss") is None and short.next_level("new_member") == short.levels[1]
     # Due at once: the entry level is in reach, so the tenure sweep settles the member on this ladder.
     assert short.tenure_due_at(0, 10, "hyper_boss", NOW) == NOW
+
+
+# -- periods and boards, against the model --
+
+_year_end = st.sampled_from(
+    ["2025-12-29T09:00:00Z", "2025-12-31T23:59:00Z", "2026-01-01T00:00:00Z", "2026-01-02T10:00:00Z"]
+)
+
+
+@st.composite
+def _year_end_events(draw: st.DrawFn) -> ActivityEvent:
+    """Events around a new year, likes, unlikes and accepted solutions among them."""
+    event = draw(_events())
+    return ActivityEvent.model_validate(
+        {**event.model_dump(mode="json", exclude_none=True), "occurred_at": draw(_year_end)}
+    )
+
+
+def _board_of(
+    points: dict[str, dict[tuple[str, str], int]], which: str, period: str, excluded: frozenset[str]
+) -> list[tuple[int, str, int]]:
+    """A board as the store ranks it (`services.common.members.ranked` over points down, member id up)."""
+    page = sorted(
+        ((m, by.get((which, period), 0)) for m, by in points.items() if m not in excluded),
+        key=lambda e: (-e[1], e[0]),
+    )
+    return [(rank, m, n) for m, n, rank in ranked([e for e in page if e[1] > 0], 0, 0)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(_year_end_events(), max_size=50),
+    st.lists(st.integers(1, 7), min_size=1, max_size=20),
+    st.frozensets(_members, max_size=2),
+)
+def test_period_points_and_boards_match_the_model_however_the_stream_is_split(
+    events: list[ActivityEvent], sizes: list[int], excluded: frozenset[str]
+) -> None:
+    """What each batch adds to the periods (as the scorer adds it to `member_periods`) sums to
+    the model's points per board and period, whatever the split; the boards ranked from them,
+    with members left out, are the model's."""
+    records = [ActivityRecord(s, e) for e in events for s in e.subjects()]
+    store, added = Store(), dict[str, dict[tuple[str, str], int]]()
+    start, i = 0, 0
+    while start < len(records):
+        batch = records[start : start + sizes[i % len(sizes)]]
+        states = store.load(batch)
+        apply_batch(states, batch, NOW, RULES)
+        for member, state in states.items():
+            for key, n in period_points(state.moves, RULES).items():
+                by = added.setdefault(member, {})
+                by[key] = by.get(key, 0) + n
+            state.moves.clear()
+        store.save(states)
+        start, i = start + len(batch), i + 1
+
+    expected = Model(NOW)
+    for event in events:
+        expected.apply(event.model_dump(mode="json", exclude_none=True))
+    for member, m in expected.members.items():
+        assert {k: n for k, n in added.get(member, {}).items() if n} == model_period_points(m)
+    for which in ("active", "passive", "solution_accepted"):
+        for period in ("year:2025", "year:2026", "month:2025-12", "month:2026-01", "week:2026-W01"):
+            assert _board_of(added, which, period, excluded) == model_board(expected, which, period, excluded)

@@ -11,21 +11,31 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 import jinja2
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from services.api.answers import level_of, render
-from services.api.reads import Unavailable, leaderboard_page, level_changes, member_views
+from services.api.reads import (
+    PeriodRefused,
+    Unavailable,
+    leaderboard_page,
+    level_changes,
+    level_members,
+    member_views,
+)
 from services.api.rules import RulesInForce
 from services.api.schemas import DIGITS, ONCE
 from shared.events import MEMBER_ID
 from shared.rules import Level, Rules
+from shared.scoring import BoardMetric, period_start
 
 HISTORY_PAGE = 20
 BOARD_PAGE = 50
-PERIODS = {"all": "of all time", "month": "this month", "week": "this week"}
+PERIODS = {"all": "of all time", "year": "this year", "month": "this month", "week": "this week"}
+METRICS = {"solution_accepted": "helpful points (accepted solutions)"}  # the boards by one metric
 
 # What each figure a level requires is called on the pages, for one and for many.
 FIGURES = {
@@ -115,6 +125,19 @@ def _unavailable(exc: Unavailable) -> HTMLResponse:
     )
 
 
+def period_words(name: str, period: str) -> str:
+    """A board's period in words: "this year", "in 2025", "in November 2026", "in week 49 of 2026"."""
+    if period in PERIODS:
+        return PERIODS[period]
+    kind, when = name.split(":", 1)
+    if kind == "year":
+        return f"in {when}"
+    if kind == "month":
+        return f"in {period_start(name):%B %Y}"
+    year, week = when.split("-W")
+    return f"in week {int(week)} of {year}"
+
+
 def ladder_page(rules: Rules) -> str:
     metrics = [{"name": name, **m.model_dump(), "how": rules.how(name)} for name, m in rules.metrics.items()]
     return _templates.get_template("levels.html").render(
@@ -201,25 +224,65 @@ def router(in_force: RulesInForce) -> APIRouter:
     async def leaderboard(
         request: Request,
         tier: Literal["active", "passive"] = "active",
-        period: Literal["all", "month", "week"] = "all",
+        period: Annotated[str, Query(max_length=20)] = "all",
+        metric: BoardMetric | None = None,
+        exclude: Literal["pinned"] | None = None,
+        top: Annotated[int, Query(ge=1, le=100), DIGITS] = BOARD_PAGE,
     ) -> HTMLResponse:
         try:
-            board = await leaderboard_page(request.app.state, in_force, tier, period, 0, BOARD_PAGE)
+            board = await leaderboard_page(request.app.state, in_force, tier, period, 0, top, metric, exclude)
         except Unavailable as exc:
             return _unavailable(exc)
+        except PeriodRefused as exc:
+            title = "Period no longer kept" if exc.status == 410 else "No such period"
+            return _page("message.html", exc.status, title=title, message=f"{str(exc).removeprefix('period: ')}.")
+        over = period_words(board["period_name"], period)
+        what = METRICS[metric] if metric else f"{tier} points"
+        query = {"tier": tier, "period": period} | ({"metric": metric} if metric else {})
+        last_year = f"year:{datetime.now(UTC).year - 1}"
         return _page(
             "leaderboard.html",
-            heading=f"Most {tier} points {PERIODS[period]}",
+            heading=f"{'Top ' + str(top) if top != BOARD_PAGE else 'Most'} {what} {over}",
+            what=what,
             tier=tier,
+            metric=metric,
             period=period,
-            over=PERIODS[period],
-            tiers=[("active", "active"), ("passive", "passive")],
-            periods=[(p, label) for p, label in PERIODS.items()],
+            over=over,
+            exclude=exclude,
+            tiers=[
+                (t, urlencode({"tier": t, "period": period}), t == tier and not metric) for t in ("active", "passive")
+            ],
+            helpful=urlencode({"metric": "solution_accepted", "period": period}),
+            periods=[(label, urlencode(query | {"period": p}), p == period) for p, label in PERIODS.items()],
+            base=urlencode(query),
+            last_year=urlencode({"tier": "active", "period": last_year, "exclude": "pinned", "top": 25}),
             entries=[
                 e | {"look": look(level_of(e["level"]["id"], in_force.current, in_force.known))}
                 for e in board["entries"]
             ],
             total=board["total"],
+        )
+
+    @pages.get("/levels/{level_id}", dependencies=[ONCE])
+    async def level(request: Request, level_id: str) -> HTMLResponse:
+        now = datetime.now(UTC)
+        try:
+            holders = await level_members(request.app.state, in_force, level_id, False, now, 0, BOARD_PAGE)
+            near = await level_members(request.app.state, in_force, level_id, True, now, 0, BOARD_PAGE)
+        except Unavailable as exc:
+            return _unavailable(exc)
+        if holders is None or near is None:
+            return _page(
+                "message.html", 404, title="Level not found", message=f"There is no level with the id “{level_id}”."
+            )
+        found = in_force.current.find(level_id)
+        return _page(
+            "level.html",
+            level=holders["level"],
+            requires=requirements_text(found) if found else "",
+            holders=holders,
+            near=near,
+            figures=FIGURES,
         )
 
     return pages

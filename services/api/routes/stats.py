@@ -25,10 +25,14 @@ def router(in_force: RulesInForce) -> APIRouter:
         try:
             async with request.app.state.engine.connect() as conn:
                 levels, hours = await repo.stats(conn)
+                promoted = await repo.promotions(conn)
         except DB_ERRORS as exc:
             raise Unavailable("the stats are unavailable; retry shortly") from exc
         rules = in_force.current
-        by_level = [{**level.ref(), "members": levels.get(level.id, 0)} for level in rules.levels]
+        by_level = [
+            {**level.ref(), "members": levels.get(level.id, 0), "promoted_last_30d": promoted.get(level.id, 0)}
+            for level in rules.levels
+        ]
         by_tier = {
             tier: sum(levels.get(level.id, 0) for level in rules.levels if level.tier == tier)
             for tier in ("passive", "active")
