@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Literal
@@ -147,12 +147,43 @@ class Level(BaseModel):
         ]
 
 
+class Program(BaseModel):
+    """A programme members join by level (SPEC §11): open to members whose earned level on an
+    intake date is `min_level` or above, taking them while the intake's window is open."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9_]{1,64}$")
+    name: str = Field(min_length=1)
+    min_level: str  # a level id of the ladder
+    intakes: tuple[str, ...] = Field(min_length=1)  # "MM-DD", each year
+    window_days: int = Field(ge=1, le=366)
+    pinned_counts: bool = False  # whether a level an operator pinned makes a member eligible
+
+    @model_validator(mode="after")
+    def _check_intakes(self) -> Program:
+        for intake in self.intakes:
+            try:
+                if len(intake) != 5 or intake == "02-29":
+                    raise ValueError
+                date.fromisoformat(f"2001-{intake}")
+            except ValueError:
+                raise ValueError(f"program {self.id}: intake {intake!r} is not a day of every year as MM-DD") from None
+        if len(set(self.intakes)) != len(self.intakes):
+            raise ValueError(f"program {self.id}: intakes repeat")
+        return self
+
+    def ref(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name}
+
+
 class Rules(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: str = Field(min_length=1)
     metrics: dict[str, Metric]
     levels: tuple[Level, ...]
+    programs: tuple[Program, ...] = ()
 
     @model_validator(mode="after")
     def _check(self) -> Rules:
@@ -167,6 +198,11 @@ class Rules(BaseModel):
             raise ValueError("levels[0] must be the entry level, with no requirements")
         if len({lv.id for lv in self.levels}) != len(self.levels):
             raise ValueError("level ids must be unique")
+        for program in self.programs:
+            if program.min_level not in {lv.id for lv in self.levels}:
+                raise ValueError(f"program {program.id}: min_level {program.min_level!r} is not a level of the ladder")
+        if len({p.id for p in self.programs}) != len(self.programs):
+            raise ValueError("program ids must be unique")
         # A member's level is the highest rank whose requirements hold; ranks follow file order.
         levels = tuple(lv.model_copy(update={"rank": i + 1}) for i, lv in enumerate(self.levels))
         _hold_grants(levels)
@@ -218,6 +254,9 @@ class Rules(BaseModel):
         if found is None:
             raise RulesError(f"rules {self.version} have no level {level_id!r}")
         return found
+
+    def program(self, program_id: str) -> Program | None:
+        return next((p for p in self.programs if p.id == program_id), None)
 
     def next_level(self, level_id: str) -> Level | None:
         """The level above this one in this ladder. For a level this ladder lacks (a member not

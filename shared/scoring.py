@@ -62,6 +62,7 @@ class MemberState:
     moves: list[tuple[str, str, int]] = field(default_factory=list, compare=False)
     rules_version: str | None = None  # the rules these figures are scored under
     pin: Pin | None = None
+    programs: tuple[str, ...] = ()  # ids of the programmes the member is enrolled in (SPEC §11)
 
     @property
     def joined_at(self) -> datetime | None:
@@ -458,7 +459,7 @@ def rescore(
     (the member's rules until now), whatever the shape of either ladder. The new state's moves
     are every point the replay earned, so a store can rebuild the member's periods from them.
     A pin must name a level of `rules` (`cl rescore` refuses rules that drop a pinned level)."""
-    replayed = MemberState(state.member_id, pin=state.pin)
+    replayed = MemberState(state.member_id, pin=state.pin, programs=state.programs)
     for record in records:
         apply(replayed, record, now, rules)
     replayed.level, replayed.seq, replayed.rules_version = state.level, state.seq, rules.version

@@ -31,6 +31,7 @@ class MemberView:
     pinned_until: datetime | None  # and until when (None: until released)
     updated_at: datetime
     version: int
+    programs: tuple[str, ...] = ()  # ids of the programmes the member is in (SPEC §11)
 
     @classmethod
     def of(cls, state: MemberState, rules: Rules, version: int, updated_at: datetime) -> MemberView:
@@ -49,6 +50,7 @@ class MemberView:
             pinned_until=held.until if held else None,
             updated_at=updated_at,
             version=version,
+            programs=state.programs,
         )
 
     @classmethod
@@ -66,11 +68,12 @@ class MemberView:
             pinned_until=row["pinned_until"],
             updated_at=row["updated_at"],
             version=row["version"],
+            programs=tuple(row.get("programs") or ()),
         )
 
     def stored(self) -> dict[str, Any]:
         """The view as JSON, as Redis holds it and the API renders it. Its fields stay as they
-        are: views written by an earlier release must still read."""
+        are: views written by an earlier release must still read (one without `programs` is in none)."""
         return {
             "member_id": self.member_id,
             "level_id": self.level_id,
@@ -81,6 +84,7 @@ class MemberView:
             "pinned": pinned(self.pinned_reason, self.pinned_until) if self.pinned_reason is not None else None,
             "updated_at": iso_utc(self.updated_at),
             "version": self.version,
+            "programs": list(self.programs),
         }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 POINTS = {
@@ -93,6 +93,8 @@ class Member:
     earliest: datetime | None = None
     rank: int | None = None
     chain: list[tuple[int | None, int]] = field(default_factory=list)
+    # Each level the member reached, with when the event that moved it occurred (SPEC §11).
+    reached: list[tuple[datetime, int]] = field(default_factory=list)
     caps: dict[str, int] = field(default_factory=lambda: CAPS)
     ladder: list[tuple[int, str, int, int, int]] = field(default_factory=lambda: LADDER)
 
@@ -150,6 +152,7 @@ class Model:
             rank = member.level(self.now)
             if rank != member.rank:
                 member.chain.append((member.rank, rank))
+                member.reached.append((_ts(event["occurred_at"]), rank))
                 member.rank = rank
 
     def _apply(self, m: Member, who: str, e: dict[str, Any]) -> None:
@@ -209,6 +212,18 @@ class Model:
                     [[g for g in now if g not in was], [g for g in was if g not in now]] for was, now in moves
                 ],
             }
+        return out
+
+    def eligible(self, day: date, least: int) -> set[str]:
+        """Members whose level at the end of `day` (UTC) ranks `least` or above: the level the
+        latest move that occurred before the next midnight reached (of moves at one instant,
+        the later one applied). No pins here: they are the operators', not the events'."""
+        end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+        out = set()
+        for who, m in self.members.items():
+            before = [(at, order, rank) for order, (at, rank) in enumerate(m.reached) if at < end]
+            if before and max(before)[2] >= least:
+                out.add(who)
         return out
 
     def expected(self) -> dict[str, dict[str, Any]]:

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from services.common.http import error, error_doc
+from shared.programs import program_ref
 from shared.rules import Level, Rules
 
 # What the member reads answer besides 200, for the OpenAPI document.
@@ -71,4 +72,5 @@ def render(view: dict[str, Any], rules: Rules, now: datetime, known: Mapping[str
         "points": {metric: view["points"].get(metric, 0) for metric in rules.metrics},
         "next_level": following and {**following.ref(), "unmet": following.unmet(active, passive, tenure_days)},
         "updated_at": view["updated_at"],
+        "programs": [program_ref(p, rules) for p in view.get("programs", [])],  # none in earlier views
     }

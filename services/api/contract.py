@@ -17,6 +17,8 @@ from fastapi.responses import Response
 from pydantic import TypeAdapter
 
 from shared.events import EVENT, EventId, MemberId
+from shared.programs import JOINED as PROGRAM_JOINED
+from shared.programs import LEFT as PROGRAM_LEFT
 from shared.rules import GRANT, Tier
 
 _REF = "#/components/schemas/{model}"
@@ -245,9 +247,55 @@ def document() -> dict[str, Any]:
     }
 
 
+def _with_programs(doc: dict[str, Any]) -> dict[str, Any]:
+    """A member joining or leaving a programme (SPEC §11): records on the level-changes topic,
+    keyed by the member, in order with the member's level changes."""
+    schemas, messages = doc["components"]["schemas"], doc["components"]["messages"]
+    headers = orjson.loads(orjson.dumps(schemas["CloudEventHeaders"]))
+    headers["properties"]["ce_type"] = {"enum": [PROGRAM_JOINED, PROGRAM_LEFT]}
+    schemas["ProgramEventHeaders"] = headers
+    schemas["ProgramEvent"] = {
+        "type": "object",
+        "description": "A member joined or left a programme (by ce_type); key: member_id. Dedupe on event_id.",
+        "additionalProperties": False,
+        "required": ["event_id", "member_id", "program", "intake", "operator", "reason", "occurred_at", "emitted_at"],
+        "properties": {
+            "event_id": {"type": "string", "format": "uuid", "description": "derived from the audit line"},
+            "member_id": TypeAdapter(MemberId).json_schema(),
+            "program": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["id", "name"],
+                "properties": {"id": {"type": "string"}, "name": {"type": "string"}},
+            },
+            "intake": {"type": "string", "format": "date", "description": "the intake the member joined from"},
+            "operator": _string("who enrolled the member, or took them out"),
+            "reason": {"type": ["string", "null"], "description": "why, if the operator said"},
+            "occurred_at": _TIMESTAMP,
+            "emitted_at": _TIMESTAMP | {"description": "also the record's ce_time"},
+        },
+    }
+    doc["channels"]["levelChanges"]["description"] += (
+        " Programme events (ce_type community.program.joined, community.program.left) go here too,"
+        " in order with the member's level changes; they have no seq."
+    )
+    member_key = messages["LevelChange"]["bindings"]
+    for name, ce_type in (("ProgramJoined", PROGRAM_JOINED), ("ProgramLeft", PROGRAM_LEFT)):
+        messages[name] = {
+            "contentType": "application/json",
+            "summary": f"ce_type {ce_type}",
+            "headers": {"$ref": _REF.format(model="ProgramEventHeaders")},
+            "payload": {"$ref": _REF.format(model="ProgramEvent")},
+            "bindings": member_key,
+        }
+        doc["channels"]["levelChanges"]["messages"][name] = {"$ref": f"#/components/messages/{name}"}
+        doc["operations"]["publishLevelChange"]["messages"].append({"$ref": f"#/channels/levelChanges/messages/{name}"})
+    return doc
+
+
 @cache
 def render() -> bytes:
-    return orjson.dumps(document(), option=orjson.OPT_INDENT_2) + b"\n"
+    return orjson.dumps(_with_programs(document()), option=orjson.OPT_INDENT_2) + b"\n"
 
 
 router = APIRouter()

@@ -17,7 +17,7 @@ async def member_views(conn: AsyncConnection, member_ids: list[str]) -> dict[str
     rows = await conn.execute(
         text(
             "SELECT member_id, level_id, active_score, passive_score, points, joined_at, updated_at, version,"
-            " pinned_reason, pinned_until FROM members WHERE member_id = ANY(CAST(:ids AS text[]))"
+            " pinned_reason, pinned_until, programs FROM members WHERE member_id = ANY(CAST(:ids AS text[]))"
         ),
         {"ids": member_ids},
     )
@@ -201,3 +201,21 @@ async def rules_in_force(conn: AsyncConnection) -> tuple[str, str] | None:
 async def rules_bodies(conn: AsyncConnection) -> list[str]:
     """Every rules file the system has run under, the first recorded first."""
     return list((await conn.execute(text("SELECT body FROM rules ORDER BY recorded_at, version"))).scalars())
+
+
+async def enrolled_counts(conn: AsyncConnection) -> dict[str, int]:
+    """Members enrolled, by programme id."""
+    rows = await conn.execute(text("SELECT program_id, count(*) FROM program_enrolments GROUP BY program_id"))
+    return {row[0]: int(row[1]) for row in rows}
+
+
+async def enrolled_among(conn: AsyncConnection, program_id: str, member_ids: list[str]) -> set[str]:
+    """Which of these members are enrolled in the programme."""
+    rows = await conn.execute(
+        text(
+            "SELECT member_id FROM program_enrolments WHERE program_id = :program"
+            " AND member_id = ANY(CAST(:ids AS text[]))"
+        ),
+        {"program": program_id, "ids": member_ids},
+    )
+    return {row[0] for row in rows}

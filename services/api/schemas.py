@@ -5,6 +5,7 @@ payloads; these models describe them. Also how query parameters are read: `DIGIT
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Literal
 
 from fastapi import Depends, Request
@@ -26,6 +27,17 @@ def _digits(value: object) -> object:
 # only, as the document's `type: integer` says. (Before it, FastAPI would leave the bounds out of
 # the document.)
 DIGITS = BeforeValidator(_digits)
+
+
+def _iso_day(value: object) -> object:
+    # pydantic alone would also read a day as a number of seconds (`1700000000`) or a time.
+    if isinstance(value, str) and not re.fullmatch("[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise PydanticCustomError("date_parsing", "Input should be a day written YYYY-MM-DD")
+    return value
+
+
+# Put after the `Query(...)` of a date query parameter (`as_of`): a day as YYYY-MM-DD only.
+ISO_DAY = BeforeValidator(_iso_day)
 
 
 async def _each_query_parameter_once(request: Request) -> None:
@@ -73,6 +85,11 @@ class Pinned(Schema):
     until: AwareDatetime | None
 
 
+class ProgramRef(Schema):
+    id: str
+    name: str
+
+
 class Member(Schema):
     member_id: str
     level: LevelRef
@@ -85,6 +102,7 @@ class Member(Schema):
     points: dict[str, int]
     next_level: NextLevel | None
     updated_at: AwareDatetime
+    programs: list[ProgramRef]  # the programmes the member is enrolled in (SPEC §11)
 
 
 class Members(Schema):
@@ -226,3 +244,37 @@ class LevelMembers(Schema):
     below: LevelRef | None  # the level one rank down; none for the first
     total: int
     members: list[LevelMember]
+
+
+class IntakeWindow(Schema):
+    intake: date  # the intake date whose window is open
+    closes: date  # its last day
+
+
+class ProgramInfo(ProgramRef):
+    min_level: LevelRef
+    intakes: list[str]  # "MM-DD", each year
+    window_days: int
+    pinned_counts: bool  # whether a pinned level makes a member eligible
+    open_window: IntakeWindow | None  # today's (UTC), if an intake window is open
+    next_intake: date  # the first intake date from today on
+    enrolled: int  # members enrolled now
+
+
+class Programs(Schema):
+    today: date  # UTC
+    programs: list[ProgramInfo]
+
+
+class EligibleMember(Schema):
+    member_id: str
+    level: LevelRef  # the level that makes the member eligible on that day
+    reached_at: AwareDatetime  # when the member reached it (the level change's occurred_at)
+    enrolled: bool
+
+
+class Eligible(Schema):
+    program: ProgramRef
+    as_of: date
+    members: list[EligibleMember]  # by member id
+    next_after: str | None  # the member id to page after, when more may follow

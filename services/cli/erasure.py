@@ -27,6 +27,8 @@ _WHAT = {
     "level_changes": "level changes",
     "member_periods": "period points",
     "pin_audit": "pin audit entries",
+    "program_enrolments": "programme enrolments",
+    "program_audit": "programme audit entries",
 }
 
 

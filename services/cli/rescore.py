@@ -27,6 +27,7 @@ from services.write.replay import Replayed
 from services.write.rules import PinsOutside, put_in_force
 from services.write.unit_of_work import UnitOfWork, WrongRules
 from services.write.views import Views
+from shared.programs import below_programs
 from shared.rules import Rules, RulesError, load_rules
 from shared.scoring import LevelChange
 
@@ -70,6 +71,8 @@ def rescore(
         f"rules {rules.version} in force; {done.rescored:,} members rescored, {done.changed:,} of them changed level"
     )
     console.print(from_to_table(done.pairs, rules, done.names))
+    if done.below:
+        console.print(below_note(done.below))
 
 
 @dataclass(slots=True)
@@ -116,6 +119,9 @@ class RescoreReport:
     # Members pinned at a level the new ladder lacks: `--apply` refuses until they are released.
     # Pins are set by hand, one by one, so the list stays short.
     pins_dropped: list[tuple[str, str]] = field(default_factory=list)
+    # Enrolled members whose level would fall below a programme's min_level: reported, left
+    # enrolled (enrolments are made by hand, one by one, so the list stays short).
+    below: list[tuple[str, str]] = field(default_factory=list)
     _largest: list[tuple[int, _Earlier, Moved]] = field(default_factory=list)  # a heap, the smallest first
 
     @property
@@ -156,10 +162,12 @@ async def dry_run_report(settings: Settings, rules: Rules, keep: int = 10) -> Re
         total = await replay.count_members(engine)
         with Progress(TextColumn("replaying"), MofNCompleteColumn(), TimeRemainingColumn(), console=_progress) as bar:
             task = bar.add_task("members", total=total)
-            async for replayed in replay.replay_everyone(engine, rules, datetime.now(UTC)):
+            now = datetime.now(UTC)
+            async for replayed in replay.replay_everyone(engine, rules, now):
                 if replayed.dropped_pin is not None:
                     report.pins_dropped.append((replayed.state.member_id, replayed.dropped_pin))
                 _compare(report, replayed, rules)
+                report.below += [(replayed.state.member_id, p) for p in below_programs(replayed.state, rules, now)]
                 if report.members % 1000 == 0:
                     bar.update(task, completed=report.members)
             bar.update(task, completed=report.members)
@@ -191,6 +199,7 @@ def summary(report: RescoreReport, rules: Rules, sample: int) -> dict[str, Any]:
             for (was, now), n in sorted(report.from_to.items(), key=lambda pair: _in_ladder_order(rules, pair[0]))
         ],
         "pins_dropped": [{"member_id": m, "level": level} for m, level in report.pins_dropped],
+        "enrolled_below": [{"member_id": m, "program": p} for m, p in report.below],
         "largest_moves": [
             {"member_id": m.member_id, "active": list(m.active), "passive": list(m.passive)}
             for m in report.largest()[:sample]
@@ -214,6 +223,8 @@ def show_report(report: RescoreReport, rules: Rules, sample: int) -> None:
     console.print(from_to_table(report.from_to, rules, {level.id: level.name for level in rules.levels}))
     if report.pins_dropped:
         console.print(refusal(rules, report.pins_dropped))
+    if report.below:
+        console.print(below_note(report.below))
     moves = Table(title="Largest score moves")
     for column in ("member", "active", "passive"):
         moves.add_column(column)
@@ -244,6 +255,15 @@ def refusal(rules: Rules, pins: list[tuple[str, str]]) -> str:
     )
 
 
+def below_note(below: list[tuple[str, str]]) -> str:
+    """Enrolled members who would no longer be eligible: named, and left enrolled."""
+    listed = ", ".join(f"{member} ({program})" for member, program in below)
+    return (
+        f"{len(below):,} enrolled members would be below their programme's level: {listed}; "
+        "they stay enrolled (cl program leave PROGRAM MEMBER takes one out)"
+    )
+
+
 @dataclass
 class Applied:
     """What `--apply` did, in counts: nothing here grows with the members."""
@@ -252,6 +272,7 @@ class Applied:
     changed: int = 0  # members whose level changed
     pairs: dict[tuple[str, str], int] = field(default_factory=dict)  # those changes by (from, to) level id
     names: dict[str, str] = field(default_factory=dict)  # the levels' names, those the new ladder drops included
+    below: list[tuple[str, str]] = field(default_factory=list)  # enrolled members below a programme's level
 
     def count(self, changes: list[LevelChange]) -> None:
         self.changed += len(changes)
@@ -297,6 +318,10 @@ async def apply_everywhere(settings: Settings, rules: Rules, chunk: int) -> Appl
                     await views.publish(done)
                     applied.rescored, behind, after = applied.rescored + len(done.states), behind + len(ids), ids[-1]
                     applied.count(done.changes)
+                    now = datetime.now(UTC)
+                    applied.below += [
+                        (m, p) for m, s in sorted(done.states.items()) for p in below_programs(s, rules, now)
+                    ]
                     rate = applied.rescored / (time.monotonic() - started)
                     bar.update(task, completed=applied.rescored, rate=f"{rate:,.0f}")
                 if not behind:

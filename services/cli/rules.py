@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel
 from rich.table import Table
 
 from services.cli.output import console
@@ -58,14 +60,20 @@ def rules_differences(old: Rules, new: Rules) -> list[tuple[str, str, str]]:
         rows.append(("version", old.version, new.version))
     for name in old.metrics:
         rows += _changed(name, old.metrics[name].model_dump(), new.metrics[name].model_dump())
-    old_levels = {level.id: level for level in old.levels}
-    new_levels = {level.id: level for level in new.levels}
-    for level_id in [*old_levels, *(i for i in new_levels if i not in old_levels)]:
-        if level_id not in old_levels or level_id not in new_levels:
-            where = ("absent", "present") if level_id in new_levels else ("present", "absent")
-            rows.append((f"level {level_id}", *where))
+    rows += _by_id("level", {lv.id: lv for lv in old.levels}, {lv.id: lv for lv in new.levels})
+    return rows + _by_id("program", {p.id: p for p in old.programs}, {p.id: p for p in new.programs})
+
+
+def _by_id(kind: str, old: Mapping[str, BaseModel], new: Mapping[str, BaseModel]) -> list[tuple[str, str, str]]:
+    """(what, in force, in the file) for each item of one kind (levels, programmes) added,
+    removed, or with a setting that differs."""
+    rows = []
+    for item_id in [*old, *(i for i in new if i not in old)]:
+        if item_id not in old or item_id not in new:
+            where = ("absent", "present") if item_id in new else ("present", "absent")
+            rows.append((f"{kind} {item_id}", *where))
             continue
-        rows += _changed(f"level {level_id}", old_levels[level_id].model_dump(), new_levels[level_id].model_dump())
+        rows += _changed(f"{kind} {item_id}", old[item_id].model_dump(), new[item_id].model_dump())
     return rows
 
 

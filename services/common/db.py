@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Identity,
@@ -59,6 +60,7 @@ members = Table(
     Column("pinned_level", Text),  # a level pinned by an operator (SPEC §9.3)
     Column("pinned_reason", Text),
     Column("pinned_until", DateTime(timezone=True)),
+    Column("programs", ARRAY(Text), nullable=False, server_default="{}"),  # ids of the programmes it is in (§11)
     Column("version", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_members_tenure_due_at", "tenure_due_at", postgresql_where=text("tenure_due_at IS NOT NULL")),
@@ -118,6 +120,13 @@ level_changes = Table(
     UniqueConstraint("member_id", "seq"),
     CheckConstraint("(event_type IS NULL) = (seq IS NOT NULL)", name="kind"),
     Index("ix_level_changes_unsent", "id", postgresql_where=text("sent_at IS NULL")),
+    # Whose history reached a level (programme eligibility, SPEC §11).
+    Index(
+        "ix_level_changes_to_level",
+        text("(payload::jsonb #>> '{to_level,id}')"),
+        "member_id",
+        postgresql_where=text("seq > 0"),
+    ),
 )
 
 # Where each partition's consumer resumes, written in the same transaction as the totals.
@@ -204,6 +213,33 @@ pin_audit = Table(
     Column("level_id", Text),
     Column("reason", Text),
     Column("until", DateTime(timezone=True)),
+    Column("operator", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+# Who is enrolled in which programme, from which intake (SPEC §11); `members.programs` lists
+# the same programmes for the member's view.
+program_enrolments = Table(
+    "program_enrolments",
+    metadata,
+    Column("member_id", Text, primary_key=True),
+    Column("program_id", Text, primary_key=True),
+    Column("intake", Date, nullable=False),
+    Column("enrolled_at", DateTime(timezone=True), nullable=False),
+    Column("operator", Text, nullable=False),
+    Index("ix_program_enrolments_program_id", "program_id", "member_id"),
+)
+
+# Who enrolled a member in a programme or took them out, when and why.
+program_audit = Table(
+    "program_audit",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("member_id", Text, nullable=False, index=True),
+    Column("program_id", Text, nullable=False),
+    Column("action", Text, nullable=False),  # enroll, leave
+    Column("intake", Date),
+    Column("reason", Text),
     Column("operator", Text, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
 )

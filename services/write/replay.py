@@ -44,7 +44,9 @@ async def replay_everyone(engine: AsyncEngine, rules: Rules, now: datetime) -> A
             pinned, dropped = row.pinned_level, None
             if pinned is not None and rules.find(pinned) is None:
                 pinned, dropped = None, pinned  # what the member's figures give, once the pin is released
-            start = MemberState(row.member_id, pin=None if pinned is None else Pin(pinned, "pinned"))
+            start = MemberState(
+                row.member_id, pin=None if pinned is None else Pin(pinned, "pinned"), programs=row.programs
+            )
             state, _ = rescore(start, records_of(row.member_id, row.events), now, rules, rules)
             stored = None
             if row.level_id is not None and row.active_score is not None and row.passive_score is not None:

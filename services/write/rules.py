@@ -18,8 +18,10 @@ from shared.rules import Rules, RulesError
 
 
 def body_of(rules: Rules) -> str:
-    """A rules file as kept in PostgreSQL."""
-    return orjson.dumps(rules.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS).decode()
+    """A rules file as kept in PostgreSQL (rules with no programmes as they were kept before
+    programmes existed, so a version recorded then still matches)."""
+    kept = rules.model_dump(mode="json", exclude=None if rules.programs else {"programs"})
+    return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS).decode()
 
 
 async def record(conn: AsyncConnection, rules: Rules) -> None:

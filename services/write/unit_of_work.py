@@ -15,18 +15,32 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.common import history
 from services.common.members import Periods
 from services.write.erasure import erase_late
 from services.write.outbox import payload
 from services.write.replay import records_of
 from services.write.rules import RulesBook
-from services.write.sql import activity, erasure, members, offsets, outbox, periods, pins, stats, views
+from services.write.sql import activity, erasure, members, offsets, outbox, periods, pins, programs, stats, views
 from services.write.sql.members import Facts
 from services.write.sql.offsets import OffsetMove
+from services.write.sql.outbox import MemberEvent
 from services.write.sql.pins import PinAudit
 from shared.events import ActivityRecord
+from shared.programs import (
+    JOINED,
+    LEFT,
+    day_end,
+    eligible_level,
+    next_intake,
+    open_intake,
+    program_event,
+    program_ref,
+    window_closes,
+)
 from shared.rules import Rules
 from shared.scoring import (
     PIN_EXPIRED,
@@ -215,6 +229,63 @@ class UnitOfWork:
                 conn, [PinAudit(member_id, "unpin", held.level, reason, held.until, operator, now)]
             )
             return await self._save(conn, rules, states, {}, changes + ([change] if change else []), now, [], reset)
+
+    async def enroll(
+        self, member_id: str, program_id: str, operator: str, reason: str | None, now: datetime
+    ) -> Committed | None:
+        """Enrol a member in a programme of the rules in force (SPEC §11), with the audit line
+        and the joined event; None if the member is enrolled already. Refused (ValueError)
+        outside an intake window, naming the next intake, or for a member not eligible on the
+        intake date; raises `UnknownMember`."""
+        async with self.engine.begin() as conn:
+            rules = await self.book.in_force(conn)
+            program = rules.program(program_id)
+            if program is None:
+                raise ValueError(f"the rules in force ({rules.version}) have no programme {program_id!r}")
+            today = now.date()
+            intake = open_intake(program, today)
+            if intake is None:
+                upcoming = next_intake(program, today)
+                raise ValueError(
+                    f"{program.name} takes members only in an intake window; the next intake is"
+                    f" {upcoming.isoformat()} (open until {window_closes(program, upcoming).isoformat()})"
+                )
+            rules, states, changes, reset = await self._lock_one(conn, member_id, now)
+            state = states[member_id]
+            if program_id in state.programs:
+                return None
+            steps, spans = (await history.histories(conn, [member_id], day_end(intake)))[member_id]
+            if eligible_level(program, rules, steps, spans, intake) is None:
+                least = rules.level(program.min_level).name
+                raise ValueError(
+                    f"{member_id} was not eligible for {program.name} on the intake date {intake.isoformat()}"
+                    f" (an earned level of {least} or above by the end of that day)"
+                )
+            audit_id = await programs.enrol(conn, member_id, program_id, intake, operator, reason, now)
+            state.programs = (*state.programs, program_id)
+            event = program_event("joined", member_id, program.ref(), audit_id, intake, operator, reason, now)
+            done = await self._save(conn, rules, states, {}, changes, now, [], reset)
+            await outbox.record_events(conn, [MemberEvent(member_id, JOINED, orjson.dumps(event), now)])
+            return done
+
+    async def leave(
+        self, member_id: str, program_id: str, operator: str, reason: str | None, now: datetime
+    ) -> Committed | None:
+        """Take a member out of a programme, with the audit line and the left event; None if
+        the member was not enrolled in it. Raises `UnknownMember`."""
+        async with self.engine.begin() as conn:
+            rules, states, changes, reset = await self._lock_one(conn, member_id, now)
+            state = states[member_id]
+            left = await programs.leave(conn, member_id, program_id, operator, reason, now)
+            if left is None:
+                return None
+            audit_id, intake = left
+            state.programs = tuple(p for p in state.programs if p != program_id)
+            named = program_ref(program_id, rules)
+            event = program_event("left", member_id, named, audit_id, intake, operator, reason, now)
+            done = await self._save(conn, rules, states, {}, changes, now, [], reset)
+            await outbox.record_events(conn, [MemberEvent(member_id, LEFT, orjson.dumps(event), now)])
+            return done
 
     async def _lock_one(
         self, conn: AsyncConnection, member_id: str, now: datetime

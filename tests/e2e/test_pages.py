@@ -19,14 +19,21 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
 
+from services.api.routes.pages import FIGURES
+from services.common import db
+from services.common.settings import Settings
+from services.write.unit_of_work import UnitOfWork
+from shared.rules import default_rules
 from tests.conftest import ROOT, unique
 from tests.e2e.conftest import API_KEY, System, post_events
+from tests.integration.test_programs import publish_views
 from tests.support import eventually, free_port
 
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -361,11 +368,77 @@ async def test_a_level_page_lists_who_holds_it_and_who_is_closest_to_it(
         for r in sections[1].find_elements(By.CSS_SELECTOR, "tbody tr")
     }
     assert list(rows) == [m["member_id"] for m in near["members"]]
-    assert rows[ann] == "5 active points"  # 20 of the 25 it requires
+    for m in near["members"]:  # the suite's other members share the ladder: check each row shown
+        needs = [f"{n['remaining']:,} {FIGURES[n['requirement']][n['remaining'] != 1]}" for n in m["needs"]]
+        assert rows[m["member_id"]] == (" and ".join(needs) or "nothing more")
+    offset, ann_needs = 0, None
+    while ann_needs is None:  # ann is somewhere in the whole list, however many others are closer
+        page = (
+            await api.get("/v1/levels/general_contributor/within-reach", params={"limit": 100, "offset": offset})
+        ).json()
+        assert page["members"], f"{ann} is not within reach of General Contributor"
+        ann_needs = next((m["needs"] for m in page["members"] if m["member_id"] == ann), None)
+        offset += 100
+    assert [(n["requirement"], n["remaining"]) for n in ann_needs] == [("active_score", 5)]  # 20 of the 25 it requires
     assert fits_a_phone(browser)
     screenshot(browser, "level")
     missing = await api.get("/levels/grand_wizard")
     assert missing.status_code == 404 and "grand_wizard" in missing.text
+
+
+async def test_the_programmes_page_lists_each_programme_and_a_member_page_shows_its_programmes(
+    system: System, api: httpx.AsyncClient, browser: WebDriver
+) -> None:
+    boss = unique("boss")
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(base_url=system.ingest_url, headers=headers, timeout=30) as ingest:
+        await post_events(ingest, [ev("article", boss, 1, content_id=unique("a")) for _ in range(40)])
+
+    async def is_boss() -> bool:
+        answer = await api.get(f"/v1/members/{boss}")
+        return answer.status_code == 200 and answer.json()["level"]["id"] == "community_boss"
+
+    await eventually(is_boss, timeout=60, what="a Community Boss")
+    # Enrolled as `cl program enroll` does, at the next intake, when its window is open.
+    programs = (await api.get("/v1/programs")).json()["programs"]
+    intake = datetime.fromisoformat(programs[0]["next_intake"]).replace(tzinfo=UTC)
+    engine = db.engine(system.env["CL_DATABASE_URL"], "test")
+    redis = Redis.from_url(system.env.get("CL_REDIS_URL", Settings().redis_url))
+    try:
+        done = await UnitOfWork(engine, default_rules(), "test", "test").enroll(
+            boss, "community_boss", "mod", None, intake + timedelta(hours=1)
+        )
+        assert done is not None
+        await publish_views(engine, redis, system.env["CL_REDIS_PREFIX"], done)
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+
+    open_page(browser, f"{system.api_url}/programs")
+    assert_accessible_frame(browser)
+    assert browser.title == "Programmes · Community Levels"
+    rows = [
+        [str(c.text) for c in row.find_elements(By.CSS_SELECTOR, "th, td")]
+        for row in browser.find_elements(By.CSS_SELECTOR, "tbody tr")
+    ]
+    (boss_program,) = (await api.get("/v1/programs")).json()["programs"]
+    assert rows == [
+        [
+            "Community Boss program",
+            "Community Boss and above",
+            "every 02-01 and 07-01 (MM-DD), open 14 days",
+            boss_program["next_intake"],
+            f"{boss_program['enrolled']:,}",
+        ]
+    ]
+    assert boss_program["enrolled"] >= 1
+    assert fits_a_phone(browser)
+    screenshot(browser, "programs")
+
+    open_page(browser, f"{system.api_url}/members/{boss}")
+    assert text(browser, ".programs") == "In Community Boss program (programmes)."
+    browser.find_element(By.LINK_TEXT, "Programmes")  # in the site's navigation
+    screenshot(browser, "member-programs")
 
 
 async def test_an_unknown_member_gets_a_clear_not_found_page(

@@ -535,7 +535,8 @@ def routes_taking_query_parameters() -> list[tuple[str, str]]:
 @pytest.mark.parametrize(("path", "name"), routes_taking_query_parameters())
 async def test_any_query_parameter_given_twice_is_422_naming_it(api: httpx.AsyncClient, path: str, name: str) -> None:
     member = unique("m")
-    response = await api.get(f"{path.format(member_id=member, level_id='new_member')}?{name}=1&{name}=1")
+    path = path.format(member_id=member, level_id="new_member", program_id="community_boss")
+    response = await api.get(f"{path}?{name}=1&{name}=1")
     assert_invalid(response)
     assert response.json()["message"] == f"{name}: given more than once"
 
@@ -551,6 +552,7 @@ def test_the_routes_taking_query_parameters_are_the_known_ones() -> None:
         "/v1/levels/{level_id}/within-reach",
         "/members/{member_id}",
         "/leaderboard",
+        "/v1/programs/{program_id}/eligible",
     }
 
 

@@ -268,6 +268,7 @@ def expected_report(before: Model, after: Model, sample: int) -> dict[str, Any]:
             for (w, n), count in sorted(pairs.items(), key=lambda p: (rank[p[0][0]], rank[p[0][1]]))
         ],
         "pins_dropped": [],
+        "enrolled_below": [],  # no member of the stream is enrolled
         "largest_moves": [
             {"member_id": m, "active": [was[1], now[1]], "passive": [was[2], now[2]]} for m, was, now in largest
         ],

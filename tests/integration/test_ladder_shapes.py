@@ -32,10 +32,12 @@ IDS = [level["id"] for level in DEFAULT["levels"]]
 
 
 def ladder(path: Path, version: str, ids: list[str], **active: int) -> Path:
-    """The default rules with the levels `ids`, in that order, and other active thresholds."""
+    """The default rules with the levels `ids`, in that order, and other active thresholds (and
+    the programmes whose level they keep)."""
     by_id = {level["id"]: level for level in DEFAULT["levels"]}
     levels = [{**by_id[i], **({"active": active[i]} if i in active else {})} for i in ids]
-    path.write_text(json.dumps({**DEFAULT, "version": version, "levels": levels}))
+    programs = [p for p in DEFAULT["programs"] if p["min_level"] in ids]
+    path.write_text(json.dumps({**DEFAULT, "version": version, "levels": levels, "programs": programs}))
     return path
 
 

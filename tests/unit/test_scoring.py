@@ -458,6 +458,21 @@ class Store:
                 del self.facts[(member, key)]
 
 
+def play_in_batches(records: list[ActivityRecord], sizes: list[int]) -> tuple[Store, list[LevelChange]]:
+    """As the scorer does: batches of the sizes given (in turn), each starting from the figures
+    stored after the last, and only the facts its records name."""
+    store = Store()
+    changes: list[LevelChange] = []
+    start, i = 0, 0
+    while start < len(records):
+        batch = records[start : start + sizes[i % len(sizes)]]
+        states = store.load(batch)
+        changes += apply_batch(states, batch, NOW, RULES)
+        store.save(states)
+        start, i = start + len(batch), i + 1
+    return store, changes
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_events(), max_size=60), st.lists(st.integers(1, 7), min_size=1, max_size=20))
 def test_splitting_a_stream_into_batches_changes_nothing(events: list[ActivityEvent], sizes: list[int]) -> None:
@@ -465,17 +480,7 @@ def test_splitting_a_stream_into_batches_changes_nothing(events: list[ActivityEv
     whole: dict[str, MemberState] = {}
     whole_changes = apply_batch(whole, records, NOW, RULES)
 
-    # As the scorer does: each batch starts from the figures stored after the last, and only
-    # the facts its records name.
-    store = Store()
-    split_changes: list[LevelChange] = []
-    start, i = 0, 0
-    while start < len(records):
-        batch = records[start : start + sizes[i % len(sizes)]]
-        states = store.load(batch)
-        split_changes += apply_batch(states, batch, NOW, RULES)
-        store.save(states)
-        start, i = start + len(batch), i + 1
+    store, split_changes = play_in_batches(records, sizes)
 
     assert split_changes == whole_changes
     for member, state in whole.items():

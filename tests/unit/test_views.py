@@ -17,7 +17,14 @@ NOW = datetime(2026, 11, 29, 12, 30, tzinfo=UTC)
 
 def test_a_view_from_a_state_and_from_its_row_is_one_document() -> None:
     pin = Pin(level=RULES.levels[1].id, reason="spam run", until=datetime(2026, 12, 1, tzinfo=UTC))
-    state = MemberState("ann", points={"reply": 3, "view": 2}, level=pin.level, joined_declared=JOINED, pin=pin)
+    state = MemberState(
+        "ann",
+        points={"reply": 3, "view": 2},
+        level=pin.level,
+        joined_declared=JOINED,
+        pin=pin,
+        programs=("community_boss",),
+    )
     active, passive = state.scores(RULES)
     row = {
         "member_id": "ann",
@@ -30,6 +37,7 @@ def test_a_view_from_a_state_and_from_its_row_is_one_document() -> None:
         "version": 7,
         "pinned_reason": "spam run",
         "pinned_until": pin.until,
+        "programs": ["community_boss"],  # text[], as asyncpg hands it over
     }
     stored = MemberView.of(state, RULES, 7, NOW).stored()
     assert stored == MemberView.of_row(row).stored()
@@ -43,6 +51,7 @@ def test_a_view_from_a_state_and_from_its_row_is_one_document() -> None:
         "pinned": {"reason": "spam run", "until": "2026-12-01T00:00:00Z"},
         "updated_at": "2026-11-29T12:30:00Z",
         "version": 7,
+        "programs": ["community_boss"],
     }
 
 

@@ -70,6 +70,7 @@ class Replayable(NamedTuple):
     passive_score: int | None
     pinned_level: str | None
     events: str  # one JSON array, in the order applied, without attributes
+    programs: tuple[str, ...] = ()  # the programmes the member is enrolled in
 
 
 # One row per member, in member id order: the stored figures beside the member's applied
@@ -79,7 +80,7 @@ class Replayable(NamedTuple):
 # validated in one call (pydantic-core parses the JSON): the events were validated on their
 # way in, and the same models read them back.
 _REPLAY = """
-SELECT a.member_id, m.level_id, m.active_score, m.passive_score, m.pinned_level, a.events
+SELECT a.member_id, m.level_id, m.active_score, m.passive_score, m.pinned_level, a.events, m.programs
 FROM (SELECT member_id, json_agg(event - 'attributes' ORDER BY position)::text AS events
       FROM activity GROUP BY member_id) AS a
 LEFT JOIN members AS m USING (member_id)
@@ -91,4 +92,12 @@ async def every_member_activity(conn: AsyncConnection) -> AsyncIterator[Replayab
     """Every member's applied records with its stored figures, streamed in member id order."""
     rows = await conn.stream(text(_REPLAY).execution_options(yield_per=2000))
     async for row in rows:
-        yield Replayable(row.member_id, row.level_id, row.active_score, row.passive_score, row.pinned_level, row.events)
+        yield Replayable(
+            row.member_id,
+            row.level_id,
+            row.active_score,
+            row.passive_score,
+            row.pinned_level,
+            row.events,
+            tuple(row.programs or ()),
+        )

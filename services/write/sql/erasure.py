@@ -113,7 +113,16 @@ async def digest_named(conn: AsyncConnection, others: list[str], member_id: str,
     return rowcount(facts), rowcount(records)
 
 
-_ERASED_TABLES = ("members", "member_facts", "activity", "level_changes", "member_periods", "pin_audit")
+_ERASED_TABLES = (
+    "members",
+    "member_facts",
+    "activity",
+    "level_changes",
+    "member_periods",
+    "pin_audit",
+    "program_enrolments",
+    "program_audit",
+)
 
 
 async def delete_member(conn: AsyncConnection, member_id: str) -> dict[str, int]:

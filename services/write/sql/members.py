@@ -14,7 +14,7 @@ from shared.scoring import MemberState, Pin, freed_cap, tenure_due_at
 
 _FIGURES = (
     "member_id, points, level_id, level_seq, joined_declared, first_seen,"
-    " rules_version, pinned_level, pinned_reason, pinned_until"
+    " rules_version, pinned_level, pinned_reason, pinned_until, programs"
 )
 
 
@@ -30,6 +30,7 @@ def _state(row: Any) -> MemberState:
         row.first_seen,
         rules_version=row.rules_version,
         pin=pin,
+        programs=tuple(row.programs),
     )
 
 
