@@ -19,15 +19,16 @@ class AddressRefused(Exception):
 
 
 def why_refused(address: str) -> str | None:
-    """Why an IP address may not be reached (a loopback, private, link-local… address), or None."""
+    """Why an IP address may not be reached ("a loopback address", "a private address"…), or None."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone id is no part of the address
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is the loopback
-    for kind in ("loopback", "private", "link_local", "multicast", "reserved", "unspecified"):
+    # The narrower kinds first: Python counts link-local and loopback networks as private too.
+    for kind in ("loopback", "link_local", "unspecified", "multicast", "private", "reserved"):
         if getattr(ip, f"is_{kind}"):
-            return f"{address} is a {kind.replace('_', '-')} address"
+            return f"a {kind.replace('_', '-')} address"
     if not ip.is_global:
-        return f"{address} is not a public address"
+        return "not a public address"
     return None
 
 
@@ -42,7 +43,8 @@ async def resolve(host: str, port: int, allow_private: bool) -> list[str]:
     if not allow_private:
         for address in addresses:
             if why := why_refused(address):
-                raise AddressRefused(f"{host} resolves to {address}: {why.split(' is ', 1)[1]}")
+                named = f"{address} is" if host.strip("[]") == address else f"{host} resolves to {address},"
+                raise AddressRefused(f"{named} {why}: webhooks may not reach it unless CL_WEBHOOK_ALLOW_PRIVATE is set")
     return addresses
 
 

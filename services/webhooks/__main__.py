@@ -13,6 +13,7 @@ from services.webhooks.settings import WebhookSettings
 
 settings = load_settings(WebhookSettings, "webhooks")
 logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per POST; attempts are kept in PostgreSQL
 asyncio.run(ensure_topics(settings))
 settle_garbage_collector()
 uvloop.run(main(settings))

@@ -56,7 +56,7 @@ async def set_enabled(conn: AsyncConnection, endpoint_id: int, enabled: bool, re
     row = await conn.execute(
         text(
             "UPDATE webhook_endpoints SET enabled = :enabled, disabled_reason = :reason,"
-            " failing_since = CASE WHEN :enabled THEN NULL ELSE failing_since END"
+            " failing_since = CASE WHEN CAST(:enabled AS boolean) THEN NULL ELSE failing_since END"
             " WHERE id = :id RETURNING id"
         ),
         {"id": endpoint_id, "enabled": enabled, "reason": reason},
@@ -201,9 +201,9 @@ async def settle(
     await conn.execute(
         text(
             "UPDATE webhook_deliveries SET attempts = attempts + 1,"
-            " state = CASE WHEN :outcome = 'retry' THEN 'pending' ELSE :outcome END,"
-            " next_attempt_at = COALESCE(:next_at, next_attempt_at),"
-            " done_at = CASE WHEN :outcome = 'retry' THEN NULL ELSE :at END"
+            " state = CASE WHEN CAST(:outcome AS text) = 'retry' THEN 'pending' ELSE CAST(:outcome AS text) END,"
+            " next_attempt_at = COALESCE(CAST(:next_at AS timestamptz), next_attempt_at),"
+            " done_at = CASE WHEN CAST(:outcome AS text) = 'retry' THEN NULL ELSE CAST(:at AS timestamptz) END"
             " WHERE id = :delivery"
         ),
         {"delivery": delivery_id, "outcome": outcome, "next_at": next_at, "at": at},
@@ -223,9 +223,10 @@ async def mark_failing(
         return False
     row = await conn.execute(
         text(
-            "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, :at),"
-            " enabled = enabled AND COALESCE(failing_since, :at) > :before,"
-            " disabled_reason = CASE WHEN COALESCE(failing_since, :at) <= :before AND enabled"
+            "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, CAST(:at AS timestamptz)),"
+            " enabled = enabled AND COALESCE(failing_since, CAST(:at AS timestamptz)) > CAST(:before AS timestamptz),"
+            " disabled_reason = CASE WHEN COALESCE(failing_since, CAST(:at AS timestamptz))"
+            "   <= CAST(:before AS timestamptz) AND enabled"
             "   THEN 'failing since ' || to_char(failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
             "   ELSE disabled_reason END"
             " WHERE id = :id RETURNING enabled"
