@@ -26,7 +26,7 @@ def why_refused(address: str) -> str | None:
     # The narrower kinds first: Python counts link-local and loopback networks as private too.
     for kind in ("loopback", "link_local", "unspecified", "multicast", "private", "reserved"):
         if getattr(ip, f"is_{kind}"):
-            return f"a {kind.replace('_', '-')} address"
+            return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind.replace('_', '-')} address"
     if not ip.is_global:
         return "not a public address"
     return None

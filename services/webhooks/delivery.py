@@ -117,6 +117,13 @@ def backoff(attempt: int, first: timedelta, longest: timedelta) -> timedelta:
     return timedelta(seconds=wait(state))
 
 
+def next_wait(attempts: int, asked: timedelta | None, first: timedelta, longest: timedelta) -> timedelta:
+    """How long a delivery waits after its `attempts`-th failed try: the backoff, or longer if
+    the endpoint asked for longer (`Retry-After`), never more than `longest`."""
+    pause = backoff(attempts, first, longest)
+    return min(max(pause, asked or pause), longest)
+
+
 def retry_after(response: httpx.Response, now: datetime) -> timedelta | None:
     """The wait a 429 or 503 asks for (Retry-After: seconds or a date), if any."""
     value = response.headers.get("retry-after")

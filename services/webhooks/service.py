@@ -259,8 +259,7 @@ class Dispatcher:
         ATTEMPT_SECONDS.observe(duration)
         next_at = None
         if outcome == "retry":
-            pause = delivery.backoff(head.attempts + 1, s.webhook_retry_first, s.webhook_retry_max)
-            next_at = utcnow() + min(max(pause, wait or pause), s.webhook_retry_max)
+            next_at = utcnow() + delivery.next_wait(head.attempts + 1, wait, s.webhook_retry_first, s.webhook_retry_max)
         disabled = await self._retry(
             "record an attempt",
             lambda: self.webhooks.settle(
