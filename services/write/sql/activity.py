@@ -7,11 +7,8 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import NamedTuple
 
-import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
-
-from services.write.sql import rows_json
 
 
 async def record_activity(
@@ -20,17 +17,26 @@ async def record_activity(
     """Keep each (member, event id, event JSON, partition, offset); return the keys not seen before."""
     if not rows:
         return set()
+    members, event_ids, events, partitions, offsets = (list(col) for col in zip(*rows, strict=True))
     result = await conn.execute(
         text(
             """
             INSERT INTO activity (member_id, event_id, event, source_partition, source_offset, applied_at)
-            SELECT m, e, v, p, o, :now
-            FROM json_to_recordset(CAST(:rows AS json)) AS r(m text, e text, v jsonb, p int, o bigint)
+            SELECT m, e, CAST(v AS jsonb), p, o, :now
+            FROM unnest(CAST(:members AS text[]), CAST(:event_ids AS text[]), CAST(:events AS text[]),
+                        CAST(:partitions AS int[]), CAST(:offsets AS bigint[])) AS r(m, e, v, p, o)
             ON CONFLICT DO NOTHING
             RETURNING member_id, event_id
             """
         ),
-        {"rows": rows_json("m e v p o", ((m, e, orjson.Fragment(v), p, o) for m, e, v, p, o in rows)), "now": now},
+        {
+            "members": members,
+            "event_ids": event_ids,
+            "events": events,
+            "partitions": partitions,
+            "offsets": offsets,
+            "now": now,
+        },
     )
     return {(row.member_id, row.event_id) for row in result}
 

@@ -9,7 +9,6 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.write.sql import rows_json
 from shared.rules import Rules
 from shared.scoring import MemberState, Pin, freed_cap, tenure_due_at
 
@@ -92,26 +91,42 @@ async def save_states(conn: AsyncConnection, states: list[MemberState], rules: R
     members, so a later member of an erased id has higher versions than the erased one had)."""
     if not states:
         return {}
-    figures = []
-    for s in states:
-        active, passive = s.scores(rules)
-        figures.append(
-            (
-                *(s.member_id, s.level, s.seq, active, passive, orjson.Fragment(orjson.dumps(s.points))),
-                *(s.joined_declared, s.first_seen, tenure_due_at(s, rules), s.rules_version or rules.version),
-                *((s.pin.level, s.pin.reason, s.pin.until) if s.pin else (None, None, None)),
-            )
+    cols: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            *("ids", "levels", "seqs", "actives", "passives", "points", "declared", "first", "dues"),
+            *("versions", "pinned", "reasons", "untils"),
         )
+    }
+    for s in states:
+        cols["ids"].append(s.member_id)
+        cols["levels"].append(s.level)
+        cols["seqs"].append(s.seq)
+        active, passive = s.scores(rules)
+        cols["actives"].append(active)
+        cols["passives"].append(passive)
+        cols["points"].append(orjson.dumps(s.points).decode())
+        cols["declared"].append(s.joined_declared)
+        cols["first"].append(s.first_seen)
+        cols["dues"].append(tenure_due_at(s, rules))
+        cols["versions"].append(s.rules_version or rules.version)
+        cols["pinned"].append(s.pin and s.pin.level)
+        cols["reasons"].append(s.pin and s.pin.reason)
+        cols["untils"].append(s.pin and s.pin.until)
     rows = await conn.execute(
         text(
             """
             INSERT INTO members AS m (member_id, level_id, level_seq, active_score, passive_score, points,
                                       joined_at, joined_declared, first_seen, tenure_due_at, rules_version,
                                       pinned_level, pinned_reason, pinned_until, version, updated_at)
-            SELECT i, r, q, a, p, pt, coalesce(jd, fs), jd, fs, d, rv, pr, pn, pu, nextval('member_versions'), :now
-            FROM json_to_recordset(CAST(:rows AS json))
-                 AS u(i text, r text, q int, a bigint, p bigint, pt jsonb, jd timestamptz, fs timestamptz,
-                      d timestamptz, rv text, pr text, pn text, pu timestamptz)
+            SELECT i, r, q, a, p, CAST(pt AS jsonb), coalesce(jd, fs), jd, fs, d, rv, pr, pn, pu,
+                   nextval('member_versions'), :now
+            FROM unnest(CAST(:ids AS text[]), CAST(:levels AS text[]), CAST(:seqs AS int[]),
+                        CAST(:actives AS bigint[]), CAST(:passives AS bigint[]), CAST(:points AS text[]),
+                        CAST(:declared AS timestamptz[]), CAST(:first AS timestamptz[]),
+                        CAST(:dues AS timestamptz[]), CAST(:versions AS text[]), CAST(:pinned AS text[]),
+                        CAST(:reasons AS text[]), CAST(:untils AS timestamptz[]))
+                 AS u(i, r, q, a, p, pt, jd, fs, d, rv, pr, pn, pu)
             ON CONFLICT (member_id) DO UPDATE SET
                 level_id = excluded.level_id, level_seq = excluded.level_seq,
                 active_score = excluded.active_score, passive_score = excluded.passive_score,
@@ -124,7 +139,7 @@ async def save_states(conn: AsyncConnection, states: list[MemberState], rules: R
             RETURNING member_id, version
             """
         ),
-        {"rows": rows_json("i r q a p pt jd fs d rv pr pn pu", figures), "now": now},
+        {**cols, "now": now},
     )
     return {row.member_id: row.version for row in rows}
 
@@ -143,10 +158,10 @@ async def load_facts(conn: AsyncConnection, states: dict[str, MemberState], want
             break
         rows = await conn.execute(
             text(
-                "SELECT f.member_id, f.fact, f.value FROM json_to_recordset(CAST(:rows AS json))"
-                " AS w(member_id text, fact text) JOIN member_facts AS f USING (member_id, fact)"
+                "SELECT f.member_id, f.fact, f.value FROM unnest(CAST(:ids AS text[]), CAST(:facts AS text[]))"
+                " AS w(member_id, fact) JOIN member_facts AS f USING (member_id, fact)"
             ),
-            {"rows": rows_json("member_id fact", pairs)},
+            {"ids": [m for m, _ in pairs], "facts": [k for _, k in pairs]},
         )
         found: dict[str, set[str]] = {}
         for row in rows:
@@ -160,13 +175,13 @@ async def load_facts(conn: AsyncConnection, states: dict[str, MemberState], want
 
 async def save_facts(conn: AsyncConnection, states: list[MemberState], loaded: Facts) -> None:
     """Write the facts that are new or changed, and delete those loaded that are gone."""
-    upsert: list[tuple[str, str, orjson.Fragment]] = []
+    upsert: list[tuple[str, str, str]] = []
     for state in states:
         for key, value in state.facts.items():
             raw = orjson.dumps(value)
             if loaded.get((state.member_id, key)) != raw:
-                upsert.append((state.member_id, key, orjson.Fragment(raw)))
-    upsert.sort(key=lambda u: (u[0], u[1]))  # in index order
+                upsert.append((state.member_id, key, raw.decode()))
+    upsert.sort()  # in index order
     held = {(s.member_id, k) for s in states for k in s.facts}
     gone = [pair for pair in loaded if pair not in held]
     if upsert:
@@ -174,19 +189,20 @@ async def save_facts(conn: AsyncConnection, states: list[MemberState], loaded: F
             text(
                 """
                 INSERT INTO member_facts (member_id, fact, value)
-                SELECT m, f, v FROM json_to_recordset(CAST(:rows AS json)) AS u(m text, f text, v jsonb)
+                SELECT m, f, CAST(v AS jsonb)
+                FROM unnest(CAST(:ids AS text[]), CAST(:facts AS text[]), CAST(:values AS text[])) AS u(m, f, v)
                 ON CONFLICT (member_id, fact) DO UPDATE SET value = excluded.value
                 """
             ),
-            {"rows": rows_json("m f v", upsert)},
+            {"ids": [u[0] for u in upsert], "facts": [u[1] for u in upsert], "values": [u[2] for u in upsert]},
         )
     if gone:
         await conn.execute(
             text(
-                "DELETE FROM member_facts AS f USING json_to_recordset(CAST(:rows AS json)) AS g(m text, k text)"
+                "DELETE FROM member_facts AS f USING unnest(CAST(:ids AS text[]), CAST(:facts AS text[])) AS g(m, k)"
                 " WHERE f.member_id = g.m AND f.fact = g.k"
             ),
-            {"rows": rows_json("m k", gone)},
+            {"ids": [m for m, _ in gone], "facts": [k for _, k in gone]},
         )
 
 

@@ -6,7 +6,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.members import Periods
-from services.write.sql import rowcount, rows_json
+from services.write.sql import rowcount
 
 
 async def add_period_points(conn: AsyncConnection, deltas: Periods) -> Periods:
@@ -18,12 +18,18 @@ async def add_period_points(conn: AsyncConnection, deltas: Periods) -> Periods:
         text(
             """
             INSERT INTO member_periods AS p (member_id, tier, period, points)
-            SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS d(m text, t text, pe text, n bigint)
+            SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:tiers AS text[]), CAST(:periods AS text[]),
+                                 CAST(:deltas AS bigint[]))
             ON CONFLICT (member_id, tier, period) DO UPDATE SET points = p.points + excluded.points
             RETURNING member_id, tier, period, points
             """
         ),
-        {"rows": rows_json("m t pe n", rows)},
+        {
+            "ids": [r[0] for r in rows],
+            "tiers": [r[1] for r in rows],
+            "periods": [r[2] for r in rows],
+            "deltas": [r[3] for r in rows],
+        },
     )
     out: Periods = {}
     for row in result:
