@@ -51,6 +51,7 @@ from services.webhooks.metrics import (
 from services.webhooks.settings import WebhookSettings
 from services.write import health
 from services.write.webhooks import Endpoint, Head, Webhooks
+from shared.events import iso_utc
 from shared.webhooks import ERASED, wanted
 
 log = logging.getLogger("webhooks")
@@ -84,7 +85,7 @@ def event_of(record: ConsumerRecord[bytes, bytes]) -> Event:
     member_id = record.key.decode()
     headers = {name: value.decode() for name, value in record.headers}
     if record.value is None:
-        at = datetime.fromtimestamp(record.timestamp / 1000, UTC).isoformat()
+        at = iso_utc(datetime.fromtimestamp(record.timestamp / 1000, UTC))
         event_id = f"erased-{record.partition}-{record.offset}"
         return Event(member_id, event_id, ERASED, None, _envelope(ERASED, at, orjson.dumps({"member_id": member_id})))
     change = orjson.loads(record.value)

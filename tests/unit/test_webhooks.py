@@ -17,6 +17,8 @@ from services.webhooks import delivery
 from services.webhooks.service import event_of
 from services.write.webhooks import new_secret
 from shared.webhooks import ERASED, EVENTS, EVERY, causes, event_types, short_name, wanted
+from tests.asyncapi import validator
+from tests.unit.test_contract import _changes
 
 # -- addresses -------------------------------------------------------------------------------
 
@@ -265,3 +267,22 @@ def test_a_tombstone_becomes_an_erasure_with_an_id_stable_across_redeliveries() 
 def test_a_record_that_carries_no_event_is_refused(key: bytes | None, value: bytes) -> None:
     with pytest.raises(ValueError):
         event_of(record(key, value, []))
+
+
+def test_what_endpoints_get_is_what_the_asyncapi_document_describes() -> None:
+    change = _changes()[0]
+    value = orjson.dumps(change)
+    headers = [
+        ("ce_type", PROMOTED.encode()),
+        ("ce_id", change["event_id"].encode()),
+        ("ce_time", b"2026-12-05T08:00:00Z"),
+    ]
+    bodies = [event_of(record(b"ann", value, headers)).body, event_of(record(b"bob", None, [])).body]
+    for body in bodies:
+        validator("WebhookPayload").validate(orjson.loads(body))
+    signed = delivery.signed_headers([new_secret(), new_secret()], change["event_id"], NOW, bodies[0])
+    validator("WebhookHeaders").validate(signed)
+    # A body whose data does not match its type is refused.
+    mismatched = orjson.loads(bodies[0]) | {"type": ERASED}
+    assert not validator("WebhookPayload").is_valid(mismatched)
+    assert not validator("WebhookHeaders").is_valid(signed | {"webhook-signature": "v2,abc"})
