@@ -71,7 +71,8 @@ class Ledger:
 
 
 class Scorers:
-    """Keeps scorer processes running: one that dies (SIGKILL, a failpoint) is started again.
+    """Keeps scorer processes (or webhook dispatchers: `webhooks…`) running: one that dies
+    (SIGKILL, a failpoint) is started again.
 
     `plans` lists failpoint specs for the next lives of a scorer: each restart takes the next.
     """

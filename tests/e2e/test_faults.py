@@ -1,4 +1,5 @@
-"""Exact under faults (docs/RELIABILITY.md): each fault while a stream of events flows.
+"""Exact under faults (docs/RELIABILITY.md): each fault while a stream of events flows (the
+webhook dispatcher's: every level change delivered at least once, too).
 
 Each fault runs in two forms of one test body. `make test` runs the short form: 8,000 events,
 outages of 12 s, 5 scorer kills. `make faults` runs the long form (`-m long`): 21,000 events
@@ -39,8 +40,10 @@ from tests.e2e.faults import (
     server,
     server_pid,
 )
+from tests.e2e.test_webhooks import add_endpoint, remove_endpoint
 from tests.streams import mixed_stream
 from tests.support import eventually, read_topic
+from tests.webhooks import Receiver
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,18 @@ async def scorers(system: System) -> AsyncIterator[Scorers]:
         if name.startswith("scorer"):
             system.kill(name, signal.SIGTERM)
     await system.astart("scorer")
+
+
+@pytest.fixture
+async def dispatchers(system: System) -> AsyncIterator[Scorers]:
+    """The session's webhook dispatcher is handed to a supervisor; a plain one is left running after."""
+    system.kill("webhooks", signal.SIGTERM)
+    with Scorers(system) as supervised:
+        yield supervised
+    for name in list(system.procs):
+        if name.startswith("webhooks"):
+            system.kill(name, signal.SIGTERM)
+    await system.astart("webhooks")
 
 
 def stream(form: Form, seed: int) -> list[dict[str, Any]]:
@@ -320,3 +335,69 @@ async def test_redis_stopped_or_paused_while_the_scorer_keeps_applying(
 
 async def _applied(pg: asyncpg.Connection) -> int:
     return int(await pg.fetchval("SELECT count(*) FROM activity"))
+
+
+@forms
+@pytest.mark.timeout(900)
+async def test_webhook_dispatcher_killed_repeatedly_delivers_every_event_at_least_once(
+    form: Form,
+    system: System,
+    dispatchers: Scorers,
+    ingest: httpx.AsyncClient,
+    api: httpx.AsyncClient,
+    pg: asyncpg.Connection,
+) -> None:
+    """SIGKILLs of the webhook dispatcher at random moments while it POSTs the stream's level
+    changes to a receiver that takes 0.3 s an answer (so POSTs are in flight at each kill)."""
+    events, ledger, now = stream(form, seed=8), Ledger(), datetime.now(UTC)
+    members = {e[key] for e in events for key in ("member_id", "target_member_id") if e.get(key)}
+    with Receiver() as receiver:
+        endpoint, _ = await add_endpoint(system, receiver.url("/slow"), "--events", "all")
+        try:
+            await dispatchers.start("webhooks")
+            batch = 200
+            pace = KILL_S * form.kills / (len(events) / batch)
+            posting = asyncio.create_task(ledger.post(ingest, events, batch=batch, pace=pace))
+            kills = 0
+            while kills < form.kills:
+                await dispatchers.answering("webhooks")
+                await asyncio.sleep(random.uniform(1.0, 3.0))
+                dispatchers.kill("webhooks")
+                kills += 1
+            killed_at = time.monotonic()
+            await posting
+            report = await check(form.report("webhooks_killed"), system, pg, api, ledger, now)
+            changes = [
+                (m.key.decode(), m.headers)
+                for m in await read_topic(system.bootstrap, system.env["CL_TOPIC_LEVEL_CHANGES"], members)
+            ]
+            expected = {dict(headers)["ce_id"].decode() for _, headers in changes}
+
+            def delivered() -> set[str]:
+                return {r.headers["webhook-id"] for r in receiver.got("/slow", members)}
+
+            async def every_event() -> bool:
+                return delivered() >= expected
+
+            await eventually(every_event, timeout=600, what="every level change delivered at least once")
+            report.recover_s = round(time.monotonic() - killed_at, 1)  # from the last kill to all delivered
+            got = receiver.got("/slow", members)
+            out_of_order = []
+            for member in members:  # each member's events first arrived in seq order
+                firsts = list(dict.fromkeys(r.payload["data"]["seq"] for r in got if r.member == member))
+                if firsts != sorted(firsts):
+                    out_of_order.append(member)
+            report.faults = {
+                "dispatcher_sigkill_random": kills,
+                "restarts": dict(dispatchers.restarts),
+                "level_changes": len(expected),
+                "delivered": len(delivered() & expected),
+                "posts_answered_2xx": len(got),
+                "delivered_more_than_once": len(got) - len(delivered()),
+                "members_out_of_order": len(out_of_order),
+            }
+            assert_exact(report)
+            assert expected and delivered() >= expected, "every level change reached the endpoint"
+            assert out_of_order == [], out_of_order
+        finally:
+            await remove_endpoint(system, endpoint)
