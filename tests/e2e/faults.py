@@ -110,6 +110,15 @@ class Scorers:
 
         await eventually(answers, timeout=60, what=f"{name} answers")
 
+    async def kill_at_random(self, name: str, times: int) -> int:
+        """SIGKILL the process `times` times, each 1–3 s after its restarted self answers (so at
+        work, not still starting); returns how many kills."""
+        for _ in range(times):
+            await self.answering(name)
+            await asyncio.sleep(random.uniform(1.0, 3.0))
+            self.kill(name)
+        return times
+
     def kill(self, name: str) -> None:
         """SIGKILL; the supervisor starts it again."""
         proc = self.system.procs.get(name)

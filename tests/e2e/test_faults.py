@@ -16,6 +16,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -73,28 +74,29 @@ forms = pytest.mark.parametrize(
 )
 
 
+@asynccontextmanager
+async def supervised(system: System, service: str) -> AsyncIterator[Scorers]:
+    """The session's `service` (scorer, webhooks) is handed to a supervisor; one plain process
+    of it is left running after."""
+    system.kill(service, signal.SIGTERM)
+    with Scorers(system) as supervisor:
+        yield supervisor
+    for name in list(system.procs):
+        if name.startswith(service):
+            system.kill(name, signal.SIGTERM)
+    await system.astart(service)
+
+
 @pytest.fixture
 async def scorers(system: System) -> AsyncIterator[Scorers]:
-    """The session's scorer is handed to a supervisor; one plain scorer is left running after."""
-    system.kill("scorer", signal.SIGTERM)
-    with Scorers(system) as supervised:
-        yield supervised
-    for name in list(system.procs):
-        if name.startswith("scorer"):
-            system.kill(name, signal.SIGTERM)
-    await system.astart("scorer")
+    async with supervised(system, "scorer") as supervisor:
+        yield supervisor
 
 
 @pytest.fixture
 async def dispatchers(system: System) -> AsyncIterator[Scorers]:
-    """The session's webhook dispatcher is handed to a supervisor; a plain one is left running after."""
-    system.kill("webhooks", signal.SIGTERM)
-    with Scorers(system) as supervised:
-        yield supervised
-    for name in list(system.procs):
-        if name.startswith("webhooks"):
-            system.kill(name, signal.SIGTERM)
-    await system.astart("webhooks")
+    async with supervised(system, "webhooks") as supervisor:
+        yield supervisor
 
 
 def stream(form: Form, seed: int) -> list[dict[str, Any]]:
@@ -137,12 +139,7 @@ async def test_scorer_killed_repeatedly_loses_nothing_and_counts_nothing_twice(
         return len(failpoints_fired(system) - before) == 2
 
     await eventually(both_fired, timeout=60, what="both named failpoints fired")
-    kills = 0
-    while kills < form.kills:
-        await scorers.answering("scorer")
-        await asyncio.sleep(random.uniform(1.0, 3.0))
-        scorers.kill("scorer")
-        kills += 1
+    kills = await scorers.kill_at_random("scorer", form.kills)
     recovery = asyncio.create_task(catch_up_time(system))
     await posting
     report = await check(form.report("scorer_killed"), system, pg, api, ledger, now)
@@ -358,12 +355,7 @@ async def test_webhook_dispatcher_killed_repeatedly_delivers_every_event_at_leas
             batch = 200
             pace = KILL_S * form.kills / (len(events) / batch)
             posting = asyncio.create_task(ledger.post(ingest, events, batch=batch, pace=pace))
-            kills = 0
-            while kills < form.kills:
-                await dispatchers.answering("webhooks")
-                await asyncio.sleep(random.uniform(1.0, 3.0))
-                dispatchers.kill("webhooks")
-                kills += 1
+            kills = await dispatchers.kill_at_random("webhooks", form.kills)
             await posting
             report = await check(form.report("webhooks_killed"), system, pg, api, ledger, now)
             changes = [
