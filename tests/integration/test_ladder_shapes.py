@@ -37,7 +37,10 @@ def ladder(path: Path, version: str, ids: list[str], **active: int) -> Path:
     by_id = {level["id"]: level for level in DEFAULT["levels"]}
     levels = [{**by_id[i], **({"active": active[i]} if i in active else {})} for i in ids]
     programs = [p for p in DEFAULT["programs"] if p["min_level"] in ids]
-    path.write_text(json.dumps({**DEFAULT, "version": version, "levels": levels, "programs": programs}))
+    badges = [b for b in DEFAULT["badges"] if b.get("level", ids[0]) in ids]
+    path.write_text(
+        json.dumps({**DEFAULT, "version": version, "levels": levels, "programs": programs, "badges": badges})
+    )
     return path
 
 
