@@ -1,8 +1,8 @@
 """Badges (SPEC §10.2): when a member earns one, and the events that say so. Pure.
 
-An automatic badge is earned by the step that crosses its criterion: the record whose points
-take a metric's count of scored actions from below the badge's count to it or above, or the
-level change that reaches its level (an operator's pin reaches no badge). Evaluated after
+An automatic badge is earned by the step that meets its criterion: the record whose points
+take a metric's count of scored actions from below the badge's count to it or above, or a
+level change to its level or above (an operator's pin reaches no badge; its release does). Evaluated after
 each record, it reads nothing but the member's points and level, which the scorer holds for
 every member of a batch anyway: no counter is read for it, and no member is scanned. The
 first crossing is the grant (its time is the record's or the change's); a store keeps one
@@ -70,13 +70,10 @@ def crossed_by_points(
     return out
 
 
-def crossed_by_level(rules: Rules, was: str | None, now: Level) -> list[Badge]:
-    """The level badges a change from `was` to `now` reaches."""
-    return [
-        b
-        for b in rules.level_badges
-        if b.level is not None and holds_level(rules, now.id, b.level) and not holds_level(rules, was, b.level)
-    ]
+def reached_by_level(rules: Rules, now: Level) -> list[Badge]:
+    """The level badges a member at `now` has reached (those it holds already, the store skips:
+    a level left by a pin's release may have held them without earning them)."""
+    return [b for b in rules.level_badges if b.level is not None and holds_level(rules, now.id, b.level)]
 
 
 def met(badge: Badge, rules: Rules, points: dict[str, int], level_id: str | None) -> bool:

@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal, get_args
 
-from shared.badges import Earned, crossed_by_level, crossed_by_points
+from shared.badges import Earned, crossed_by_points, reached_by_level
 from shared.events import ActivityRecord, iso_utc
 from shared.rules import Level, Rules
 
@@ -322,7 +322,7 @@ def _settle(
     )
     state.level, state.seq = level.id, change.seq
     if held is None and rules.level_badges:  # a level an operator pinned reaches no badge
-        for badge in crossed_by_level(rules, was.id if was else None, level):
+        for badge in reached_by_level(rules, level):
             state.earned.append(Earned(badge.id, at, state.seq, "level", change.cause_event_id))
     return change
 
