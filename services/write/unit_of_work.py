@@ -94,6 +94,7 @@ class Committed:
     applied: int = 0  # records not seen before
     erased: int = 0  # records of members erased after they were sent, dropped
     rules: Rules | None = None  # the rules the states are scored under
+    badges: dict[str, int] = field(default_factory=dict)  # holders added (+) and taken (-), by badge
 
 
 class Fenced(Exception):
@@ -351,7 +352,7 @@ class UnitOfWork:
         pending = await views.add_pending_views(conn, sorted(states), written)
         await badges.count(conn, held)
         await stats.count(conn, *_counts(changes, applied), now)
-        return Committed(states, versions, changes, pending, touched, rules=rules)
+        return Committed(states, versions, changes, pending, touched, rules=rules, badges=held)
 
     async def grant_badge(
         self, member_id: str, badge_id: str, operator: str, reason: str | None, now: datetime
