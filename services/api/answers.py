@@ -3,10 +3,12 @@ besides 200 as the OpenAPI document declares them."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import orjson
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
@@ -15,6 +17,9 @@ from services.common.http import error, error_doc
 from shared.badges import badge_ref
 from shared.programs import program_ref
 from shared.rules import Level, Rules
+
+if TYPE_CHECKING:
+    from services.api.rules import RulesInForce
 
 # What the member reads answer besides 200, for the OpenAPI document.
 INVALID = error_doc("a member id, or a query parameter, is not valid")
@@ -56,8 +61,7 @@ def level_of(level_id: str, rules: Rules, known: Mapping[str, Level]) -> Level:
 
 def render(view: dict[str, Any], rules: Rules, now: datetime, known: Mapping[str, Level]) -> dict[str, Any]:
     """The API's answer for one member (SPEC §7), from a stored view (`MemberView.stored`)."""
-    joined_at = datetime.fromisoformat(view["joined_at"])
-    tenure_days = max(0, (now - joined_at).days)
+    tenure_days = tenure(view, now)[0]
     level = level_of(view["level_id"], rules, known)
     active, passive = view["active_score"], view["passive_score"]
     following = rules.next_level(level.id)
@@ -76,3 +80,66 @@ def render(view: dict[str, Any], rules: Rules, now: datetime, known: Mapping[str
         "programs": [program_ref(p, rules) for p in view.get("programs", [])],  # none in earlier views
         "badges": [{**badge_ref(b["id"], rules), "granted_at": b["granted_at"]} for b in view.get("badges", [])],
     }
+
+
+def tenure(view: dict[str, Any], now: datetime) -> tuple[int, datetime, datetime]:
+    """A member's tenure in whole days at `now`, and the instants between which it is that many
+    days (from, until): it changes at the time of day the member joined, not at midnight."""
+    joined_at = datetime.fromisoformat(view["joined_at"])
+    days = (now - joined_at).days
+    if days < 1:  # not a day yet (or joined later than now, by the clocks of two machines)
+        return 0, EARLIEST, joined_at + timedelta(days=1)
+    return days, joined_at + timedelta(days=days), joined_at + timedelta(days=days + 1)
+
+
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+class Answer(NamedTuple):
+    """A member rendered (`render`) as the bytes the API sends, its ETag, and the instants
+    between which the same view and rules render to these bytes: the member's tenure is the
+    only thing in the answer that the time changes."""
+
+    body: bytes
+    etag: str
+    since: datetime
+    until: datetime
+
+
+class Rendered:
+    """Members' answers as rendered last, by the stored view they were rendered from.
+
+    The answer is a pure function of the view, the rules in force (with the levels of earlier
+    rules, `RulesInForce.known`) and the member's tenure day, so it is kept under the view's
+    own JSON bytes, all its fields whatever they are (a field added to the view changes the
+    key), for the rules it was rendered under (a change of rules forgets every answer), while
+    the tenure it shows holds (`Answer.since` to `until`). Rendering and hashing a member is
+    most of the API's own work in a member read; many reads ask again for a member unchanged.
+
+    At most `size` answers are kept; past that the oldest kept goes first.
+    """
+
+    def __init__(self, in_force: RulesInForce, size: int = 50_000) -> None:
+        self.in_force = in_force
+        self.size = size
+        self._answers: dict[bytes, Answer] = {}
+        self._under: tuple[Rules, Mapping[str, Level]] | None = None
+
+    def answer(self, view: dict[str, Any], now: datetime) -> Answer:
+        """The answer for this stored view at `now`, as `render` gives it."""
+        rules, known = self.in_force.current, self.in_force.known
+        under = self._under
+        if under is None or under[0] is not rules or under[1] is not known:
+            self._answers.clear()
+            self._under = rules, known
+        key = orjson.dumps(view)
+        found = self._answers.get(key)
+        if found is not None and found.since <= now < found.until:
+            return found
+        body = orjson.dumps(render(view, rules, now, known))
+        _, since, until = tenure(view, now)
+        made = Answer(body, f'"{hashlib.sha256(body).hexdigest()[:32]}"', since, until)
+        if found is None and len(self._answers) >= self.size:
+            del self._answers[next(iter(self._answers))]
+        self._answers[key] = made
+        return made

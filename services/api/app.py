@@ -24,7 +24,6 @@ from services.api.rules import RulesInForce
 from services.api.settings import ApiSettings
 from services.common import db, http
 from services.common.members import MemberCache
-from services.common.runtime import instrument_http
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -49,7 +48,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     # Request counts and latencies per route, in a registry of this app's own (several apps in
     # one process, as in the tests, would otherwise share one).
     http_metrics = CollectorRegistry()
-    instrument_http(app, http_metrics)
+    http.add_request_metrics(app, http_metrics)
     if settings.api_cors_origins:
         # Browser frontends on other origins read members (SPEC §7): GET only, and the ETag
         # readable so they can poll with If-None-Match.

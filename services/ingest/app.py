@@ -19,7 +19,6 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel
 
 from services.common import http
-from services.common.runtime import instrument_http
 from services.ingest.access import ApiKeys, RateLimiter
 from services.ingest.errors import IngestError, Unauthorized, error_doc
 from services.ingest.payload import MAX_BODY_BYTES, events_of, parse_body, read_body
@@ -128,7 +127,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Community Levels ingest", version="1", lifespan=lifespan)
     # Request counts and latencies per route, in the app's registry (served on /metrics).
-    instrument_http(app, metrics.registry)
+    http.add_request_metrics(app, metrics.registry)
 
     def openapi() -> dict[str, Any]:
         # The body is read raw (see post_events), so FastAPI does not know the event models:

@@ -53,6 +53,8 @@ class Batches:
         self.retry, self.failpoints = retry, failpoints
         self.progress_at = time.monotonic()  # the last commit, or the last time nothing waited
         self.publishing: asyncio.Task[None] | None = None  # the last commit's views on their way to Redis
+        self.publish_turn = asyncio.Lock()  # the lanes' commits hand their views over one at a time
+        self.deleting: set[int] = set()  # written pending rows a commit in flight deletes
 
     async def decode(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> list[Item]:
         """The batch's records of partitions still ours, decoded; those that cannot be are
@@ -135,7 +137,15 @@ class Batches:
             for msg, record in part
             if record is not None
         ]
-        done = await self.work.commit(moves, incoming, now, list(self.views.written))
+        # Each written pending row is deleted by one transaction in flight: two lanes deleting the
+        # same row would wait for each other.
+        written = sorted(self.views.written - self.deleting)
+        self.deleting.update(written)
+        try:
+            done = await self.work.commit(moves, incoming, now, written)
+        finally:
+            self.deleting.difference_update(written)
+        self.views.deleted(written)
         for move in moves:
             self.partitions.committed_to(move.partition, move.next_offset)
         self.progress_at = time.monotonic()
@@ -152,8 +162,9 @@ class Batches:
         keeps the newest whatever lands first."""
         if done.changes:
             self.relayed.set()
-        await self.published()
-        self.publishing = asyncio.create_task(self.views.publish(done))
+        async with self.publish_turn:
+            await self.published()
+            self.publishing = asyncio.create_task(self.views.publish(done))
 
     async def published(self) -> None:
         """Wait for the views on their way to Redis."""
@@ -178,6 +189,14 @@ class Batches:
         CODE_FAULTS.labels(str(msg.partition)).inc()
         reason = f"{exc.__class__.__name__}: {exc}"[:300]
         self.partitions.stop(msg.partition, CodeFault(msg.offset, reason, time.monotonic() + retry_in))
+
+
+def lanes(items: list[Item], count: int) -> dict[int, list[Item]]:
+    """A batch's items by commit lane: partition p's in lane p mod `count`, in their order."""
+    out: dict[int, list[Item]] = {}
+    for item in items:
+        out.setdefault(item[0].partition % count, []).append(item)
+    return out
 
 
 def _ranges(part: list[Item]) -> dict[tuple[str, int], tuple[int, int]]:

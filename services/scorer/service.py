@@ -39,7 +39,7 @@ from services.common.kafka import client_options
 from services.common.kafka import producer as make_producer
 from services.common.members import MemberCache
 from services.scorer import http as scorer_http
-from services.scorer.batch import Batches
+from services.scorer.batch import Batches, lanes
 from services.scorer.failpoints import Failpoints
 from services.scorer.metrics import LAG, LEVEL_CHANGES, OUTBOX, OUTBOX_AGE, UNSYNCED
 from services.scorer.outbox import Relay
@@ -159,10 +159,19 @@ class Scorer:
 
     async def _consume(self) -> None:
         """Fetch a batch, decode it, apply and commit it. A batch commits while the next is
-        fetched and decoded: one commit in flight at a time, in order. (A fetch that a fence or
-        rebalance made stale is refused by the offset guard.)"""
+        fetched and decoded, in `CL_COMMIT_LANES` lanes: partition p's records commit in lane
+        p mod lanes, one commit in flight per lane, in order; the lanes' transactions run at
+        once (they share no partition, so no member). (A fetch that a fence or rebalance made
+        stale is refused by the offset guard.)"""
         s = self.settings
-        committing: asyncio.Task[None] | None = None
+        committing: dict[int, asyncio.Task[None]] = {}  # each lane's commit in flight
+
+        async def settled(lanes: list[int]) -> None:
+            """Wait for these lanes' commits (a failure surfaces here)."""
+            for lane in lanes:
+                if task := committing.pop(lane, None):
+                    await task
+
         try:
             while not self.stopping.is_set():
                 self.partitions.read_stopped_again()
@@ -176,29 +185,26 @@ class Scorer:
                     await asyncio.sleep(0.1)
                     continue
                 except OffsetOutOfRangeError as exc:
-                    if committing:
-                        await committing
-                        committing = None
+                    await settled(list(committing))
                     await self._retry(
                         "resume partitions out of range", partial(self.partitions.out_of_range, exc.args[0])
                     )
                     continue
                 if batch:
                     items = await self.batches.decode(batch)
-                    if committing:
-                        await committing
-                        committing = None
-                    if items:
+                    for lane, part in lanes(items, s.commit_lanes).items():
+                        await settled([lane])
                         self.failpoints.hit("before_commit")  # only with a batch in hand
-                        committing = asyncio.create_task(self.batches.apply(items, utcnow(), time.monotonic()))
-                elif not committing and not self.partitions.lag():
-                    self.batches.progress_at = time.monotonic()
-            if committing:
-                await committing
+                        committing[lane] = asyncio.create_task(self.batches.apply(part, utcnow(), time.monotonic()))
+                else:
+                    await settled([lane for lane, task in committing.items() if task.done()])
+                    if not committing and not self.partitions.lag():
+                        self.batches.progress_at = time.monotonic()
+            await settled(list(committing))
             await self.batches.published()
         finally:
             if committing:
-                await asyncio.gather(committing, return_exceptions=True)
+                await asyncio.gather(*committing.values(), return_exceptions=True)
             if self.batches.publishing:
                 await asyncio.gather(self.batches.publishing, return_exceptions=True)
 

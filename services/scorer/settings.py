@@ -24,6 +24,9 @@ class ScorerSettings(KeptPeriods):
     group_id: str = Field(default="scorer", description="the Kafka consumer group (CL_GROUP_ID)")
     instance: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     batch_max_records: int = Field(default=2000, ge=1)
+    commit_lanes: int = Field(
+        default=2, ge=1, description="batch transactions in flight at once, each on partitions of its own"
+    )
     fetch_wait: Seconds = timedelta(milliseconds=200)
     tenure_interval: Seconds = Field(
         default=timedelta(minutes=5), description="how often tenure promotions are looked for"

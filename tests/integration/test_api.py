@@ -107,6 +107,22 @@ async def test_member_read_answers_304_to_a_matching_etag(client: httpx.AsyncCli
     assert changed.status_code == 200 and changed.headers["etag"] != etag
 
 
+async def test_a_member_read_again_after_a_commit_shows_the_new_view(
+    client: httpx.AsyncClient, settings: ApiSettings
+) -> None:
+    # The API keeps answers rendered (`answers.Rendered`): a newer view in Redis is a new answer.
+    fay, gil = unique("fay"), unique("gil")
+    await score(settings, [ev("post", fay, content_id="p1"), ev("reply", gil, content_id="r1")], cache=True)
+    before = (await client.get(f"/v1/members/{fay}")).json()
+    await client.get("/v1/members", params={"ids": f"{fay},{gil}"})
+    await score(settings, [ev("post", fay, content_id="p2")], cache=True)
+    after = await client.get(f"/v1/members/{fay}")
+    assert after.json()["active_score"] == before["active_score"] + RULES.metrics["post"].points
+    many = (await client.get("/v1/members", params={"ids": f"{fay},{gil}"})).json()
+    assert many["members"][0] == after.json()
+    assert many == {"members": [after.json(), (await client.get(f"/v1/members/{gil}")).json()], "missing": []}
+
+
 async def test_many_members_at_once_with_the_missing_named(client: httpx.AsyncClient, settings: ApiSettings) -> None:
     cat, dan, ghost = unique("cat"), unique("dan"), unique("ghost")
     await score(settings, [ev("article", cat, content_id="a1"), ev("view", dan, content_id="c")], cache=False)

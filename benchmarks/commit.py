@@ -1,0 +1,91 @@
+"""The scorer's batch transaction alone: the scorer topic's records (as `make bench` makes them),
+decoded once up front, then committed through the scorer's own `UnitOfWork.commit` in batches
+of `CL_BATCH_MAX_RECORDS` (2,000), as partitions of one consumer that claimed them. No Kafka
+and no Redis: what it measures is the transaction, the scorer's CPU around it and PostgreSQL's.
+
+`python -m benchmarks.commit [records] [lanes]` (200,000 events, about 227,000 records; lanes:
+transactions in flight at once, each on partitions of its own, as `CL_COMMIT_LANES` runs them).
+Uses `make run`'s PostgreSQL, on a database of its own that it drops at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import zlib
+from datetime import UTC, datetime
+
+import asyncpg
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from benchmarks import workload
+from benchmarks.bench import Bench, cpu_seconds
+from services.scorer.records import decode_record
+from services.write.sql import offsets
+from services.write.sql.offsets import OffsetMove
+from services.write.unit_of_work import Incoming, UnitOfWork
+
+PARTITIONS = 6
+BATCH = 2000
+
+
+async def main(count: int = 200_000, lanes: int = 1) -> None:
+    bench = Bench()
+    members = [f"m-{i}" for i in range(20_000)]
+    raw = workload.records(workload.events(members, count, end=datetime(2026, 11, 30, tzinfo=UTC), days=30))
+    # Each record on its member's partition, in order, as ingest keys them.
+    next_offset = [0] * PARTITIONS
+    placed: list[Incoming] = []
+    for key, value in raw:
+        partition = zlib.crc32(key) % PARTITIONS
+        placed.append(Incoming(decode_record(key, value), value.decode(), partition, next_offset[partition]))
+        next_offset[partition] += 1
+    # Lanes own disjoint partitions (as the scorer's lanes never share one partition's records).
+    by_lane = [[i for i in placed if i.partition % lanes == lane] for lane in range(lanes)]
+    try:
+        db = await bench.database("commit")
+        engine = create_async_engine(db.url("cl_scorer"), pool_size=lanes + 1)
+        group, topic = f"bench-commit-{db.name}", "bench-commit"
+        async with engine.begin() as conn:
+            claims = await offsets.claim_partitions(conn, group, topic, list(range(PARTITIONS)), "bench")
+        epochs = {c.partition: c.epoch for c in claims}
+        work = UnitOfWork(engine, bench.settings.rules, group, topic)
+
+        async def lane(items: list[Incoming]) -> None:
+            for start in range(0, len(items), BATCH):
+                batch = items[start : start + BATCH]
+                ends: dict[int, tuple[int, int]] = {}
+                for i in batch:
+                    ends[i.partition] = (ends.get(i.partition, (i.offset, 0))[0], i.offset)
+                moves = [OffsetMove(p, epochs[p], first, last + 1) for p, (first, last) in ends.items()]
+                await work.commit(moves, batch, datetime.now(UTC), [])
+
+        # Warm up (rules read, a connection per lane), then time the rest.
+        await asyncio.gather(*(lane(items[: BATCH * 2]) for items in by_lane))
+        by_lane = [items[BATCH * 2 :] for items in by_lane]
+        total = sum(map(len, by_lane))
+        conn = await asyncpg.connect(db.dsn)
+        try:  # PostgreSQL's CPU is that of this database's backends: others share the server
+            backends = {
+                r["pid"] for r in await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", db.name)
+            }
+        finally:
+            await conn.close()
+        backends.discard(None)
+        before, cpu0 = cpu_seconds(backends, {}), time.process_time()
+        started = time.perf_counter()
+        await asyncio.gather(*(lane(items) for items in by_lane))
+        wall = time.perf_counter() - started
+        cpu, pg = time.process_time() - cpu0, cpu_seconds(backends, {})["scorer"] - before["scorer"]
+        print(
+            f"{total:,} records, {lanes} lane(s): {total / wall:,.0f} records/s;"
+            f" per record: scorer CPU {cpu / total * 1e6:.0f} µs, PostgreSQL CPU {pg / total * 1e6:.0f} µs"
+        )
+        await engine.dispose()
+    finally:
+        await bench.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*map(int, sys.argv[1:])))

@@ -1,0 +1,89 @@
+"""Commit lanes: a scorer with several transactions in flight applies every record once, each
+member's in order, exactly as the domain applies them one after the other."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+
+from services.common.members import MemberCache
+from services.scorer.settings import ScorerSettings
+from shared.events import ActivityEvent, ActivityRecord
+from shared.rules import default_rules
+from shared.scoring import MemberState, apply_batch
+from tests.conftest import unique
+from tests.integration.test_scorer import NOW, _equals, event, publish, running
+from tests.support import eventually
+
+
+def workload(members: list[str], count: int, seed: int) -> list[dict[str, Any]]:
+    """Events whose result depends on their order (content created, liked, unliked, removed),
+    likes between members of different partitions."""
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    for i in range(count):
+        member, other = rng.sample(members, 2)
+        at = NOW - timedelta(hours=2) + timedelta(seconds=i)
+        content = f"c{rng.randint(0, 5)}"
+        kind = rng.choice(["post", "reply", "comment", "content_removed", "like", "unlike"])
+        if kind in ("like", "unlike"):
+            out.append(event(kind, member, at=at, content_id=f"{other}-{content}", target_member_id=other))
+        else:
+            out.append(event(kind, member, at=at, content_id=f"{member}-{content}"))
+    return out
+
+
+def expected(events: list[dict[str, Any]]) -> dict[str, MemberState]:
+    """The members' states when each member's records are applied in the order published."""
+    records = []
+    for raw in events:
+        parsed = ActivityEvent.model_validate(raw)
+        records += [ActivityRecord(subject, parsed) for subject in parsed.subjects()]
+    states: dict[str, MemberState] = {}
+    apply_batch(states, records, NOW, default_rules())
+    return states
+
+
+async def stored(pg: asyncpg.Connection, members: list[str]) -> dict[str, tuple[int, int, str]]:
+    rows = await pg.fetch(
+        "SELECT member_id, active_score, passive_score, level_id FROM members WHERE member_id = ANY($1)", members
+    )
+    return {r["member_id"]: (r["active_score"], r["passive_score"], r["level_id"]) for r in rows}
+
+
+async def test_lanes_apply_every_record_once_and_each_members_in_order(
+    settings_kwargs: dict[str, Any], pg: asyncpg.Connection
+) -> None:
+    settings = ScorerSettings(
+        **{**settings_kwargs, "commit_lanes": 3, "batch_max_records": 40},
+        port=0,
+        repair_interval=timedelta(milliseconds=300),
+    )
+    members = [unique(f"lane{i}") for i in range(24)]
+    events = workload(members, 1500, seed=15)
+    rules = default_rules()
+    want = {m: (*s.scores(rules), s.level) for m, s in expected(events).items()}
+    records = sum(len(ActivityEvent.model_validate(e).subjects()) for e in events)
+
+    await publish(settings, events[:700])
+    async with running(settings) as scorer:
+        await publish(settings, events[700:] + events[:50])  # the first 50 again: repeats count once
+        await eventually(lambda: _equals(stored(pg, members), want), timeout=60)
+        assert scorer.settings.commit_lanes == 3
+    applied = await pg.fetchval("SELECT count(*) FROM activity WHERE member_id = ANY($1)", members)
+    assert applied == records
+    cache = MemberCache(Redis.from_url(settings.redis_url), settings.redis_prefix)
+
+    async def views() -> dict[str, tuple[int, int, str]]:
+        got = await cache.get_many(members)
+        return {m: (v["active_score"], v["passive_score"], v["level_id"]) for m, v in got.items()}
+
+    try:
+        async with running(settings):  # the views of the last commits: written, or repaired
+            await eventually(lambda: _equals(views(), want), timeout=30)
+    finally:
+        await cache.redis.aclose()
