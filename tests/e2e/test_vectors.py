@@ -13,7 +13,7 @@ import pytest
 from tests import vectors
 from tests.e2e.conftest import System, post_events
 from tests.model import Model
-from tests.support import eventually, read_topic, values
+from tests.support import eventually, level_changes, read_topic
 
 
 def relocated(scenario: dict[str, Any], tag: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -64,7 +64,7 @@ async def test_scenario_through_the_whole_system(
 
     await eventually(matches, timeout=30, what=f"API state for {scenario['name']}")
 
-    published = values(await read_topic(system.bootstrap, system.env["CL_TOPIC_LEVEL_CHANGES"], set(expected)))
+    published = level_changes(await read_topic(system.bootstrap, system.env["CL_TOPIC_LEVEL_CHANGES"], set(expected)))
     by_member: dict[str, list[list[int | None]]] = {}
     for change in sorted(published, key=lambda c: (c["member_id"], c["seq"])):
         by_member.setdefault(change["member_id"], []).append(
