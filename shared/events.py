@@ -319,6 +319,14 @@ class SolutionAccepted(_OnAuthorsContent):
     type: Literal["solution_accepted"]
 
 
+class BadgeAwarded(_OnContent):
+    """An outside system (the forum, the training academy) awarded the member the manual badge
+    content_id (SPEC §10.2): granted once, whatever the number of awards."""
+
+    type: Literal["badge_awarded"]
+    content_id: Annotated[StrictStr, Field(pattern=r"^[a-z0-9_]{1,64}$", description="the badge's id")]
+
+
 AnyEvent = Annotated[
     MemberJoined
     | Visit
@@ -332,7 +340,8 @@ AnyEvent = Annotated[
     | ContentRemoved
     | Like
     | Unlike
-    | SolutionAccepted,
+    | SolutionAccepted
+    | BadgeAwarded,
     Field(discriminator="type"),
 ]
 EVENT: TypeAdapter[ActivityEvent] = TypeAdapter(AnyEvent)

@@ -63,6 +63,23 @@ def _absent(value: object) -> bool:
     return value is None or value == ()
 
 
+# What one scored action of each metric is, for how a badge is earned (one, many).
+ACTIONS = {
+    "visit_day": ("day visited", "different days visited"),
+    "browse_time": ("full {seconds} browsed", "full {seconds} browsed"),
+    "view": ("piece of content read", "pieces of content read (once per content and day)"),
+    "group_joined": ("group joined", "groups joined"),
+    "event_attended": ("event attended", "events attended"),
+    "post": ("post started", "posts started"),
+    "reply": ("reply", "replies"),
+    "comment": ("comment", "comments"),
+    "article": ("article or blog post published", "articles or blog posts published"),
+    "like_given": ("like given", "likes given"),
+    "like_received": ("like received", "likes received"),
+    "solution_accepted": ("reply accepted as the solution", "replies accepted as the solution"),
+}
+
+
 class Metric(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -177,6 +194,54 @@ class Program(BaseModel):
         return {"id": self.id, "name": self.name}
 
 
+class Badge(BaseModel):
+    """A badge of the catalogue (SPEC §10.2): earned by a criterion the scorer evaluates, or
+    `manual`, granted by an operator (`cl badge grant`) or an outside system through ingest.
+
+    A criterion is one of: `metric` with `count` (that many scored actions of the metric,
+    after reversals: its points over its points per action, rounded down; visits on N distinct
+    days are `visit_day`), or `level` (the member's level is that level or one above it that
+    holds its grants: higher in its tier, or any active level for a passive one)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9_]{1,64}$")
+    name: str = Field(min_length=1, max_length=100)
+    description: str = Field(min_length=1, max_length=500)
+    icon: str | None = Field(default=None, exclude_if=_absent)
+    link: str | None = Field(default=None, exclude_if=_absent)  # where to learn more, e.g. the academy
+    metric: str | None = Field(default=None, exclude_if=_absent)
+    count: int | None = Field(default=None, ge=1, exclude_if=_absent)
+    level: str | None = Field(default=None, exclude_if=_absent)
+    manual: bool = Field(default=False, exclude_if=lambda v: not v)
+
+    @field_validator("icon")
+    @classmethod
+    def _icon(cls, value: str | None) -> str | None:
+        if value is None or ICON_URL.fullmatch(value) or ICON_NAME.fullmatch(value):
+            return value
+        raise ValueError(f"{value!r} is neither an https:// URL nor an icon name (a-z, 0-9 and -, at most 64)")
+
+    @field_validator("link")
+    @classmethod
+    def _link(cls, value: str | None) -> str | None:
+        if value is None or ICON_URL.fullmatch(value):
+            return value
+        raise ValueError(f"{value!r} is not an https:// URL")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Badge:
+        ways = [self.manual, self.metric is not None, self.level is not None]
+        if sum(ways) != 1:
+            raise ValueError(f"badge {self.id}: give exactly one of manual: true, metric with count, or level")
+        if (self.metric is None) != (self.count is None):
+            raise ValueError(f"badge {self.id}: metric and count go together")
+        return self
+
+    def ref(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name}
+
+
 class Rules(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -184,6 +249,7 @@ class Rules(BaseModel):
     metrics: dict[str, Metric]
     levels: tuple[Level, ...]
     programs: tuple[Program, ...] = ()
+    badges: tuple[Badge, ...] = Field(default=(), exclude_if=_absent)
 
     @model_validator(mode="after")
     def _check(self) -> Rules:
@@ -203,6 +269,7 @@ class Rules(BaseModel):
                 raise ValueError(f"program {program.id}: min_level {program.min_level!r} is not a level of the ladder")
         if len({p.id for p in self.programs}) != len(self.programs):
             raise ValueError("program ids must be unique")
+        _check_badges(self)
         # A member's level is the highest rank whose requirements hold; ranks follow file order.
         levels = tuple(lv.model_copy(update={"rank": i + 1}) for i, lv in enumerate(self.levels))
         _hold_grants(levels)
@@ -258,6 +325,38 @@ class Rules(BaseModel):
     def program(self, program_id: str) -> Program | None:
         return next((p for p in self.programs if p.id == program_id), None)
 
+    def badge(self, badge_id: str) -> Badge | None:
+        return self._badges.get(badge_id)
+
+    @cached_property
+    def _badges(self) -> dict[str, Badge]:
+        return {badge.id: badge for badge in self.badges}
+
+    @cached_property
+    def _metric_badges(self) -> dict[str, tuple[Badge, ...]]:
+        return {m: tuple(b for b in self.badges if b.metric == m) for m in METRICS}
+
+    def badges_of_metric(self, metric: str) -> tuple[Badge, ...]:
+        """The automatic badges counting this metric's actions."""
+        return self._metric_badges.get(metric, ())
+
+    @cached_property
+    def level_badges(self) -> tuple[Badge, ...]:
+        """The automatic badges earned by reaching a level."""
+        return tuple(b for b in self.badges if b.level is not None)
+
+    def badge_how(self, badge: Badge) -> str:
+        """How a badge is earned, in words made from its criterion and the rules' numbers."""
+        if badge.manual:
+            return "Awarded by the community team or a partner such as the training academy."
+        if badge.level is not None:
+            return f"Reach {self.level(badge.level).name}."
+        assert badge.metric is not None and badge.count is not None
+        one, many = ACTIONS[badge.metric]
+        per = _duration(self.metrics[badge.metric].seconds_per_point or 0)
+        what = (one if badge.count == 1 else many).format(seconds=per)
+        return f"{'A first' if badge.count == 1 else f'{badge.count:,}'} {what}."
+
     def next_level(self, level_id: str) -> Level | None:
         """The level above this one in this ladder. For a level this ladder lacks (a member not
         yet rescored), none: the member's level under these rules is not known yet."""
@@ -273,6 +372,21 @@ class Rules(BaseModel):
                 at = joined_at + timedelta(days=level.tenure_days)
                 due = at if due is None else min(due, at)
         return due
+
+
+def _check_badges(rules: Rules) -> None:
+    """Badge ids are unique; a criterion names a metric that earns points, or a level of the ladder."""
+    if len({b.id for b in rules.badges}) != len(rules.badges):
+        raise ValueError("badge ids must be unique")
+    levels = {lv.id for lv in rules.levels}
+    for badge in rules.badges:
+        if badge.metric is not None:
+            if badge.metric not in METRICS:
+                raise ValueError(f"badge {badge.id}: metric {badge.metric!r} is not one of {list(METRICS)}")
+            if not rules.metrics[badge.metric].points:
+                raise ValueError(f"badge {badge.id}: metric {badge.metric} earns no points, so no action of it counts")
+        if badge.level is not None and badge.level not in levels:
+            raise ValueError(f"badge {badge.id}: level {badge.level!r} is not a level of the ladder")
 
 
 def _hold_grants(levels: tuple[Level, ...]) -> None:

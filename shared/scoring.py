@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal, get_args
 
+from shared.badges import Earned, crossed_by_points, reached_by_level
 from shared.events import ActivityRecord, iso_utc
 from shared.rules import Level, Rules
 
@@ -63,6 +64,11 @@ class MemberState:
     rules_version: str | None = None  # the rules these figures are scored under
     pin: Pin | None = None
     programs: tuple[str, ...] = ()  # ids of the programmes the member is enrolled in (SPEC §11)
+    # The badges the steps since the caller last took them earned (SPEC §10.2), in order; a
+    # store grants each one the member does not hold yet.
+    earned: list[Earned] = field(default_factory=list, compare=False)
+    badges: dict[str, datetime] = field(default_factory=dict)  # those held, by id: when granted
+    lost: list[str] = field(default_factory=list, compare=False)  # held badges a rescore's rules dropped
 
     @property
     def joined_at(self) -> datetime | None:
@@ -267,6 +273,10 @@ def _score(state: MemberState, rules: Rules, record: ActivityRecord) -> None:
         if key not in facts:
             facts[key] = 1
             _earn(state, rules, "solution_accepted", day, rules.metrics["solution_accepted"].points)
+    elif kind == "badge_awarded":
+        badge = rules.badge(content)
+        if badge is not None and badge.manual:  # the scorer refuses others live (`manual_badge_refused`)
+            state.earned.append(Earned(badge.id, ev.occurred_at, state.seq, "ingest", ev.event_id))
     # member_joined, and the accepter's side of solution_accepted, earn nothing.
 
 
@@ -311,6 +321,9 @@ def _settle(
         grants_removed=tuple(g for g in holds if g not in level.held_grants),
     )
     state.level, state.seq = level.id, change.seq
+    if held is None and rules.level_badges:  # a level an operator pinned reaches no badge
+        for badge in reached_by_level(rules, level):
+            state.earned.append(Earned(badge.id, at, state.seq, "level", change.cause_event_id))
     return change
 
 
@@ -321,8 +334,39 @@ def apply(state: MemberState, record: ActivityRecord, now: datetime, rules: Rule
         state.first_seen = ev.occurred_at
     if ev.type == "member_joined" and (state.joined_declared is None or ev.occurred_at < state.joined_declared):
         state.joined_declared = ev.occurred_at
+    if not rules.badges:
+        _score(state, rules, record)
+        return _settle(state, rules, now, "activity", record, ev.occurred_at)
+    start = len(state.moves)
     _score(state, rules, record)
+    if len(state.moves) > start:
+        _earn_badges(state, rules, record, state.moves[start:])
     return _settle(state, rules, now, "activity", record, ev.occurred_at)
+
+
+def _earn_badges(state: MemberState, rules: Rules, record: ActivityRecord, moves: list[tuple[str, str, int]]) -> None:
+    """The metric badges this record's points reached (SPEC §10.2)."""
+    gained: dict[str, int] = {}
+    for metric, _, points in moves:
+        gained[metric] = gained.get(metric, 0) + points
+    up = [m for m, n in gained.items() if n > 0 and rules.badges_of_metric(m)]
+    if not up:
+        return
+    before = {m: state.points.get(m, 0) - gained[m] for m in up}
+    for badge in crossed_by_points(rules, before, state.points, up):
+        state.earned.append(Earned(badge.id, record.event.occurred_at, state.seq, "activity", record.event.event_id))
+
+
+def manual_badge_refused(record: ActivityRecord, rules: Rules) -> str | None:
+    """Why the rules refuse a badge_awarded record (a badge they lack, or one not manual), or None."""
+    if record.event.type != "badge_awarded":
+        return None
+    badge = rules.badge(record.event.content_id or "")
+    if badge is None:
+        return f"the rules in force ({rules.version}) have no badge {record.event.content_id!r}"
+    if not badge.manual:
+        return f"badge {badge.id!r} is earned by its criterion, not awarded: only manual badges can be"
+    return None
 
 
 def apply_batch(
@@ -459,7 +503,7 @@ def rescore(
     (the member's rules until now), whatever the shape of either ladder. The new state's moves
     are every point the replay earned, so a store can rebuild the member's periods from them.
     A pin must name a level of `rules` (`cl rescore` refuses rules that drop a pinned level)."""
-    replayed = MemberState(state.member_id, pin=state.pin, programs=state.programs)
+    replayed = MemberState(state.member_id, pin=state.pin, programs=state.programs, badges=dict(state.badges))
     for record in records:
         apply(replayed, record, now, rules)
     replayed.level, replayed.seq, replayed.rules_version = state.level, state.seq, rules.version

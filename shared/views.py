@@ -32,6 +32,7 @@ class MemberView:
     updated_at: datetime
     version: int
     programs: tuple[str, ...] = ()  # ids of the programmes the member is in (SPEC §11)
+    badges: tuple[tuple[str, datetime], ...] = ()  # those held (SPEC §10.2): id, when granted; by time
 
     @classmethod
     def of(cls, state: MemberState, rules: Rules, version: int, updated_at: datetime) -> MemberView:
@@ -51,6 +52,7 @@ class MemberView:
             updated_at=updated_at,
             version=version,
             programs=state.programs,
+            badges=_held(state.badges),
         )
 
     @classmethod
@@ -69,11 +71,13 @@ class MemberView:
             updated_at=row["updated_at"],
             version=row["version"],
             programs=tuple(row.get("programs") or ()),
+            badges=_held({b: datetime.fromisoformat(at) for b, at in _json(row.get("badges") or {}).items()}),
         )
 
     def stored(self) -> dict[str, Any]:
         """The view as JSON, as Redis holds it and the API renders it. Its fields stay as they
-        are: views written by an earlier release must still read (one without `programs` is in none)."""
+        are: views written by an earlier release must still read (one without `programs` is in none,
+        one without `badges` holds none)."""
         return {
             "member_id": self.member_id,
             "level_id": self.level_id,
@@ -85,7 +89,17 @@ class MemberView:
             "updated_at": iso_utc(self.updated_at),
             "version": self.version,
             "programs": list(self.programs),
+            "badges": [{"id": badge, "granted_at": iso_utc(at)} for badge, at in self.badges],
         }
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _held(badges: Mapping[str, datetime]) -> tuple[tuple[str, datetime], ...]:
+    """Badges held, in the order they were granted (then by id)."""
+    return tuple(sorted(badges.items(), key=lambda item: (item[1], item[0])))
 
 
 def pinned(reason: str, until: datetime | None) -> dict[str, Any]:

@@ -64,6 +64,25 @@ GRANTS: dict[str, tuple[str, ...]] = {
 }
 PASSIVE_LEVELS = {"new_member", "community_member", "established_member", "senior_member"}
 
+# The default badge catalogue (SPEC §10.2), copied from the rules file: a badge for so many
+# scored actions of a metric (an action counts while what it earned stands, if it earned any),
+# for reaching a level (by rank: the ladder puts the passive levels below the active ones, so
+# a rank at or above the badge's is that level or one holding its grants), or given by hand.
+BADGE_COUNTS: dict[str, tuple[str, int]] = {
+    "first_post": ("post", 1),
+    "first_reply": ("reply", 1),
+    "first_article": ("article", 1),
+    "first_solution": ("solution_accepted", 1),
+    "solutions_10": ("solution_accepted", 10),
+    "solutions_50": ("solution_accepted", 50),
+    "likes_received_100": ("like_received", 100),
+    "reader_30_days": ("visit_day", 30),
+    "events_5": ("event_attended", 5),
+    "groups_3": ("group_joined", 3),
+}
+BADGE_LEVELS: dict[str, int] = {"trusted": 9, "boss": 10}  # by rank in LADDER
+MANUAL_BADGES = frozenset({"academy_certified"})
+
 
 def held(rank: int | None, ladder: list[tuple[int, str, int, int, int]]) -> list[str]:
     """The privileges a member at the level of this rank holds, in the order the ladder grants them."""
@@ -96,6 +115,8 @@ class Member:
     # Each level the member reached, with when the event that moved it occurred (SPEC §11).
     reached: list[tuple[datetime, int]] = field(default_factory=list)
     caps: dict[str, int] = field(default_factory=lambda: CAPS)
+    actions: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # scored actions standing
+    badges: dict[str, datetime] = field(default_factory=dict)  # held: when first earned
     ladder: list[tuple[int, str, int, int, int]] = field(default_factory=lambda: LADDER)
 
     def total(self, metric: str) -> int:
@@ -115,6 +136,7 @@ class Member:
         if metric in self.caps:
             pts = max(0, min(pts, self.caps[metric] - self.ledger[(metric, day)]))
         self.ledger[(metric, day)] += pts
+        self.actions[metric] += pts > 0
         return pts
 
     def level(self, now: datetime) -> int:
@@ -134,8 +156,12 @@ class Model:
         points: dict[str, int] | None = None,
         caps: dict[str, int] | None = None,
         ladder: list[tuple[int, str, int, int, int]] | None = None,
+        badge_counts: dict[str, tuple[str, int]] | None = None,
+        badge_levels: dict[str, int] | None = None,
     ) -> None:
         self.now = now
+        self.badge_counts = BADGE_COUNTS if badge_counts is None else badge_counts
+        self.badge_levels = BADGE_LEVELS if badge_levels is None else badge_levels
         self.points = {**POINTS, **(points or {})}
         self.ladder = ladder or LADDER
         caps = {**CAPS, **(caps or {})}
@@ -154,6 +180,17 @@ class Model:
                 member.chain.append((member.rank, rank))
                 member.reached.append((_ts(event["occurred_at"]), rank))
                 member.rank = rank
+            self._badges(member, who, event)
+
+    def _badges(self, m: Member, who: str, e: dict[str, Any]) -> None:
+        """The badges the member meets now and did not hold: earned at this event."""
+        at = _ts(e["occurred_at"])
+        met = [b for b, (metric, n) in self.badge_counts.items() if m.actions[metric] >= n]
+        met += [b for b, rank in self.badge_levels.items() if m.rank is not None and m.rank >= rank]
+        if e["type"] == "badge_awarded" and e["content_id"] in MANUAL_BADGES:
+            met.append(e["content_id"])
+        for badge in met:
+            m.badges.setdefault(badge, at)
 
     def _apply(self, m: Member, who: str, e: dict[str, Any]) -> None:
         at = _ts(e["occurred_at"])
@@ -200,6 +237,7 @@ class Model:
         if key in m.reversible:
             metric, day, pts = m.reversible.pop(key)
             m.ledger[(metric, day)] -= pts
+            m.actions[metric] -= pts > 0
 
     def grants(self) -> dict[str, dict[str, Any]]:
         """Each member's privileges now, and what each of its level changes added and removed."""
@@ -238,6 +276,10 @@ class Model:
                 "level_changes": [list(c) for c in m.chain],
             }
         return out
+
+    def badges(self) -> dict[str, dict[str, datetime]]:
+        """Each member's badges: when each was first earned."""
+        return {who: dict(m.badges) for who, m in self.members.items() if m.badges}
 
 
 # -- periods and boards (SPEC §7, §11) --

@@ -59,6 +59,21 @@ def values(msgs: list[Any]) -> list[Any]:
     return [json.loads(m.value) for m in msgs]
 
 
+def ce_type(msg: Any) -> str:
+    """A record's CloudEvents type (its `ce_type` header); "" for one without (a tombstone)."""
+    return bytes(dict(msg.headers).get("ce_type", b"")).decode()
+
+
+def of_type(msgs: list[Any], prefix: str) -> list[Any]:
+    """The payloads of the records whose CloudEvents type starts with `prefix`: the member-keyed
+    topic carries level changes ("community.level."), badge and programme events."""
+    return [json.loads(m.value) for m in msgs if m.value is not None and ce_type(m).startswith(prefix)]
+
+
+def level_changes(msgs: list[Any]) -> list[Any]:
+    return of_type(msgs, "community.level.")
+
+
 @asynccontextmanager
 async def in_process(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan running, and a client that calls it in-process."""

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from services.common.http import error, error_doc
+from shared.badges import badge_ref
 from shared.programs import program_ref
 from shared.rules import Level, Rules
 
@@ -77,6 +78,7 @@ def render(view: dict[str, Any], rules: Rules, now: datetime, known: Mapping[str
         "next_level": following and {**following.ref(), "unmet": following.unmet(active, passive, tenure_days)},
         "updated_at": view["updated_at"],
         "programs": [program_ref(p, rules) for p in view.get("programs", [])],  # none in earlier views
+        "badges": [{**badge_ref(b["id"], rules), "granted_at": b["granted_at"]} for b in view.get("badges", [])],
     }
 
 

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from services.api import contract
 from services.api.answers import period_refused, unavailable
 from services.api.reads import CoalescedViews, PeriodRefused, Unavailable
-from services.api.routes import holders, ladder, leaderboard, members, pages, programs, readiness, stats
+from services.api.routes import badges, holders, ladder, leaderboard, members, pages, programs, readiness, stats
 from services.api.rules import RulesInForce
 from services.api.settings import ApiSettings
 from services.common import db, http
@@ -70,6 +70,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         app.include_router(family.router(in_force))
     app.include_router(programs.router(in_force))
     app.include_router(programs.pages(in_force))
+    app.include_router(badges.router(in_force))
+    app.include_router(badges.pages(in_force))
     http.add_healthz(app)
     app.include_router(readiness.router)
     http.add_metrics(app, REGISTRY, http_metrics)

@@ -16,6 +16,8 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import TypeAdapter
 
+from shared.badges import GRANTED as BADGE_GRANTED
+from shared.badges import REVOKED as BADGE_REVOKED
 from shared.events import EVENT, EventId, MemberId
 from shared.programs import JOINED as PROGRAM_JOINED
 from shared.programs import LEFT as PROGRAM_LEFT
@@ -294,6 +296,75 @@ def _with_programs(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _with_badges(doc: dict[str, Any]) -> dict[str, Any]:
+    """A badge granted or revoked (SPEC §10.2): records on the level-changes topic, keyed by
+    the member, in order with the member's level changes."""
+    schemas, messages = doc["components"]["schemas"], doc["components"]["messages"]
+    headers = orjson.loads(orjson.dumps(schemas["CloudEventHeaders"]))
+    headers["properties"]["ce_type"] = {"enum": [BADGE_GRANTED, BADGE_REVOKED]}
+    schemas["BadgeEventHeaders"] = headers
+    schemas["BadgeEvent"] = {
+        "type": "object",
+        "description": "A badge granted or revoked (by ce_type and action); key: member_id. Dedupe on event_id.",
+        "additionalProperties": False,
+        "required": [
+            *("event_id", "member_id", "action", "badge", "granted_at", "cause"),
+            *("rules_version", "occurred_at", "emitted_at"),
+        ],
+        "properties": {
+            "event_id": {
+                "type": "string",
+                "format": "uuid",
+                "description": "derived from member, badge, action and time",
+            },
+            "member_id": TypeAdapter(MemberId).json_schema(),
+            "action": {"enum": ["granted", "revoked"]},
+            "badge": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["id", "name"],
+                "properties": {"id": {"type": "string"}, "name": {"type": "string"}},
+            },
+            "granted_at": _TIMESTAMP | {"description": "when the member earned or was given the badge"},
+            "cause": {
+                "type": "object",
+                "required": ["kind"],
+                "properties": {
+                    "kind": {
+                        "enum": ["activity", "level", "ingest", "operator", "rescore"],
+                        "description": "activity: a record met the criterion; level: a level change did;"
+                        " ingest: a badge_awarded event; operator: cl badge grant|revoke;"
+                        " rescore: rules that dropped the badge",
+                    },
+                    "event_id": {"type": "string", "description": "the activity event that caused it"},
+                    "operator": _string("who granted or revoked it (operator)"),
+                    "reason": {"type": ["string", "null"], "description": "why, as the operator said"},
+                },
+            },
+            "rules_version": _string("the rules in force"),
+            "occurred_at": _TIMESTAMP,
+            "emitted_at": _TIMESTAMP | {"description": "also the record's ce_time"},
+        },
+    }
+    doc["channels"]["levelChanges"]["description"] += (
+        " Badge events (ce_type community.badge.granted, community.badge.revoked) go here too,"
+        " in order with the member's level changes; they have no seq. A consumer that knows only"
+        " level changes skips them by ce_type."
+    )
+    member_key = messages["LevelChange"]["bindings"]
+    for name, ce_type in (("BadgeGranted", BADGE_GRANTED), ("BadgeRevoked", BADGE_REVOKED)):
+        messages[name] = {
+            "contentType": "application/json",
+            "summary": f"ce_type {ce_type}",
+            "headers": {"$ref": _REF.format(model="BadgeEventHeaders")},
+            "payload": {"$ref": _REF.format(model="BadgeEvent")},
+            "bindings": member_key,
+        }
+        doc["channels"]["levelChanges"]["messages"][name] = {"$ref": f"#/components/messages/{name}"}
+        doc["operations"]["publishLevelChange"]["messages"].append({"$ref": f"#/channels/levelChanges/messages/{name}"})
+    return doc
+
+
 def _with_webhooks(doc: dict[str, Any]) -> dict[str, Any]:
     """What the webhook dispatcher POSTs to each registered endpoint (SPEC §12, Standard
     Webhooks): the event of the level-changes topic as `data`, signed in the headers."""
@@ -334,13 +405,14 @@ def _with_webhooks(doc: dict[str, Any]) -> dict[str, Any]:
     }
     schemas["WebhookPayload"] = {
         "description": "The body of each POST: the record's ce_type, its time, and its value byte for byte as data. "
-        "Types added to the topic later (badges) reach endpoints registered with --events all the same way.",
+        "Types added to the topic later reach endpoints registered with --events all the same way.",
         "oneOf": [
             envelope
             | {"properties": {"type": {"enum": types}, "timestamp": at, "data": {"$ref": _REF.format(model=model)}}}
             for types, model in (
                 (level_types, "LevelChange"),
                 ([PROGRAM_JOINED, PROGRAM_LEFT], "ProgramEvent"),
+                ([BADGE_GRANTED, BADGE_REVOKED], "BadgeEvent"),
                 ([WEBHOOK_ERASED], "MemberErased"),
             )
         ],
@@ -378,7 +450,7 @@ def _with_webhooks(doc: dict[str, Any]) -> dict[str, Any]:
 
 @cache
 def render() -> bytes:
-    return orjson.dumps(_with_webhooks(_with_programs(document())), option=orjson.OPT_INDENT_2) + b"\n"
+    return orjson.dumps(_with_webhooks(_with_badges(_with_programs(document()))), option=orjson.OPT_INDENT_2) + b"\n"
 
 
 router = APIRouter()

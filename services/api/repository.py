@@ -17,7 +17,7 @@ async def member_views(conn: AsyncConnection, member_ids: list[str]) -> dict[str
     rows = await conn.execute(
         text(
             "SELECT member_id, level_id, active_score, passive_score, points, joined_at, updated_at, version,"
-            " pinned_reason, pinned_until, programs FROM members WHERE member_id = ANY(CAST(:ids AS text[]))"
+            " pinned_reason, pinned_until, programs, badges FROM members WHERE member_id = ANY(CAST(:ids AS text[]))"
         ),
         {"ids": member_ids},
     )
@@ -219,3 +219,9 @@ async def enrolled_among(conn: AsyncConnection, program_id: str, member_ids: lis
         {"program": program_id, "ids": member_ids},
     )
     return {row[0] for row in rows}
+
+
+async def badge_holders(conn: AsyncConnection) -> dict[str, int]:
+    """Members holding each badge, by badge id (`badge_counts`: one row a badge)."""
+    rows = await conn.execute(text("SELECT badge_id, holders FROM badge_counts"))
+    return {row[0]: int(row[1]) for row in rows}

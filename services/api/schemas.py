@@ -90,6 +90,12 @@ class ProgramRef(Schema):
     name: str
 
 
+class HeldBadge(Schema):
+    id: str
+    name: str
+    granted_at: AwareDatetime
+
+
 class Member(Schema):
     member_id: str
     level: LevelRef
@@ -103,6 +109,7 @@ class Member(Schema):
     next_level: NextLevel | None
     updated_at: AwareDatetime
     programs: list[ProgramRef]  # the programmes the member is enrolled in (SPEC §11)
+    badges: list[HeldBadge]  # the badges the member holds, in the order granted (SPEC §10.2)
 
 
 class Members(Schema):
@@ -278,3 +285,22 @@ class Eligible(Schema):
     as_of: date
     members: list[EligibleMember]  # by member id
     next_after: str | None  # the member id to page after, when more may follow
+
+
+class BadgeInfo(Schema):
+    id: str
+    name: str
+    description: str
+    icon: str | None
+    link: str | None  # where to learn more (the academy's certification, say)
+    manual: bool  # granted by hand or by an outside system, not by a criterion
+    how: str  # how it is earned, in words made from the rules in force
+    metric: str | None  # a count of scored actions of this metric,
+    count: int | None  # this many
+    level: LevelRef | None  # or reaching this level
+    holders: int  # members holding it now
+
+
+class Badges(Schema):
+    rules_version: str
+    badges: list[BadgeInfo]

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import backfill, erasure, members, programs, rescore, rules, webhooks
+from services.cli import backfill, badges, erasure, members, programs, rescore, rules, webhooks
 
 app = typer.Typer(no_args_is_help=True, help="Operate Community Levels (SPEC §9).")
 app.add_typer(rules.app, name="rules")
 app.add_typer(members.app, name="member")
 members.app.command("erase")(erasure.erase)
 app.add_typer(programs.app, name="program")
+app.add_typer(badges.app, name="badge")
 app.add_typer(webhooks.app, name="webhook")
 app.command()(rescore.rescore)
 app.command()(backfill.backfill)

@@ -29,6 +29,8 @@ _WHAT = {
     "pin_audit": "pin audit entries",
     "program_enrolments": "programme enrolments",
     "program_audit": "programme audit entries",
+    "member_badges": "badges",
+    "badge_audit": "badge audit entries",
 }
 
 

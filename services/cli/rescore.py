@@ -73,6 +73,11 @@ def rescore(
     console.print(from_to_table(done.pairs, rules, done.names))
     if done.below:
         console.print(below_note(done.below))
+    console.print(
+        badges_note(
+            {b: n for b, n in done.badges.items() if n > 0}, {b: -n for b, n in done.badges.items() if n < 0}, "were"
+        )
+    )
 
 
 @dataclass(slots=True)
@@ -122,6 +127,10 @@ class RescoreReport:
     # Enrolled members whose level would fall below a programme's min_level: reported, left
     # enrolled (enrolments are made by hand, one by one, so the list stays short).
     below: list[tuple[str, str]] = field(default_factory=list)
+    # Badges the history earns under the new rules that members have not had, and badges
+    # members hold that the new rules lack, by badge id: members each.
+    badges_granted: dict[str, int] = field(default_factory=dict)
+    badges_revoked: dict[str, int] = field(default_factory=dict)
     _largest: list[tuple[int, _Earlier, Moved]] = field(default_factory=list)  # a heap, the smallest first
 
     @property
@@ -168,6 +177,10 @@ async def dry_run_report(settings: Settings, rules: Rules, keep: int = 10) -> Re
                     report.pins_dropped.append((replayed.state.member_id, replayed.dropped_pin))
                 _compare(report, replayed, rules)
                 report.below += [(replayed.state.member_id, p) for p in below_programs(replayed.state, rules, now)]
+                for badge in replayed.granted:
+                    report.badges_granted[badge] = report.badges_granted.get(badge, 0) + 1
+                for badge in replayed.revoked:
+                    report.badges_revoked[badge] = report.badges_revoked.get(badge, 0) + 1
                 if report.members % 1000 == 0:
                     bar.update(task, completed=report.members)
             bar.update(task, completed=report.members)
@@ -200,6 +213,10 @@ def summary(report: RescoreReport, rules: Rules, sample: int) -> dict[str, Any]:
         ],
         "pins_dropped": [{"member_id": m, "level": level} for m, level in report.pins_dropped],
         "enrolled_below": [{"member_id": m, "program": p} for m, p in report.below],
+        "badges": {
+            "granted": dict(sorted(report.badges_granted.items())),
+            "revoked": dict(sorted(report.badges_revoked.items())),
+        },
         "largest_moves": [
             {"member_id": m.member_id, "active": list(m.active), "passive": list(m.passive)}
             for m in report.largest()[:sample]
@@ -225,6 +242,7 @@ def show_report(report: RescoreReport, rules: Rules, sample: int) -> None:
         console.print(refusal(rules, report.pins_dropped))
     if report.below:
         console.print(below_note(report.below))
+    console.print(badges_note(report.badges_granted, report.badges_revoked, "would be"))
     moves = Table(title="Largest score moves")
     for column in ("member", "active", "passive"):
         moves.add_column(column)
@@ -264,6 +282,15 @@ def below_note(below: list[tuple[str, str]]) -> str:
     )
 
 
+def badges_note(granted: dict[str, int], revoked: dict[str, int], were: str) -> str:
+    """Badge changes, by badge id: members granted one, and members losing one the rules lack."""
+
+    def listed(counts: dict[str, int]) -> str:
+        return ", ".join(f"{badge} {n:,}" for badge, n in sorted(counts.items())) or "none"
+
+    return f"Badges {were} granted: {listed(granted)}; {were} revoked (the rules lack them): {listed(revoked)}"
+
+
 @dataclass
 class Applied:
     """What `--apply` did, in counts: nothing here grows with the members."""
@@ -273,6 +300,7 @@ class Applied:
     pairs: dict[tuple[str, str], int] = field(default_factory=dict)  # those changes by (from, to) level id
     names: dict[str, str] = field(default_factory=dict)  # the levels' names, those the new ladder drops included
     below: list[tuple[str, str]] = field(default_factory=list)  # enrolled members below a programme's level
+    badges: dict[str, int] = field(default_factory=dict)  # holders added and taken, by badge
 
     def count(self, changes: list[LevelChange]) -> None:
         self.changed += len(changes)
@@ -318,6 +346,8 @@ async def apply_everywhere(settings: Settings, rules: Rules, chunk: int) -> Appl
                     await views.publish(done)
                     applied.rescored, behind, after = applied.rescored + len(done.states), behind + len(ids), ids[-1]
                     applied.count(done.changes)
+                    for badge, n in done.badges.items():
+                        applied.badges[badge] = applied.badges.get(badge, 0) + n
                     now = datetime.now(UTC)
                     applied.below += [
                         (m, p) for m, s in sorted(done.states.items()) for p in below_programs(s, rules, now)

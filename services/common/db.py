@@ -64,6 +64,7 @@ members = Table(
     Column("pinned_reason", Text),
     Column("pinned_until", DateTime(timezone=True)),
     Column("programs", ARRAY(Text), nullable=False, server_default="{}"),  # ids of the programmes it is in (§11)
+    Column("badges", JSONB, nullable=False, server_default=text("'{}'::jsonb")),  # held: id -> granted_at (§10.2)
     Column("version", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_members_tenure_due_at", "tenure_due_at", postgresql_where=text("tenure_due_at IS NOT NULL")),
@@ -247,6 +248,39 @@ program_audit = Table(
     Column("at", DateTime(timezone=True), nullable=False),
 )
 
+# Every badge granted to a member (SPEC §10.2), once: an operator's revocation keeps the row
+# (`revoked_at`), so the scorer does not grant it again; `members.badges` lists those held.
+member_badges = Table(
+    "member_badges",
+    metadata,
+    Column("member_id", Text, primary_key=True),
+    Column("badge_id", Text, primary_key=True),
+    Column("granted_at", DateTime(timezone=True), nullable=False),
+    Column("cause", JSONB, nullable=False),  # as the granted event carries it
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+# Who granted or revoked a badge by hand, when and why.
+badge_audit = Table(
+    "badge_audit",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("member_id", Text, nullable=False, index=True),
+    Column("badge_id", Text, nullable=False),
+    Column("action", Text, nullable=False),  # grant, revoke
+    Column("reason", Text),
+    Column("operator", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+# Members holding each badge, kept with the grants and revocations (`GET /v1/badges`).
+badge_counts = Table(
+    "badge_counts",
+    metadata,
+    Column("badge_id", Text, primary_key=True),
+    Column("holders", BigInteger, nullable=False),
+)
+
 # One row: which relay may publish the outbox, until when (a lease, not a lock held while sending).
 relay_lease = Table(
     "relay_lease",
@@ -257,7 +291,7 @@ relay_lease = Table(
 )
 
 # Webhook endpoints (SPEC §12): what each takes, its encrypted secret, whether it is enabled,
-# and which dispatcher holds its lease (migration 0014 says more).
+# and which dispatcher holds its lease (migration 0015 says more).
 webhook_endpoints = Table(
     "webhook_endpoints",
     metadata,

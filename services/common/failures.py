@@ -24,6 +24,11 @@ log = logging.getLogger("scorer")
 RECORD_SQLSTATES = {"22", "23", "54"}
 
 
+class RecordRefused(Exception):
+    """The rules in force refuse what a record asks (a badge award naming a badge they lack,
+    or one earned by its criterion): the record's fault, dead-lettered with this reason."""
+
+
 def transient(exc: BaseException) -> bool:
     """Worth waiting out: a store or the broker is away, busy or misconfigured, not a record at fault."""
     if isinstance(exc, DBAPIError):
@@ -35,6 +40,8 @@ def refused_record(exc: BaseException) -> bool:
     """The store refused what a record carries: the one failure at apply time that is the
     record's fault. Any other error that is not transient comes from the scorer's own code
     (every record of that member would hit it): a code fault, which stops the partition."""
+    if isinstance(exc, RecordRefused):
+        return True
     if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
         return False
     return str(getattr(exc.orig, "sqlstate", None) or "")[:2] in RECORD_SQLSTATES

@@ -25,7 +25,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common.members import MemberCache, lookup
-from services.write.sql import erasure, members, outbox, rules, stats, views
+from services.write.sql import badges, erasure, members, outbox, rules, stats, views
 from services.write.sql.erasure import ErasedId
 from shared.events import ActivityEvent, ActivityRecord
 
@@ -80,6 +80,7 @@ async def erase_stored(engine: AsyncEngine, member_id: str, now: datetime, ends:
             erased.level_id = states[member_id].level
             if erased.level_id is not None:
                 await stats.count(conn, {erased.level_id: -1}, {}, now)
+            await badges.count(conn, dict.fromkeys(states[member_id].badges, -1))
         erased.deleted = await erasure.delete_member(conn, member_id)
         await views.unpend_member(conn, member_id)
         await outbox.record_tombstone(conn, member_id, now)

@@ -29,6 +29,8 @@ class Replayed:
     state: MemberState  # under the new rules
     stored: tuple[str, int, int] | None  # level id, active and passive scores; None: no figures stored
     dropped_pin: str | None  # a pinned level the new rules lack (the state is as if it were released)
+    granted: tuple[str, ...] = ()  # badges the history earns under the new rules that the member has not had
+    revoked: tuple[str, ...] = ()  # badges the member holds that the new rules lack
 
 
 async def count_members(engine: AsyncEngine) -> int:
@@ -51,7 +53,10 @@ async def replay_everyone(engine: AsyncEngine, rules: Rules, now: datetime) -> A
             stored = None
             if row.level_id is not None and row.active_score is not None and row.passive_score is not None:
                 stored = (row.level_id, row.active_score, row.passive_score)
-            yield Replayed(state, stored, dropped)
+            had = set(row.badges) | set(row.revoked)
+            granted = tuple(dict.fromkeys(e.badge_id for e in state.earned if e.badge_id not in had))
+            revoked = tuple(b for b in row.badges if rules.badge(b) is None)
+            yield Replayed(state, stored, dropped, granted, revoked)
 
 
 async def members_behind(engine: AsyncEngine, version: str, after: str, limit: int) -> list[str]:

@@ -19,16 +19,31 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common import history
+from services.common.failures import RecordRefused
 from services.common.members import Periods
 from services.write.erasure import erase_late
 from services.write.outbox import payload
 from services.write.replay import records_of
 from services.write.rules import RulesBook
-from services.write.sql import activity, erasure, members, offsets, outbox, periods, pins, programs, stats, views
+from services.write.sql import (
+    activity,
+    badges,
+    erasure,
+    members,
+    offsets,
+    outbox,
+    periods,
+    pins,
+    programs,
+    stats,
+    views,
+)
+from services.write.sql.badges import Grant
 from services.write.sql.members import Facts
 from services.write.sql.offsets import OffsetMove
 from services.write.sql.outbox import MemberEvent
 from services.write.sql.pins import PinAudit
+from shared.badges import GRANTED, REVOKED, badge_event, badge_ref, cause_of
 from shared.events import ActivityRecord
 from shared.programs import (
     JOINED,
@@ -49,6 +64,7 @@ from shared.scoring import (
     Pin,
     apply_batch,
     facts_needed,
+    manual_badge_refused,
     period_points,
     pin,
     pin_expired,
@@ -78,6 +94,7 @@ class Committed:
     applied: int = 0  # records not seen before
     erased: int = 0  # records of members erased after they were sent, dropped
     rules: Rules | None = None  # the rules the states are scored under
+    badges: dict[str, int] = field(default_factory=dict)  # holders added (+) and taken (-), by badge
 
 
 class Fenced(Exception):
@@ -119,6 +136,9 @@ class UnitOfWork:
             rows = [(i.record.subject, i.record.event.event_id, i.raw, i.partition, i.offset) for i in incoming]
             new = await activity.record_activity(conn, rows, now)
             fresh = [i.record for i in incoming if (i.record.subject, i.record.event.event_id) in new]
+            for record in fresh:
+                if why := manual_badge_refused(record, rules):
+                    raise RecordRefused(why)
             reached = {o for _, _, others in named for o in others}
             states = await members.lock_states(conn, sorted({r.subject for r in fresh} | reached))
             for member, stand_in, others in named:
@@ -201,9 +221,14 @@ class UnitOfWork:
             states[member], change = rescore(states[member], records_of(member, events.get(member)), now, rules, before)
             if change:
                 changes.append(change)
+            state = states[member]
+            state.lost = [b for b in state.badges if rules.badge(b) is None]
+            for badge_id in state.lost:
+                del state.badges[badge_id]
             points[member] = period_points(states[member].moves, rules)
             states[member].moves.clear()
         await members.drop_facts(conn, behind)
+        await badges.drop(conn, behind, [b.id for b in rules.badges])
         return changes, await periods.replace_period_points(conn, points)
 
     async def pin(self, member_id: str, held: Pin, operator: str, now: datetime) -> Committed:
@@ -316,16 +341,119 @@ class UnitOfWork:
             await stats.count(conn, *_counts(changes, applied), now)
             return Committed(rules=rules)
         saved = [states[m] for m in sorted(states)]
+        held, badge_events = await _grant_earned(conn, states, rules, now)
         versions = await members.save_states(conn, saved, rules, now)
         await members.save_facts(conn, saved, loaded)
-        await outbox.record_level_changes(conn, changes, [payload(c, rules, now) for c in changes])
+        await outbox.record_events(conn, _in_order(changes, [payload(c, rules, now) for c in changes], badge_events))
         deltas = {m: by for m, s in states.items() if (by := period_points(s.moves, rules))}
         touched = reset or {}
         for member, by in (await periods.add_period_points(conn, deltas)).items():
             touched[member] = {**touched.get(member, {}), **by}
         pending = await views.add_pending_views(conn, sorted(states), written)
+        await badges.count(conn, held)
         await stats.count(conn, *_counts(changes, applied), now)
-        return Committed(states, versions, changes, pending, touched, rules=rules)
+        return Committed(states, versions, changes, pending, touched, rules=rules, badges=held)
+
+    async def grant_badge(
+        self, member_id: str, badge_id: str, operator: str, reason: str | None, now: datetime
+    ) -> Committed | None:
+        """Grant a badge of the rules in force by hand (SPEC §10.2), with the audit line and the
+        granted event; None if the member holds it. ValueError for a badge the rules lack;
+        raises `UnknownMember`."""
+        async with self.engine.begin() as conn:
+            rules, states, changes, reset = await self._lock_one(conn, member_id, now)
+            badge = rules.badge(badge_id)
+            if badge is None:
+                raise ValueError(f"the rules in force ({rules.version}) have no badge {badge_id!r}")
+            state = states[member_id]
+            cause = {"kind": "operator", "operator": operator, "reason": reason}
+            if badge_id in state.badges or not await badges.grant_again(conn, member_id, badge_id, cause, now):
+                return None
+            state.badges[badge_id] = now
+            await badges.audit(conn, member_id, badge_id, "grant", reason, operator, now)
+            event = badge_event("granted", member_id, badge.ref(), now, cause, rules.version, now, now)
+            done = await self._save(conn, rules, states, {}, changes, now, [], reset)
+            await outbox.record_events(conn, [MemberEvent(member_id, GRANTED, orjson.dumps(event), now)])
+            await badges.count(conn, {badge_id: 1})
+            return done
+
+    async def revoke_badge(
+        self, member_id: str, badge_id: str, operator: str, reason: str | None, now: datetime
+    ) -> Committed | None:
+        """Revoke a badge the member holds, with the audit line and the revoked event; the
+        scorer will not grant it again by itself. None if the member does not hold it."""
+        async with self.engine.begin() as conn:
+            rules, states, changes, reset = await self._lock_one(conn, member_id, now)
+            state = states[member_id]
+            granted_at = await badges.revoke(conn, member_id, badge_id, now)
+            if granted_at is None:
+                return None
+            state.badges.pop(badge_id, None)
+            await badges.audit(conn, member_id, badge_id, "revoke", reason, operator, now)
+            cause = {"kind": "operator", "operator": operator, "reason": reason}
+            event = badge_event(
+                "revoked", member_id, badge_ref(badge_id, rules), granted_at, cause, rules.version, now, now
+            )
+            done = await self._save(conn, rules, states, {}, changes, now, [], reset)
+            await outbox.record_events(conn, [MemberEvent(member_id, REVOKED, orjson.dumps(event), now)])
+            await badges.count(conn, {badge_id: -1})
+            return done
+
+
+# A member's badge event, with where it goes among the member's level changes: after the
+# change of seq `after_seq` (0: before them all).
+_Placed = tuple[int, MemberEvent]
+
+
+async def _grant_earned(
+    conn: AsyncConnection, states: dict[str, MemberState], rules: Rules, now: datetime
+) -> tuple[dict[str, int], list[_Placed]]:
+    """Grant the badges the members' steps earned that they do not hold (once: a row already
+    kept, even revoked, grants nothing), and revoke those a rescore's rules dropped. Returns
+    what that adds to each badge's holders, and the events."""
+    held: Counter[str] = Counter()
+    placed: list[_Placed] = []
+    wanted: dict[tuple[str, str], tuple[Grant, int]] = {}
+    for member, state in states.items():
+        for badge_id in state.lost:
+            held[badge_id] -= 1
+            cause = {"kind": "rescore"}
+            event = badge_event("revoked", member, badge_ref(badge_id, rules), now, cause, rules.version, now, now)
+            placed.append((0, MemberEvent(member, REVOKED, orjson.dumps(event), now)))
+        state.lost = []
+        for e in state.earned:
+            if e.badge_id not in state.badges and (member, e.badge_id) not in wanted:
+                wanted[(member, e.badge_id)] = (Grant(member, e.badge_id, e.at, cause_of(e)), e.after_seq)
+        state.earned.clear()
+    granted = await badges.grant(conn, [g for g, _ in wanted.values()])
+    for (member, badge_id), (g, after_seq) in wanted.items():
+        if (member, badge_id) not in granted:
+            continue  # kept already: granted before, or revoked by an operator
+        states[member].badges[badge_id] = g.granted_at
+        held[badge_id] += 1
+        event = badge_event(
+            "granted", member, badge_ref(badge_id, rules), g.granted_at, g.cause, rules.version, g.granted_at, now
+        )
+        placed.append((after_seq, MemberEvent(member, GRANTED, orjson.dumps(event), now)))
+    return dict(held), placed
+
+
+def _in_order(changes: list[LevelChange], payloads: list[bytes], placed: list[_Placed]) -> list[outbox.Event]:
+    """The level changes in their order, each member's badge events among its own changes
+    where they happened (the topic is keyed by member: only a member's own order matters)."""
+    if not placed:
+        return list(zip(changes, payloads, strict=True))
+    waiting: dict[str, list[_Placed]] = {}
+    for item in sorted(placed, key=lambda p: p[0]):  # stable: a step's events keep their order
+        waiting.setdefault(item[1].member_id, []).append(item)
+    out: list[outbox.Event] = []
+    for change, body in zip(changes, payloads, strict=True):
+        queue = waiting.get(change.member_id, [])
+        while queue and queue[0][0] < change.seq:
+            out.append(queue.pop(0)[1])
+        out.append((change, body))
+    out += [event for queue in waiting.values() for _, event in queue]
+    return out
 
 
 def _counts(changes: list[LevelChange], applied: int) -> tuple[dict[str, int], dict[str, int]]:

@@ -5,6 +5,9 @@ computed from the distinct acknowledged events, in the order they were acknowled
 tests' own reading of the rules (`tests/model.py`). After the system drains it compares each
 member's points, scores and level in PostgreSQL, in Redis and through the API, and the level
 changes on Kafka (seq 1..n without gaps, one payload per seq, the expected chain of levels).
+It counts badges too (SPEC §10.2): every badge the model grants is held in PostgreSQL, in Redis
+and through the API, granted at the model's time, and announced by one granted event (a
+redelivered record repeats its event id); none is lost, doubled, or granted without cause.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from services.common.settings import Settings
 from tests.conftest import ROOT
 from tests.e2e.conftest import System
 from tests.model import LADDER, Model
-from tests.support import eventually, read_topic, values
+from tests.support import eventually, level_changes, of_type, read_topic
 
 
 @dataclass
@@ -233,6 +236,11 @@ class Report:
     members_wrong_in_redis: list[str] = field(default_factory=list)
     members_wrong_in_api: list[str] = field(default_factory=list)
     level_change_problems: list[str] = field(default_factory=list)
+    badges_expected: int = 0
+    badges_lost: list[str] = field(default_factory=list)  # "member badge": not held, or never announced
+    badges_doubled: list[str] = field(default_factory=list)  # announced by two granted events
+    badges_unexpected: list[str] = field(default_factory=list)  # held or announced, not earned
+    badges_wrong: list[str] = field(default_factory=list)  # another grant time, or Redis or the API differs
     dead_letters: int = 0
     faults: dict[str, Any] = field(default_factory=dict)
     answers: dict[str, int] = field(default_factory=dict)
@@ -249,6 +257,10 @@ class Report:
             or self.members_wrong_in_redis
             or self.members_wrong_in_api
             or self.level_change_problems
+            or self.badges_lost
+            or self.badges_doubled
+            or self.badges_unexpected
+            or self.badges_wrong
         )
 
     def save(self) -> None:
@@ -308,7 +320,9 @@ async def check(
         got_api = {v["member_id"]: _figures(v) for v in body["members"]}
         report.members_wrong_in_api += [m for m in members[start : start + 100] if got_api.get(m) != want[m]]
 
-    report.level_change_problems = await _level_change_problems(system, expected)
+    published = await read_topic(system.bootstrap, system.env["CL_TOPIC_LEVEL_CHANGES"], set(expected))
+    report.level_change_problems = _level_change_problems(level_changes(published), expected)
+    await _count_badges(report, members, model.badges(), published, pg, views, api)
     dlq = await read_topic(system.bootstrap, system.env["CL_TOPIC_DLQ"], set(expected))  # this stream's
     report.dead_letters = len(dlq)
     return report
@@ -318,8 +332,7 @@ def _rank(level_id: str) -> int:
     return next(rank for rank, lid, *_ in LADDER if lid == level_id)
 
 
-async def _level_change_problems(system: System, expected: dict[str, dict[str, Any]]) -> list[str]:
-    changes = values(await read_topic(system.bootstrap, system.env["CL_TOPIC_LEVEL_CHANGES"], set(expected)))
+def _level_change_problems(changes: list[dict[str, Any]], expected: dict[str, dict[str, Any]]) -> list[str]:
     by_seq: dict[tuple[str, int], dict[str, Any]] = {}
     problems = []
     for change in changes:
@@ -336,6 +349,45 @@ async def _level_change_problems(system: System, expected: dict[str, dict[str, A
         if got != want["level_changes"]:
             problems.append(f"{member}: chain {got} != {want['level_changes']}")
     return problems
+
+
+async def _count_badges(
+    report: Report,
+    members: list[str],
+    earned: dict[str, dict[str, datetime]],
+    published: list[Any],
+    pg: asyncpg.Connection,
+    views: dict[str, dict[str, Any]],
+    api: httpx.AsyncClient,
+) -> None:
+    """Each badge the model grants against the rows of `member_badges`, the granted events on
+    the member-keyed topic (distinct event ids: a redelivery repeats one), the Redis views and
+    the API's member reads."""
+    want = {(m, b): at for m, held in earned.items() for b, at in held.items()}
+    report.badges_expected = len(want)
+    rows = await pg.fetch(
+        "SELECT member_id, badge_id, granted_at FROM member_badges WHERE member_id = ANY($1) AND revoked_at IS NULL",
+        members,
+    )
+    stored = {(r["member_id"], r["badge_id"]): r["granted_at"] for r in rows}
+    announced: dict[tuple[str, str], set[str]] = {}
+    for event in of_type(published, "community.badge.granted"):
+        announced.setdefault((event["member_id"], event["badge"]["id"]), set()).add(event["event_id"])
+    name = " ".join
+    report.badges_lost = sorted(name(k) for k in want if k not in stored or k not in announced)
+    report.badges_doubled = sorted(name(k) for k, ids in announced.items() if len(ids) > 1)
+    report.badges_unexpected = sorted(name(k) for k in (set(stored) | set(announced)) - set(want))
+    report.badges_wrong = sorted(name(k) for k, at in want.items() if k in stored and stored[k] != at)
+    held = {m: sorted(b for (who, b) in want if who == m) for m in members}
+    report.badges_wrong += [f"{m} in redis" for m in members if sorted(_badge_ids(views.get(m))) != held[m]]
+    for start in range(0, len(members), 100):
+        body = (await api.get("/v1/members", params={"ids": ",".join(members[start : start + 100])})).json()
+        got = {v["member_id"]: sorted(_badge_ids(v)) for v in body["members"]}
+        report.badges_wrong += [f"{m} in the api" for m in members[start : start + 100] if got.get(m, []) != held[m]]
+
+
+def _badge_ids(view: dict[str, Any] | None) -> list[str]:
+    return [b["id"] for b in (view or {}).get("badges", [])]
 
 
 def server(action: str, name: str) -> None:

@@ -100,7 +100,16 @@ async def dispatchers(system: System) -> AsyncIterator[Scorers]:
 
 
 def stream(form: Form, seed: int) -> list[dict[str, Any]]:
-    return mixed_stream(uuid.uuid4().hex[:8], seed=seed, members=form.events // 20, count=form.events)
+    """The mixed stream, with the academy's certificate awarded to one member in 20, twice each
+    (two awards, two event ids: the badge is granted once), among the other events."""
+    tag = uuid.uuid4().hex[:8]
+    events = mixed_stream(tag, seed=seed, members=form.events // 20, count=form.events)
+    rng = random.Random(seed)
+    joined = [e for e in events if e["type"] == "member_joined"]
+    for n, joining in enumerate(rng.sample(joined, len(joined) // 20) * 2):
+        award = {**joining, "event_id": f"{tag}-award{n}", "type": "badge_awarded", "content_id": "academy_certified"}
+        events.insert(rng.randint(len(joined), len(events)), award)
+    return events
 
 
 def assert_exact(report: Report) -> None:

@@ -441,6 +441,56 @@ async def test_the_programmes_page_lists_each_programme_and_a_member_page_shows_
     screenshot(browser, "member-programs")
 
 
+async def test_the_badges_page_lists_the_catalogue_and_a_member_page_shows_the_badges_held(
+    system: System, api: httpx.AsyncClient, browser: WebDriver, members: dict[str, str]
+) -> None:
+    """SPEC §10.2: the badges page is the catalogue of /v1/badges, each badge anchored by its id;
+    a member page lists the badges held, each linking to its row, or says how to earn one."""
+    ann, bo = members["contributor"], members["explorer"]
+    open_page(browser, f"{system.api_url}/badges")
+    catalogue = (await api.get("/v1/badges")).json()["badges"]
+    assert_accessible_frame(browser)
+    assert browser.title == "Badges · Community Levels" and text(browser, "h1") == "Badges"
+    browser.find_element(By.CSS_SELECTOR, 'nav a[href="/badges"]')  # in the site's navigation
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.badges tbody tr")
+    assert [row.get_attribute("id") for row in rows] == [b["id"] for b in catalogue]
+    shown = [[str(c.text) for c in row.find_elements(By.CSS_SELECTOR, "th, td")] for row in rows]
+    assert shown == [
+        [
+            b["name"],
+            b["description"] + (" Learn more" if b["link"] else ""),
+            b["how"],
+            f"{b['holders']:,}",
+        ]
+        for b in catalogue
+    ]
+    academy = next(b for b in catalogue if b["manual"])
+    link = browser.find_element(By.CSS_SELECTOR, f"tr#{academy['id']} a")
+    assert link.get_attribute("href") == academy["link"] and link.text == "Learn more"
+    by_id = {b["id"]: b for b in catalogue}
+    assert by_id["first_reply"]["holders"] >= 1 and by_id["first_post"]["how"] == "A first post started."
+    assert fits_a_phone(browser)
+    screenshot(browser, "badges")
+
+    # ann's post and replies earned First Post and First Reply; bo, who only visited, has none.
+    held = (await api.get(f"/v1/members/{ann}")).json()["badges"]
+    assert {b["id"] for b in held} == {"first_post", "first_reply"}
+    open_page(browser, f"{system.api_url}/members/{ann}")
+    assert texts(browser, "ul.badges li") == [f"{b['name']} since {b['granted_at'][:10]}" for b in held]
+    links = browser.find_elements(By.CSS_SELECTOR, "ul.badges li a")
+    assert [str(a.get_attribute("href")) for a in links] == [f"{system.api_url}/badges#{b['id']}" for b in held]
+    times = browser.find_elements(By.CSS_SELECTOR, "ul.badges time")
+    assert [t.get_attribute("datetime") for t in times] == [b["granted_at"] for b in held]
+    links[0].click()  # the badge's row on the badges page
+    WebDriverWait(browser, 10).until(lambda d: d.current_url.endswith(f"/badges#{held[0]['id']}"))
+    assert browser.find_element(By.ID, held[0]["id"]).find_element(By.TAG_NAME, "th").text == held[0]["name"]
+
+    assert (await api.get(f"/v1/members/{bo}")).json()["badges"] == []
+    open_page(browser, f"{system.api_url}/members/{bo}")
+    assert text(browser, "p.badges") == "No badges yet: see how to earn them."
+    assert str(browser.find_element(By.LINK_TEXT, "see how to earn them").get_attribute("href")).endswith("/badges")
+
+
 async def test_an_unknown_member_gets_a_clear_not_found_page(
     system: System, api: httpx.AsyncClient, browser: WebDriver
 ) -> None:

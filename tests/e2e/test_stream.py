@@ -12,7 +12,7 @@ import httpx
 from tests.e2e.conftest import System, post_events
 from tests.model import Model
 from tests.streams import mixed_stream
-from tests.support import eventually, read_topic, values
+from tests.support import eventually, level_changes, read_topic
 
 
 async def expected_matches(api: httpx.AsyncClient, expected: dict[str, dict[str, Any]]) -> bool:
@@ -62,7 +62,7 @@ async def test_mixed_stream_is_exact_across_a_scorer_killed_mid_stream(
 
     async def all_published() -> bool:
         nonlocal changes
-        changes = values(await read_topic(system.bootstrap, system.env["CL_TOPIC_LEVEL_CHANGES"], set(expected)))
+        changes = level_changes(await read_topic(system.bootstrap, system.env["CL_TOPIC_LEVEL_CHANGES"], set(expected)))
         return len({(c["member_id"], c["seq"]) for c in changes}) >= sum(
             len(w["level_changes"]) for w in expected.values()
         )

@@ -13,7 +13,7 @@ import pytest
 from tests import vectors
 from tests.e2e.conftest import System, post_events
 from tests.model import Model
-from tests.support import eventually, read_topic, values
+from tests.support import eventually, level_changes, of_type, read_topic
 
 
 def relocated(scenario: dict[str, Any], tag: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -64,7 +64,7 @@ async def test_scenario_through_the_whole_system(
 
     await eventually(matches, timeout=30, what=f"API state for {scenario['name']}")
 
-    published = values(await read_topic(system.bootstrap, system.env["CL_TOPIC_LEVEL_CHANGES"], set(expected)))
+    published = level_changes(await read_topic(system.bootstrap, system.env["CL_TOPIC_LEVEL_CHANGES"], set(expected)))
     by_member: dict[str, list[list[int | None]]] = {}
     for change in sorted(published, key=lambda c: (c["member_id"], c["seq"])):
         by_member.setdefault(change["member_id"], []).append(
@@ -83,3 +83,17 @@ async def test_scenario_through_the_whole_system(
     assert moves == {m: g["grant_changes"] for m, g in grants.items() if g["grant_changes"]}
     reads = (await api.get("/v1/members", params={"ids": ",".join(expected)})).json()["members"]
     assert {r["member_id"]: r["grants"] for r in reads} == {m: grants[m]["grants"] for m in expected}
+
+    # SPEC §10.2: the badges each member holds, granted when the model says (the days moved as
+    # the events were), each announced once on the member-keyed topic.
+    shift = timedelta(days=(datetime.now(UTC).date() - vectors.now().date()).days)
+    earned = {f"{tag}-{m}": {b: at + shift for b, at in held.items()} for m, held in model.badges().items()}
+    held = {r["member_id"]: {b["id"]: _ts(b["granted_at"]) for b in r["badges"]} for r in reads if r["badges"]}
+    assert held == earned
+    records = await read_topic(system.bootstrap, system.env["CL_TOPIC_LEVEL_CHANGES"], set(expected))
+    announced = sorted((e["member_id"], e["badge"]["id"]) for e in of_type(records, "community.badge.granted"))
+    assert announced == sorted((m, b) for m, badges in earned.items() for b in badges)
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -181,6 +181,7 @@ async def test_rescore_dry_run_reports_what_new_rules_would_change_and_writes_no
     pg = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
     try:
         before = await pg.fetch("SELECT *, xmin::text AS x FROM members ORDER BY member_id")
+        outbox = await pg.fetchval("SELECT count(*) FROM level_changes")  # 3 level changes, and badges granted
         code, out = await cl(env_with(run_env, CL_DATABASE_URL=fresh_database), "rescore", "--dry-run", str(tuned))
         assert code == 0, out
         lines = [" ".join(line.replace("│", " ").split()) for line in out.splitlines()]
@@ -191,7 +192,8 @@ async def test_rescore_dry_run_reports_what_new_rules_would_change_and_writes_no
         assert "ann 5 → 30 0 → 0" in lines
         assert "Sample: ann" in lines
         assert await pg.fetch("SELECT *, xmin::text AS x FROM members ORDER BY member_id") == before
-        assert await pg.fetchval("SELECT count(*) FROM level_changes") == 3
+        assert await pg.fetchval("SELECT count(*) FROM level_changes WHERE seq IS NOT NULL") == 3
+        assert await pg.fetchval("SELECT count(*) FROM level_changes") == outbox
     finally:
         await pg.close()
     code, out = await cl(env_with(run_env, CL_DATABASE_URL=fresh_database), "rescore", str(tuned))
@@ -243,6 +245,15 @@ async def snapshot(pg: asyncpg.Connection) -> dict[str, str]:
     return {t["tablename"]: await pg.fetchval(f'SELECT {digest} FROM "{t["tablename"]}" r') for t in tables}
 
 
+def _badges_gained(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> dict[str, int]:
+    gained: dict[str, int] = {}
+    for member, held in new.items():
+        for badge in held:
+            if badge not in old.get(member, {}):
+                gained[badge] = gained.get(badge, 0) + 1
+    return dict(sorted(gained.items()))
+
+
 def expected_report(before: Model, after: Model, sample: int) -> dict[str, Any]:
     """What the dry run should report, from the model under the rules in force and the new ones."""
     old, new = before.expected(), after.expected()
@@ -269,6 +280,8 @@ def expected_report(before: Model, after: Model, sample: int) -> dict[str, Any]:
         ],
         "pins_dropped": [],
         "enrolled_below": [],  # no member of the stream is enrolled
+        # Same catalogue: badges the new rules' history earns that members have not had.
+        "badges": {"granted": _badges_gained(before.badges(), after.badges()), "revoked": {}},
         "largest_moves": [
             {"member_id": m, "active": [was[1], now[1]], "passive": [was[2], now[2]]} for m, was, now in largest
         ],
@@ -333,7 +346,8 @@ async def test_backfill_of_a_generated_history_equals_the_model_and_a_second_run
     async def stored() -> dict[str, dict[str, Any]]:
         rows = await pg.fetch(
             "SELECT m.member_id, m.active_score, m.passive_score, m.level_id, m.points::text,"
-            " (SELECT array_agg(c.payload ORDER BY c.seq) FROM level_changes c WHERE c.member_id = m.member_id),"
+            " (SELECT array_agg(c.payload ORDER BY c.seq) FROM level_changes c"
+            " WHERE c.member_id = m.member_id AND c.seq IS NOT NULL),"
             " (SELECT count(*) FROM activity a WHERE a.member_id = m.member_id)"
             " FROM members m WHERE m.member_id = ANY($1)",
             members,
@@ -359,13 +373,20 @@ async def test_backfill_of_a_generated_history_equals_the_model_and_a_second_run
         published = int(out.split(" records")[0].split()[-1].replace(",", ""))
         await eventually(as_modelled, timeout=90, what="every member as the model has it")
         activity = await pg.fetchval("SELECT count(*) FROM activity WHERE member_id = ANY($1)", members)
-        changes = await pg.fetchval("SELECT count(*) FROM level_changes WHERE member_id = ANY($1)", members)
+        changes = await pg.fetchval(
+            "SELECT count(*) FROM level_changes WHERE member_id = ANY($1) AND seq IS NOT NULL", members
+        )
         assert changes == sum(len(w["level_changes"]) for w in expected.values())
 
+        granted = await pg.fetchval("SELECT count(*) FROM member_badges WHERE member_id = ANY($1)", members)
+        assert granted == sum(len(b) for b in model.badges().values())  # backfill grants what history earned
+        outboxed = await pg.fetchval("SELECT count(*) FROM level_changes WHERE member_id = ANY($1)", members)
         code, out = await cl(env, "backfill", str(history))  # again: nothing changes
         assert code == 0, out
         topic = settings.topic_activity
         await eventually(lambda: _offsets_at(pg, settings.group_id, topic, 2 * published), what="the rerun read")
         assert await stored() == expected
         assert await pg.fetchval("SELECT count(*) FROM activity WHERE member_id = ANY($1)", members) == activity
-        assert await pg.fetchval("SELECT count(*) FROM level_changes WHERE member_id = ANY($1)", members) == changes
+        rerun = "SELECT count(*) FROM level_changes WHERE member_id = ANY($1) AND seq IS NOT NULL"
+        assert await pg.fetchval(rerun, members) == changes
+        assert await pg.fetchval("SELECT count(*) FROM level_changes WHERE member_id = ANY($1)", members) == outboxed

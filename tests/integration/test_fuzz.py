@@ -186,3 +186,10 @@ def test_the_read_api_answers_as_documented_along_the_links_between_member_reads
     API_LINKED.as_state_machine().run(
         settings=hypothesis.settings(max_examples=MAX_EXAMPLES, stateful_step_count=6, deadline=None)
     )
+
+
+def test_the_catalogues_are_among_the_operations_fuzzed() -> None:
+    """The ladder, the programmes and the badges (SPEC §10, §11) are in the read API's document,
+    so every phase above runs on them; the fixture's member holds badges, so its reads carry them."""
+    for path in ("/v1/levels", "/v1/programs", "/v1/badges"):
+        assert API[path]["GET"].path == path

@@ -390,7 +390,9 @@ async def test_the_openapi_document_describes_the_body_and_every_answer(client: 
     schemas = doc["components"]["schemas"]
     event, batch = (schemas[ref["$ref"].rsplit("/", 1)[1]] for ref in (event, batch))
     # One schema per type, each requiring what the type uses and refusing the rest.
-    assert event["discriminator"]["propertyName"] == "type" and len(event["oneOf"]) == 13
+    assert event["discriminator"]["propertyName"] == "type" and len(event["oneOf"]) == 14
+    awarded = schemas[event["discriminator"]["mapping"]["badge_awarded"].rsplit("/", 1)[1]]
+    assert awarded["properties"]["content_id"]["pattern"] == "^[a-z0-9_]{1,64}$"
     like = schemas[event["discriminator"]["mapping"]["like"].rsplit("/", 1)[1]]
     assert set(like["required"]) == {"event_id", "type", "member_id", "occurred_at", "content_id", "target_member_id"}
     assert like["additionalProperties"] is False and "duration_s" not in like["properties"]

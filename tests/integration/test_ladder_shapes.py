@@ -37,7 +37,10 @@ def ladder(path: Path, version: str, ids: list[str], **active: int) -> Path:
     by_id = {level["id"]: level for level in DEFAULT["levels"]}
     levels = [{**by_id[i], **({"active": active[i]} if i in active else {})} for i in ids]
     programs = [p for p in DEFAULT["programs"] if p["min_level"] in ids]
-    path.write_text(json.dumps({**DEFAULT, "version": version, "levels": levels, "programs": programs}))
+    badges = [b for b in DEFAULT["badges"] if b.get("level", ids[0]) in ids]
+    path.write_text(
+        json.dumps({**DEFAULT, "version": version, "levels": levels, "programs": programs, "badges": badges})
+    )
     return path
 
 
@@ -146,7 +149,9 @@ async def test_every_read_answers_for_a_member_no_rescore_has_reached_yet(
             await seed(fresh_database, {"event_id": "later", "type": "reply", "member_id": ann, "content_id": "r1"})
             row = await pg.fetchrow("SELECT level_id, rules_version FROM members")
             assert tuple(row) == ("new_contributor", "tiny")
-            last = orjson.loads(await pg.fetchval("SELECT payload FROM level_changes ORDER BY seq DESC LIMIT 1"))
+            last = orjson.loads(
+                await pg.fetchval("SELECT payload FROM level_changes WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1")
+            )
             assert (last["from_level"]["id"], last["to_level"]["id"], last["cause"]["kind"]) == (
                 "reliable_contributor",
                 "new_contributor",

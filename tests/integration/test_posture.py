@@ -109,7 +109,7 @@ async def test_every_table_of_every_migration_is_granted(pg: asyncpg.Connection)
     tables = {row["tablename"]: (row["scorer_writes"], row["api_reads"], row["api_writes"]) for row in rows}
     assert tables.pop("alembic_version") == (False, False, False)
     assert {"members", "activity", "level_changes", "consumer_offsets"} <= set(tables)
-    # The webhook tables (migration 0014) hold endpoints' encrypted secrets and what was sent:
+    # The webhook tables (migration 0015) hold endpoints' encrypted secrets and what was sent:
     # none of the api's business, so its role does not even read them.
     webhooks = {name: tables.pop(name) for name in WEBHOOK_TABLES}
     assert webhooks == dict.fromkeys(WEBHOOK_TABLES, (True, False, False))

@@ -71,8 +71,10 @@ def engine_and_work(database: str) -> tuple[Any, UnitOfWork]:
 
 
 async def outbox_events(pg: asyncpg.Connection, member: str) -> list[tuple[str, dict[str, Any]]]:
+    """The member's programme events in the outbox (its badge events are there too)."""
     rows = await pg.fetch(
-        "SELECT event_type, payload FROM level_changes WHERE member_id = $1 AND event_type IS NOT NULL ORDER BY id",
+        "SELECT event_type, payload FROM level_changes WHERE member_id = $1"
+        " AND event_type LIKE 'community.program.%' ORDER BY id",
         member,
     )
     return [(row["event_type"], orjson.loads(row["payload"])) for row in rows]

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,9 @@ async def test_rescore_apply_is_exact_with_live_activity_and_a_kill_half_way(
             }
             assert got == want
 
-            changes = await pg.fetch("SELECT member_id, seq, payload FROM level_changes ORDER BY member_id, seq")
+            changes = await pg.fetch(
+                "SELECT member_id, seq, payload FROM level_changes WHERE seq IS NOT NULL ORDER BY member_id, seq"
+            )
             chains: dict[str, list[dict[str, Any]]] = {}
             for row in changes:
                 chains.setdefault(row["member_id"], []).append(orjson.loads(row["payload"]))
@@ -143,6 +146,22 @@ async def test_rescore_apply_is_exact_with_live_activity_and_a_kill_half_way(
                 for earlier, later in zip(chain, chain[1:], strict=False):
                     assert later["from_level"]["id"] == earlier["to_level"]["id"], member
                 assert chain[-1]["to_level"]["id"] == levels[member], member
+
+            # Badges (SPEC §10.2): each held one was granted by one event, whichever of the scorer
+            # and the rescore met it first; the new rules' history earns every one of them, or the
+            # rules in force before did (a badge once granted stays).
+            held = {tuple(r) for r in await pg.fetch("SELECT member_id, badge_id FROM member_badges")}
+            granted = Counter(
+                (r["member_id"], r["badge"])
+                for r in await pg.fetch(
+                    "SELECT member_id, payload::jsonb->'badge'->>'id' AS badge FROM level_changes"
+                    " WHERE event_type = 'community.badge.granted'"
+                )
+            )
+            assert set(granted) == held and set(granted.values()) == {1}
+            earned = {(m, b) for m, badges in model.badges().items() for b in badges}
+            earned_before = {(m, b) for m, badges in old.badges().items() for b in badges}
+            assert earned and earned <= held <= earned | earned_before
 
             # The API follows without a restart: the ladder and what members still need are the new rules'.
             async with in_process(create_app(ApiSettings(**kwargs))) as api:

@@ -25,7 +25,7 @@ from shared.rules import default_rules
 from shared.scoring import MemberState, apply_batch, facts_needed
 from tests.asyncapi import validator
 from tests.conftest import unique
-from tests.support import RANK, eventually, free_port, read_topic, values
+from tests.support import RANK, ce_type, eventually, free_port, level_changes, of_type, read_topic
 
 NOW = datetime.now(UTC)
 
@@ -114,10 +114,13 @@ async def test_records_are_applied_once_and_level_changes_are_published(
         await cache.redis.aclose()
     assert (views[ann]["active_score"], views[bob]["active_score"]) == (6, 13)
 
-    published = values(await read_topic(settings.kafka_bootstrap, settings.topic_level_changes, {ann, bob}))
+    records = await read_topic(settings.kafka_bootstrap, settings.topic_level_changes, {ann, bob})
+    published = level_changes(records)
     got = sorted((p["member_id"], p["seq"], p["from_level"], p["to_level"]["id"]) for p in published)
     assert got == sorted([(ann, 1, None, "new_contributor"), (bob, 1, None, "new_contributor")])
     assert {p["cause"]["type"] for p in published if p["member_id"] == ann} == {"reply"}
+    badges = sorted((b["member_id"], b["badge"]["id"]) for b in of_type(records, "community.badge.granted"))
+    assert badges == sorted([(ann, "first_reply"), (bob, "first_post")])  # the retry grants nothing again
 
 
 async def test_published_level_changes_hold_to_the_asyncapi_contract_with_cloudevents_headers(
@@ -134,24 +137,33 @@ async def test_published_level_changes_hold_to_the_asyncapi_contract_with_cloude
         await eventually(lambda: _unsent_is_zero(pg))
     stored = [
         row["payload"].encode()
-        for row in await pg.fetch("SELECT payload FROM level_changes WHERE member_id = $1 ORDER BY seq", cid)
+        for row in await pg.fetch("SELECT payload FROM level_changes WHERE member_id = $1 ORDER BY id", cid)
     ]
     records = await read_topic(settings.kafka_bootstrap, settings.topic_level_changes, {cid})
-    assert [m.value for m in records] == stored  # the stored bytes, unchanged
-    for msg, direction in zip(records, ["promoted", "demoted"], strict=True):
-        change = json.loads(msg.value)
+    assert [m.value for m in records] == stored  # the stored bytes, unchanged, in the outbox's order
+    # The article promotes and earns the First Article badge (SPEC §10.2); its removal demotes,
+    # and the badge stays.
+    assert [ce_type(m) for m in records] == [
+        "community.badge.granted",
+        "community.level.promoted",
+        "community.level.demoted",
+    ]
+    for msg in records:
+        body = json.loads(msg.value)
         headers = {name: value.decode() for name, value in msg.headers}
-        validator("LevelChange").validate(change)
-        validator("CloudEventHeaders").validate(headers)
+        badge = ce_type(msg).startswith("community.badge.")
+        validator("BadgeEvent" if badge else "LevelChange").validate(body)
+        validator("BadgeEventHeaders" if badge else "CloudEventHeaders").validate(headers)
         assert len(msg.headers) == len(headers) and headers == {
             "ce_specversion": "1.0",
-            "ce_id": change["event_id"],
+            "ce_id": body["event_id"],
             "ce_source": settings.event_source,
-            "ce_type": f"community.level.{direction}",
-            "ce_time": change["emitted_at"],
+            "ce_type": "community.badge.granted" if badge else f"community.level.{body['direction']}",
+            "ce_time": body["emitted_at"],
             "ce_subject": cid,
             "content-type": "application/json",
         }
+    assert json.loads(records[0].value)["badge"] == {"id": "first_article", "name": "First Article"}
 
 
 async def _equals(value: Awaitable[Any], expected: Any) -> bool:
@@ -233,7 +245,7 @@ async def test_tenure_alone_promotes_a_member_without_new_activity(
     )
     async with running(settings):
         await eventually(lambda: _equals(scores(pg, eve), (0, 10, 2)), timeout=30)
-    rows = await pg.fetch("SELECT payload FROM level_changes WHERE member_id = $1 ORDER BY seq", eve)
+    rows = await pg.fetch("SELECT payload FROM level_changes WHERE member_id = $1 AND seq > 0 ORDER BY seq", eve)
     first, second = (json.loads(row["payload"]) for row in rows)
     assert (first["to_level"]["id"], first["cause"]["kind"]) == ("new_member", "activity")
     assert second["cause"] == {"kind": "tenure"}

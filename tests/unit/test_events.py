@@ -320,8 +320,9 @@ USES: dict[str, set[str]] = {
     **{k: {"content_id"} for k in ("view", "group_joined", "event_attended", "post", "reply", "comment", "article")},
     "content_removed": {"content_id"},
     **{k: {"content_id", "target_member_id"} for k in ("like", "unlike", "solution_accepted")},
+    "badge_awarded": {"content_id"},  # the badge's id
 }
-SAMPLE: dict[str, Any] = {"content_id": "post-9", "target_member_id": "m-2", "duration_s": 600}
+SAMPLE: dict[str, Any] = {"content_id": "post_9", "target_member_id": "m-2", "duration_s": 600}
 
 
 def of_type(kind: str) -> dict[str, Any]:
@@ -346,6 +347,12 @@ def test_a_field_the_type_requires_must_be_given(kind: str, field: str) -> None:
 def test_a_field_the_type_does_not_use_is_refused(kind: str, field: str) -> None:
     raw = {**of_type(kind), field: SAMPLE[field]}
     assert problems(raw) == {field: f"not used by type {kind}"}
+
+
+def test_a_badge_award_names_a_badge_id() -> None:
+    raw = {**of_type("badge_awarded"), "content_id": "Academy Certified"}
+    assert set(problems(raw)) == {"content_id"}
+    assert valid({**of_type("badge_awarded"), "content_id": "academy_certified"}).content_id == "academy_certified"
 
 
 def test_every_problem_of_an_event_is_named() -> None:

@@ -23,7 +23,7 @@ def _raw() -> dict[str, Any]:
 
 
 def _with_levels(version: str, levels: list[dict[str, Any]]) -> Rules:
-    return Rules.model_validate(_raw() | {"version": version, "levels": levels, "programs": []})
+    return Rules.model_validate(_raw() | {"version": version, "levels": levels, "programs": [], "badges": []})
 
 
 def test_grants_are_cumulative_up_a_tier_and_the_active_tier_holds_the_passive_tiers() -> None:

@@ -10,11 +10,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.api import answers
 from services.api.answers import Rendered, render
 from services.api.rules import RulesInForce
 from shared.rules import DEFAULT_RULES_PATH, Rules, default_rules
@@ -95,17 +93,24 @@ def test_a_change_of_the_view_gives_a_new_answer() -> None:
         assert answer.body == fresh(changed, in_force, now) != first.body
 
 
-def test_a_field_added_to_the_view_reaches_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A later field (say the member's badges) that the answer shows: the cache, knowing
-    # nothing of it, still gives a new answer when only that field changes.
-    def with_badges(v: dict[str, Any], *args: Any) -> dict[str, Any]:
-        return render(v, *args) | {"badges": v.get("badges", [])}
-
-    monkeypatch.setattr(answers, "render", with_badges)
-    rendered, now = Rendered(RulesInForce(default_rules())), JOINED + timedelta(days=8)
-    assert orjson.loads(rendered.answer(view(badges=["first_post"]), now).body)["badges"] == ["first_post"]
-    badges = orjson.loads(rendered.answer(view(badges=["first_post", "helper"]), now).body)["badges"]
-    assert badges == ["first_post", "helper"]
+def test_a_badge_granted_reaches_the_answer() -> None:
+    # Only the view's badges change (SPEC §10.2): the answer kept for the view without them is
+    # not given again.
+    in_force = RulesInForce(default_rules())
+    rendered, now = Rendered(in_force), JOINED + timedelta(days=8)
+    first = {"id": "first_post", "granted_at": "2026-11-02T09:00:00Z"}
+    second = {"id": "academy_certified", "granted_at": "2026-11-03T09:00:00Z"}
+    assert orjson.loads(rendered.answer(view(), now).body)["badges"] == []
+    one = rendered.answer(view(badges=[first]), now).body
+    assert orjson.loads(one)["badges"] == [
+        {"id": "first_post", "name": "First Post", "granted_at": first["granted_at"]}
+    ]
+    two = rendered.answer(view(badges=[first, second]), now).body
+    assert [b["id"] for b in orjson.loads(two)["badges"]] == ["first_post", "academy_certified"]
+    assert (one, two) == (
+        fresh(view(badges=[first]), in_force, now),
+        fresh(view(badges=[first, second]), in_force, now),
+    )
 
 
 def test_a_change_of_the_rules_in_force_gives_a_new_answer() -> None:

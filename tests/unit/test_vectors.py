@@ -83,3 +83,32 @@ def test_scenario_grants_what_the_model_says(scenario: dict[str, Any]) -> None:
         for member, state in states.items()
     }
     assert got == model.grants()
+
+
+@pytest.mark.parametrize("scenario", vectors.scenarios(), ids=lambda s: s["name"])
+def test_scenario_earns_the_badges_the_model_says(scenario: dict[str, Any]) -> None:
+    """SPEC §10.2: the badges each member's steps earn, first earned when the model says (a
+    badge is granted once: a later step that meets it again grants nothing)."""
+    model = Model(vectors.now())
+    for event in scenario["events"]:
+        model.apply(event)
+    states: dict[str, MemberState] = {}
+    apply_batch(states, first_occurrences(records_of(scenario["events"])), vectors.now(), RULES)
+    got: dict[str, dict[str, Any]] = {}
+    for member, state in states.items():
+        for earned in state.earned:
+            got.setdefault(member, {}).setdefault(earned.badge_id, earned.at)
+    assert got == model.badges()
+
+
+def test_the_vectors_earn_badges() -> None:
+    """The scenarios earn badges, so the comparison above is not of nothing (metric badges only:
+    no scenario reaches a level that has a badge; the unit and property tests of
+    tests/unit/test_badges.py cover those)."""
+    badges: set[str] = set()
+    for scenario in vectors.scenarios():
+        model = Model(vectors.now())
+        for event in scenario["events"]:
+            model.apply(event)
+        badges |= {b for held in model.badges().values() for b in held}
+    assert {"first_post", "first_reply", "first_solution", "events_5"} <= badges, badges

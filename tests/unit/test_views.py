@@ -24,6 +24,7 @@ def test_a_view_from_a_state_and_from_its_row_is_one_document() -> None:
         joined_declared=JOINED,
         pin=pin,
         programs=("community_boss",),
+        badges={"first_reply": NOW, "academy_certified": JOINED},
     )
     active, passive = state.scores(RULES)
     row = {
@@ -38,6 +39,7 @@ def test_a_view_from_a_state_and_from_its_row_is_one_document() -> None:
         "pinned_reason": "spam run",
         "pinned_until": pin.until,
         "programs": ["community_boss"],  # text[], as asyncpg hands it over
+        "badges": json.dumps({"first_reply": "2026-11-29T12:30:00Z", "academy_certified": "2026-11-01T08:00:00Z"}),
     }
     stored = MemberView.of(state, RULES, 7, NOW).stored()
     assert stored == MemberView.of_row(row).stored()
@@ -52,6 +54,10 @@ def test_a_view_from_a_state_and_from_its_row_is_one_document() -> None:
         "updated_at": "2026-11-29T12:30:00Z",
         "version": 7,
         "programs": ["community_boss"],
+        "badges": [  # in the order granted
+            {"id": "academy_certified", "granted_at": "2026-11-01T08:00:00Z"},
+            {"id": "first_reply", "granted_at": "2026-11-29T12:30:00Z"},
+        ],
     }
 
 

@@ -71,6 +71,8 @@ class Replayable(NamedTuple):
     pinned_level: str | None
     events: str  # one JSON array, in the order applied, without attributes
     programs: tuple[str, ...] = ()  # the programmes the member is enrolled in
+    badges: tuple[str, ...] = ()  # the badges the member holds
+    revoked: tuple[str, ...] = ()  # badges an operator revoked: never granted again by a replay
 
 
 # One row per member, in member id order: the stored figures beside the member's applied
@@ -80,7 +82,9 @@ class Replayable(NamedTuple):
 # validated in one call (pydantic-core parses the JSON): the events were validated on their
 # way in, and the same models read them back.
 _REPLAY = """
-SELECT a.member_id, m.level_id, m.active_score, m.passive_score, m.pinned_level, a.events, m.programs
+SELECT a.member_id, m.level_id, m.active_score, m.passive_score, m.pinned_level, a.events, m.programs,
+       m.badges, ARRAY(SELECT badge_id FROM member_badges AS b
+                       WHERE b.member_id = a.member_id AND b.revoked_at IS NOT NULL) AS revoked
 FROM (SELECT member_id, json_agg(event - 'attributes' ORDER BY position)::text AS events
       FROM activity GROUP BY member_id) AS a
 LEFT JOIN members AS m USING (member_id)
@@ -100,4 +104,6 @@ async def every_member_activity(conn: AsyncConnection) -> AsyncIterator[Replayab
             row.pinned_level,
             row.events,
             tuple(row.programs or ()),
+            tuple(row.badges or ()),
+            tuple(row.revoked or ()),
         )

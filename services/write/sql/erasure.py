@@ -122,6 +122,8 @@ _ERASED_TABLES = (
     "pin_audit",
     "program_enrolments",
     "program_audit",
+    "member_badges",
+    "badge_audit",
 )
 
 

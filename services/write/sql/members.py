@@ -9,12 +9,13 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.events import iso_utc
 from shared.rules import Rules
 from shared.scoring import MemberState, Pin, freed_cap, tenure_due_at
 
 _FIGURES = (
     "member_id, points, level_id, level_seq, joined_declared, first_seen,"
-    " rules_version, pinned_level, pinned_reason, pinned_until, programs"
+    " rules_version, pinned_level, pinned_reason, pinned_until, programs, badges"
 )
 
 
@@ -31,6 +32,7 @@ def _state(row: Any) -> MemberState:
         rules_version=row.rules_version,
         pin=pin,
         programs=tuple(row.programs),
+        badges={badge: datetime.fromisoformat(at) for badge, at in (row.badges or {}).items()},
     )
 
 
@@ -95,7 +97,7 @@ async def save_states(conn: AsyncConnection, states: list[MemberState], rules: R
         k: []
         for k in (
             *("ids", "levels", "seqs", "actives", "passives", "points", "declared", "first", "dues"),
-            *("versions", "pinned", "reasons", "untils"),
+            *("versions", "pinned", "reasons", "untils", "badges"),
         )
     }
     for s in states:
@@ -113,20 +115,21 @@ async def save_states(conn: AsyncConnection, states: list[MemberState], rules: R
         cols["pinned"].append(s.pin and s.pin.level)
         cols["reasons"].append(s.pin and s.pin.reason)
         cols["untils"].append(s.pin and s.pin.until)
+        cols["badges"].append(orjson.dumps({b: iso_utc(at) for b, at in s.badges.items()}).decode())
     rows = await conn.execute(
         text(
             """
             INSERT INTO members AS m (member_id, level_id, level_seq, active_score, passive_score, points,
                                       joined_at, joined_declared, first_seen, tenure_due_at, rules_version,
-                                      pinned_level, pinned_reason, pinned_until, version, updated_at)
-            SELECT i, r, q, a, p, CAST(pt AS jsonb), coalesce(jd, fs), jd, fs, d, rv, pr, pn, pu,
+                                      pinned_level, pinned_reason, pinned_until, badges, version, updated_at)
+            SELECT i, r, q, a, p, CAST(pt AS jsonb), coalesce(jd, fs), jd, fs, d, rv, pr, pn, pu, CAST(b AS jsonb),
                    nextval('member_versions'), :now
             FROM unnest(CAST(:ids AS text[]), CAST(:levels AS text[]), CAST(:seqs AS int[]),
                         CAST(:actives AS bigint[]), CAST(:passives AS bigint[]), CAST(:points AS text[]),
                         CAST(:declared AS timestamptz[]), CAST(:first AS timestamptz[]),
                         CAST(:dues AS timestamptz[]), CAST(:versions AS text[]), CAST(:pinned AS text[]),
-                        CAST(:reasons AS text[]), CAST(:untils AS timestamptz[]))
-                 AS u(i, r, q, a, p, pt, jd, fs, d, rv, pr, pn, pu)
+                        CAST(:reasons AS text[]), CAST(:untils AS timestamptz[]), CAST(:badges AS text[]))
+                 AS u(i, r, q, a, p, pt, jd, fs, d, rv, pr, pn, pu, b)
             ON CONFLICT (member_id) DO UPDATE SET
                 level_id = excluded.level_id, level_seq = excluded.level_seq,
                 active_score = excluded.active_score, passive_score = excluded.passive_score,
@@ -134,7 +137,7 @@ async def save_states(conn: AsyncConnection, states: list[MemberState], rules: R
                 joined_declared = excluded.joined_declared, first_seen = excluded.first_seen,
                 tenure_due_at = excluded.tenure_due_at, rules_version = excluded.rules_version,
                 pinned_level = excluded.pinned_level, pinned_reason = excluded.pinned_reason,
-                pinned_until = excluded.pinned_until, version = excluded.version,
+                pinned_until = excluded.pinned_until, badges = excluded.badges, version = excluded.version,
                 updated_at = excluded.updated_at
             RETURNING member_id, version
             """
