@@ -48,7 +48,9 @@ def stored(db: Path, member: str) -> list[dict[str, object]]:
     if not db.exists():
         return []
     with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT data FROM events WHERE member_id = ? ORDER BY rowid", (member,)).fetchall()
+        rows = conn.execute(
+            "SELECT data FROM events WHERE member_id = ? AND type LIKE 'community.level.%' ORDER BY rowid", (member,)
+        ).fetchall()
     return [orjson.loads(data) for (data,) in rows]
 
 
