@@ -31,6 +31,7 @@ run: migrate
 	@echo "  ingest  http://127.0.0.1:$${CL_INGEST_PORT:-8001}  (POST /v1/events)"
 	@echo "  api     http://127.0.0.1:$${CL_API_PORT:-8002}  (GET /v1/members/{id}, /v1/levels)"
 	@echo "  scorer  http://127.0.0.1:$${CL_SCORER_PORT:-8003}  (/healthz, /readyz, /metrics)"
+	@echo "  webhooks http://127.0.0.1:$${CL_WEBHOOKS_PORT:-8004}  (the dispatcher: /healthz, /readyz, /metrics; .venv/bin/cl webhook add)"
 	@echo "  kafka localhost:19092, postgres localhost:15432, redis localhost:16379"
 	@echo "  API key for local use: $${CL_INGEST_API_KEYS:-local-dev-key}"
 	@echo "Logs in .local/logs/; 'make stop' stops everything."

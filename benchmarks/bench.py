@@ -38,9 +38,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from benchmarks import workload
 from services.common.settings import Settings
+from services.scorer.outbox import cloud_event
+from services.webhooks.settings import WebhookSettings
 from services.write.sql import members
+from services.write.webhooks import Webhooks
 from shared.events import ActivityRecord, validate_event
 from shared.scoring import MemberState, apply
+from shared.webhooks import EVERY
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = uuid.uuid4().hex[:6]
@@ -69,10 +73,12 @@ SIZES = {
     "probes": env_int("BENCH_PROBES", 200),
     "board_members": env_int("BENCH_BOARD_MEMBERS", 1_000_000),  # on a past and a running period's board
     "board_probes": env_int("BENCH_BOARD_PROBES", 100),  # requests timed per board read
+    "webhook_events": env_int("BENCH_WEBHOOK_EVENTS", 20_000),  # level changes delivered to one endpoint
+    "webhook_members": env_int("BENCH_WEBHOOK_MEMBERS", 2_000),
 }
 # Each day of that history: views, posts, likes received (issue 7's heavy member; it measured 60,1,5).
 HISTORY_DAY = os.environ.get("BENCH_HISTORY_DAY", "200,20,200")
-SECTIONS = os.environ.get("BENCH_SECTIONS", "scorer,api,ingest,freshness,history,scale,boards").split(",")
+SECTIONS = os.environ.get("BENCH_SECTIONS", "scorer,api,ingest,freshness,history,scale,boards,webhooks").split(",")
 API_KEY = "bench-key"
 console = Console(width=200)
 # How to get what a section needs when it is missing (`make bench` installs all of it).
@@ -792,6 +798,81 @@ class Bench:
                 )
             )
 
+    async def webhooks_section(self) -> None:
+        """Deliveries per second of the webhook dispatcher, from a backlog of BENCH_WEBHOOK_EVENTS
+        level changes of BENCH_WEBHOOK_MEMBERS members to one endpoint on a local receiver,
+        beside a bare httpx client POSTing the same bodies to the same receiver, as many at once
+        as the dispatcher sends to an endpoint (CL_WEBHOOK_CONCURRENCY): no signing, no
+        PostgreSQL, no order per member."""
+        count, members = SIZES["webhook_events"], SIZES["webhook_members"]
+        concurrency = WebhookSettings.model_fields["webhook_concurrency"].default
+        changes = topic("webhook-changes")
+        await self.create_topics(changes, topic("activity"), topic("dlq"))  # the dispatcher makes those it names
+        db = await self.database("webhooks")
+        port = free_port()
+        receiver = self.spawn(["benchmarks/receiver.py"], {**os.environ, "BENCH_PORT": str(port)}, "webhook-receiver")
+        url = f"http://127.0.0.1:{port}/hooks"
+        settings = WebhookSettings(database_url=db.url("cl_scorer"))
+        engine = create_async_engine(db.url("cl_scorer"))
+        try:
+            await self.ready(url, receiver, timeout=30)
+            await Webhooks(engine, settings.fernet()).add(url, [EVERY], [], "bench", datetime.now(UTC))
+            records = [cloud_event(body, "urn:bench") for body in webhook_bodies(count, members)]
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
+            await producer.start()
+            try:
+                sent = [
+                    await producer.send(changes, r.value, key=r.key, headers=list(r.headers.items())) for r in records
+                ]
+                await asyncio.gather(*sent)
+            finally:
+                await producer.stop()
+            env = self.service_env(
+                db,
+                topic("activity"),
+                "webhooks",
+                CL_TOPIC_LEVEL_CHANGES=changes,
+                CL_WEBHOOK_GROUP_ID=f"bench-{RUN}-webhooks",
+                CL_WEBHOOKS_PORT=str(free_port()),
+                CL_WEBHOOK_ALLOW_PRIVATE="true",
+            )
+            dispatcher = self.spawn(["-m", "services.webhooks"], env, "webhooks")
+            conn = await asyncpg.connect(db.dsn)
+            try:
+                deadline = time.monotonic() + 600
+                while await conn.fetchval("SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'") < count:
+                    if dispatcher.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"the dispatcher did not deliver {count:,} events; logs in {self.logs}")
+                    await asyncio.sleep(0.5)
+                first, last, attempts, p50, p99 = await conn.fetchrow(
+                    """SELECT min(at), max(at + duration_ms * interval '1 millisecond'), count(*),
+                              percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms),
+                              percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms)
+                       FROM webhook_attempts"""
+                )
+            finally:
+                await conn.close()
+            self.stop(dispatcher)
+            dispatched = count / (last - first).total_seconds()
+            bodies = [r.value for r in records]
+            bare = await bare_posts(url, bodies, concurrency)
+        finally:
+            await engine.dispose()
+            self.stop(receiver)
+        self.notes["webhooks"] = {"attempts": attempts, "attempt_p50_ms": p50, "attempt_p99_ms": p99}
+        self.rows.append(
+            Row(
+                "webhooks",
+                f"deliveries/s, {count:,} level changes of {members:,} members to one endpoint "
+                f"({concurrency} members at once, each member's in order)",
+                f"{dispatched:,.0f}",
+                f"bare httpx client, {concurrency} POSTs at once",
+                f"{bare:,.0f}",
+                f"{dispatched / bare:.2f}×",
+            )
+        )
+        self.rows.append(Row("webhooks", "one POST of the dispatcher, p50 / p99", f"{p50:.0f} / {p99:.0f} ms"))
+
     async def clone(self, db: Database, state: MemberState, prefix: str, count: int) -> None:
         """`count` members `<prefix>-<i>` with this state, written set-based: the template row
         by the scorer's own save_states, then copied by generate_series."""
@@ -864,6 +945,53 @@ class Bench:
         for row in self.rows:
             table.add_row(row.section, row.figure, row.value, row.baseline, row.baseline_value, row.ratio, row.target)
         return table
+
+
+def webhook_bodies(count: int, members: int) -> list[bytes]:
+    """`count` level changes as the relay publishes them, of `members` members in turn, each
+    member's seq counting up (promotions and demotions alternating)."""
+    at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    levels = [
+        {"id": "new_member", "name": "New Member", "tier": "active", "rank": 1},
+        {"id": "new_contributor", "name": "New Contributor", "tier": "active", "rank": 5},
+    ]
+    bodies = []
+    for i in range(count):
+        member, seq = f"wh-{RUN}-{i % members}", i // members + 1
+        change = {
+            "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{member}/{seq}")),
+            "member_id": member,
+            "seq": seq,
+            "direction": "promoted" if seq % 2 else "demoted",
+            "from_level": None if seq == 1 else levels[(seq + 1) % 2],  # promoted from 0 to 1, demoted back
+            "to_level": levels[seq % 2],
+            "grants_added": [],
+            "grants_removed": [],
+            "active_score": 5 if seq % 2 else 0,
+            "passive_score": 0,
+            "cause": {"kind": "activity", "event_id": f"e-{i}", "type": "reply"},
+            "rules_version": "bench",
+            "occurred_at": at,
+            "emitted_at": at,
+        }
+        bodies.append(json.dumps(change).encode())
+    return bodies
+
+
+async def bare_posts(url: str, bodies: list[bytes], concurrency: int) -> float:
+    """POSTs/s of a plain httpx client sending `bodies` to `url`, `concurrency` at once."""
+    queue = iter(bodies)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+
+        async def worker() -> None:
+            for body in queue:
+                response = await client.post(url, content=body, headers={"content-type": "application/json"})
+                response.raise_for_status()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return len(bodies) / (time.perf_counter() - started)
 
 
 async def run(args: list[str], env: dict[str, str] | None = None) -> str:
@@ -1000,6 +1128,7 @@ async def main() -> None:
         "history": bench.history_section,
         "scale": bench.scale_section,
         "boards": bench.boards_section,
+        "webhooks": bench.webhooks_section,
     }
     bench.say(f"run {RUN}: {', '.join(SECTIONS)}; sizes {SIZES}; logs in {bench.logs}")
     try:

@@ -3,7 +3,7 @@
 Each test session gets its own database (migrations applied once), its own topics, consumer
 group and Redis key prefix, so runs never see each other's data; tests use unique member ids.
 Services a test starts listen on free ports: `make test` runs beside `make run`, whose
-services hold the default ones (8001, 8002, 8003).
+services hold the default ones (8001, 8002, 8003, 8004).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from services.common.kafka import ensure_topics
 from services.common.settings import Settings
 from services.ingest.settings import IngestSettings
 from services.scorer.settings import ScorerSettings
+from services.webhooks.settings import WebhookSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = uuid.uuid4().hex[:8]
@@ -40,6 +41,7 @@ DEFAULT_PORTS = frozenset(
         IngestSettings.model_fields["port"].default,
         ApiSettings.model_fields["api_port"].default,
         ScorerSettings.model_fields["port"].default,
+        WebhookSettings.model_fields["port"].default,
     }
 )
 

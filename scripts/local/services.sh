@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# The three services as background processes, for `make run`.
+# The services (ingest, scorer, api) and the webhook dispatcher as background processes, for `make run`.
 # Usage: services.sh start|stop|status|check
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
-SERVICES=(scorer ingest api)
+SERVICES=(scorer ingest api webhooks)
 PY=$ROOT/.venv/bin/python
 
 # Each service connects to PostgreSQL as its own role (README "Database roles"): the scorer
-# reads and writes rows, the api only reads, ingest needs no database. Local passwords are fixed.
+# reads and writes rows, the api only reads, ingest needs no database; the webhook dispatcher
+# writes its own tables as the scorer's role. Local passwords are fixed.
 PG_PORT=${PG_PORT:-15432}
 database_url() {
   case $1 in
-    scorer) echo "${CL_SCORER_DATABASE_URL:-postgresql+asyncpg://cl_scorer:cl_scorer@localhost:$PG_PORT/community_levels}" ;;
+    scorer | webhooks) echo "${CL_SCORER_DATABASE_URL:-postgresql+asyncpg://cl_scorer:cl_scorer@localhost:$PG_PORT/community_levels}" ;;
     api) echo "${CL_API_DATABASE_URL:-postgresql+asyncpg://cl_api:cl_api@localhost:$PG_PORT/community_levels}" ;;
   esac
 }
@@ -21,6 +22,7 @@ health_url() {
     ingest) echo "http://127.0.0.1:${CL_INGEST_PORT:-8001}/readyz" ;;
     api) echo "http://127.0.0.1:${CL_API_PORT:-8002}/healthz" ;;
     scorer) echo "http://127.0.0.1:${CL_SCORER_PORT:-8003}/readyz" ;;
+    webhooks) echo "http://127.0.0.1:${CL_WEBHOOKS_PORT:-8004}/readyz" ;;
   esac
 }
 

@@ -22,6 +22,7 @@ from shared.events import EVENT, EventId, MemberId
 from shared.programs import JOINED as PROGRAM_JOINED
 from shared.programs import LEFT as PROGRAM_LEFT
 from shared.rules import GRANT, Tier
+from shared.webhooks import ERASED as WEBHOOK_ERASED
 
 _REF = "#/components/schemas/{model}"
 _TIMESTAMP = {"type": "string", "format": "date-time", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$"}
@@ -364,9 +365,92 @@ def _with_badges(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _with_webhooks(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the webhook dispatcher POSTs to each registered endpoint (SPEC §12, Standard
+    Webhooks): the event of the level-changes topic as `data`, signed in the headers."""
+    schemas, messages = doc["components"]["schemas"], doc["components"]["messages"]
+    signature = r"v1,[A-Za-z0-9+/]+={0,2}"
+    schemas["WebhookHeaders"] = {
+        "type": "object",
+        "description": "Standard Webhooks headers; verify with a Standard Webhooks library and the endpoint's secret",
+        "required": ["webhook-id", "webhook-timestamp", "webhook-signature", "content-type"],
+        "properties": {
+            "webhook-id": _string(
+                "the event's event_id (ce_id); an erasure's is erased-<partition>-<offset>. The same on every "
+                "retry: dedupe on it"
+            ),
+            "webhook-timestamp": {
+                "type": "string",
+                "pattern": r"^\d+$",
+                "description": "Unix seconds when this attempt was signed (refuse one far from now)",
+            },
+            "webhook-signature": {
+                "type": "string",
+                "pattern": f"^{signature}( {signature})*$",
+                "description": "HMAC-SHA256 of `id.timestamp.body` under each secret in force: two for 24 hours "
+                "after `cl webhook rotate-secret`, one otherwise",
+            },
+            "content-type": {"const": "application/json"},
+        },
+    }
+    envelope = {"type": "object", "additionalProperties": False, "required": ["type", "timestamp", "data"]}
+    at = _TIMESTAMP | {"description": "the record's ce_time (an erasure: when it reached the topic)"}
+    level_types = [f"community.level.{direction}" for direction in ("promoted", "demoted")]
+    schemas["MemberErased"] = {
+        "type": "object",
+        "description": "Forget the member: what you hold about them, dedupe state included",
+        "additionalProperties": False,
+        "required": ["member_id"],
+        "properties": {"member_id": TypeAdapter(MemberId).json_schema()},
+    }
+    schemas["WebhookPayload"] = {
+        "description": "The body of each POST: the record's ce_type, its time, and its value byte for byte as data. "
+        "Types added to the topic later reach endpoints registered with --events all the same way.",
+        "oneOf": [
+            envelope
+            | {"properties": {"type": {"enum": types}, "timestamp": at, "data": {"$ref": _REF.format(model=model)}}}
+            for types, model in (
+                (level_types, "LevelChange"),
+                ([PROGRAM_JOINED, PROGRAM_LEFT], "ProgramEvent"),
+                ([BADGE_GRANTED, BADGE_REVOKED], "BadgeEvent"),
+                ([WEBHOOK_ERASED], "MemberErased"),
+            )
+        ],
+    }
+    doc["servers"]["webhookEndpoint"] = {
+        "host": "{host}",
+        "protocol": "https",
+        "description": "an endpoint registered with `cl webhook add URL` (a public address unless "
+        "CL_WEBHOOK_ALLOW_PRIVATE is set); it answers 2xx once it has the event",
+        "variables": {"host": {"description": "the URL's host"}},
+    }
+    for channel in doc["channels"].values():
+        channel["servers"] = [{"$ref": "#/servers/local"}]
+    doc["channels"]["webhooks"] = {
+        "address": None,
+        "description": "The events of level-changes an endpoint takes (--events, less --exclude-cause), POSTed "
+        "at least once, each member's in order. 5xx, 408, 429, timeouts and connection errors are retried with "
+        "backoff (a Retry-After honoured); another 4xx or a redirect fails the delivery; an endpoint failing for "
+        "a day is disabled.",
+        "servers": [{"$ref": "#/servers/webhookEndpoint"}],
+        "messages": {"WebhookDelivery": {"$ref": "#/components/messages/WebhookDelivery"}},
+        "bindings": {"http": {"method": "POST", "bindingVersion": "0.3.0"}},
+    }
+    messages["WebhookDelivery"] = {
+        "contentType": "application/json",
+        "headers": {"$ref": _REF.format(model="WebhookHeaders")},
+        "payload": {"$ref": _REF.format(model="WebhookPayload")},
+    }
+    doc["operations"]["deliverWebhook"] = _operation(
+        "send", "webhooks", "WebhookDelivery", "the webhook dispatcher POSTs each event to the endpoints that take it"
+    )
+    doc["info"]["description"] += " And what the webhook dispatcher POSTs to registered endpoints (SPEC §12)."
+    return doc
+
+
 @cache
 def render() -> bytes:
-    return orjson.dumps(_with_badges(_with_programs(document())), option=orjson.OPT_INDENT_2) + b"\n"
+    return orjson.dumps(_with_webhooks(_with_badges(_with_programs(document()))), option=orjson.OPT_INDENT_2) + b"\n"
 
 
 router = APIRouter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import orjson
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     Date,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Sequence,
     SmallInteger,
@@ -26,6 +28,7 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine import ExceptionContext
@@ -285,6 +288,77 @@ relay_lease = Table(
     Column("id", SmallInteger, primary_key=True),
     Column("owner", Text, nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# Webhook endpoints (SPEC §12): what each takes, its encrypted secret, whether it is enabled,
+# and which dispatcher holds its lease (migration 0015 says more).
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("events", ARRAY(Text), nullable=False),
+    Column("exclude_causes", ARRAY(Text), nullable=False, server_default="{}"),
+    Column("secret", LargeBinary, nullable=False),  # Fernet token (CL_WEBHOOK_SECRET_KEY)
+    Column("previous_secret", LargeBinary),  # still signing until previous_until, after a rotation
+    Column("previous_until", DateTime(timezone=True)),
+    Column("enabled", Boolean, nullable=False, server_default=true()),
+    Column("disabled_reason", Text),
+    Column("failing_since", DateTime(timezone=True)),
+    Column("lease_owner", Text),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# The dispatcher's outbox: one row per endpoint and record of level-changes, the body as sent.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("endpoint_id", BigInteger, ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("member_id", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("state", Text, nullable=False, server_default="pending"),  # pending, delivered, failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("done_at", DateTime(timezone=True), index=True),
+    UniqueConstraint("endpoint_id", "topic", "partition", "offset"),
+    Index(
+        "ix_webhook_deliveries_pending", "endpoint_id", "member_id", "id", postgresql_where=text("state = 'pending'")
+    ),
+)
+
+# Each POST of a delivery, kept a week.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("delivery_id", BigInteger, nullable=False),
+    Column("endpoint_id", BigInteger, ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, index=True),
+    Column("status", Integer),
+    Column("error", Text),
+    Column("outcome", Text, nullable=False),  # delivered, retry, failed
+    Column("duration_ms", Integer, nullable=False),
+    Index("ix_webhook_attempts_endpoint_id", "endpoint_id", "at"),
+)
+
+# Who registered, disabled, enabled, removed an endpoint or rotated its secret.
+webhook_audit = Table(
+    "webhook_audit",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("endpoint_id", BigInteger, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("detail", Text),
+    Column("operator", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
 )
 
 # Members erased while records sent before the erasure may still be unapplied (SPEC §9.4):

@@ -7,11 +7,14 @@ refuses, FastAPI does (an unknown path, a parameter out of its schema) or a bug 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from time import perf_counter
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -103,6 +106,25 @@ def add_metrics(app: FastAPI, *registries: CollectorRegistry, operation_id: str 
         response_class=PlainTextResponse,
         operation_id=operation_id,
     )
+
+
+async def check(probe: object) -> str:
+    """ok, or `down: <why>` if the probe fails or takes over 2 s."""
+    try:
+        async with asyncio.timeout(2):
+            await probe  # type: ignore[misc]
+    except Exception as exc:  # noqa: BLE001 - any failure means the dependency is down
+        return f"down: {exc.__class__.__name__}"
+    return "ok"
+
+
+class Server(uvicorn.Server):
+    """Uvicorn inside a service's own event loop (the scorer's, the dispatcher's); the service,
+    not uvicorn, handles SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 # Seconds; fine where the API's answers fall (p99 under 10 ms is its target).

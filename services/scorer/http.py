@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
 from typing import Protocol
 
 import uvicorn
@@ -45,9 +43,9 @@ def create_app(scorer: Health) -> FastAPI:
     )
     async def readyz() -> JSONResponse:
         checks = {
-            "postgres": await _check(scorer.ping_postgres()),
-            "kafka": await _check(scorer.ping_kafka()),
-            "redis": await _check(scorer.ping_redis()),
+            "postgres": await http.check(scorer.ping_postgres()),
+            "kafka": await http.check(scorer.ping_kafka()),
+            "redis": await http.check(scorer.ping_redis()),
         }
         # Read from PostgreSQL: not waited for again when it is down.
         checks["level-changes"] = await _level_changes(scorer) if checks["postgres"] == "ok" else "unknown"
@@ -71,22 +69,5 @@ async def _level_changes(scorer: Health) -> str:
     return late or "ok"
 
 
-async def _check(probe: object) -> str:
-    try:
-        async with asyncio.timeout(2):
-            await probe  # type: ignore[misc]
-    except Exception as exc:  # noqa: BLE001 - any failure means the dependency is down
-        return f"down: {exc.__class__.__name__}"
-    return "ok"
-
-
-class Server(uvicorn.Server):
-    """Uvicorn inside the scorer's event loop; the scorer, not uvicorn, handles SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def server(scorer: Health, host: str, port: int) -> Server:
-    return Server(uvicorn.Config(create_app(scorer), host=host, port=port, log_level="warning", lifespan="off"))
+def server(scorer: Health, host: str, port: int) -> http.Server:
+    return http.Server(uvicorn.Config(create_app(scorer), host=host, port=port, log_level="warning", lifespan="off"))

@@ -25,7 +25,8 @@ API_KEY = "e2e-key"
 
 @dataclass
 class System:
-    """The services as processes; scorers may be several, named scorer, scorer-2, ..."""
+    """The services as processes; scorers may be several, named scorer, scorer-2, ... (and
+    webhook dispatchers webhooks, webhooks-2, ...)"""
 
     env: dict[str, str]
     logs: Path
@@ -50,13 +51,14 @@ class System:
     def spawn(self, name: str, **env: str) -> None:
         """Start a process without waiting for it; `ready(name)` tells when it answers."""
         service = name.split("-")[0]
-        if name != service:  # another scorer: its own HTTP port
-            env.setdefault("CL_SCORER_PORT", str(free_port()))
+        if name != service:  # another scorer or dispatcher: its own HTTP port
+            env.setdefault("CL_WEBHOOKS_PORT" if service == "webhooks" else "CL_SCORER_PORT", str(free_port()))
         env = {**self.env, "CL_DATABASE_URL": self.database_urls.get(service, self.env["CL_DATABASE_URL"]), **env}
         self.health[name] = {
             "ingest": f"{self.ingest_url}/readyz",  # ready: its producer reaches Kafka
             "api": f"{self.api_url}/healthz",
             "scorer": f"http://127.0.0.1:{env['CL_SCORER_PORT']}/readyz",
+            "webhooks": f"http://127.0.0.1:{env['CL_WEBHOOKS_PORT']}/readyz",
         }[service]
         with open(self.logs / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(
@@ -111,11 +113,20 @@ def system(
         CL_SCORER_PORT=str(free_port()),
         CL_INGEST_API_KEYS=API_KEY,
         CL_TENURE_INTERVAL="1",
+        CL_WEBHOOKS_PORT=str(free_port()),
+        CL_WEBHOOK_GROUP_ID=f"webhooks-{run_env['CL_GROUP_ID']}",
+        # The tests' receivers listen on 127.0.0.1; one test checks the refusal without this.
+        CL_WEBHOOK_ALLOW_PRIVATE="true",
+        CL_WEBHOOK_TIMEOUT="2",
+        CL_WEBHOOK_LEASE="5",
+        CL_WEBHOOK_POLL="0.2",
     )
     logs = Path(os.environ.get("CL_E2E_LOGS", tmp_path_factory.mktemp("logs")))
-    sut = System(env, logs, database_urls={"scorer": database_urls["scorer"], "api": database_urls["api"]})
+    # The dispatcher runs as the scorer's role, as in `make run` and compose.
+    urls = {"scorer": database_urls["scorer"], "api": database_urls["api"], "webhooks": database_urls["scorer"]}
+    sut = System(env, logs, database_urls=urls)
     try:
-        for name in ("scorer", "ingest", "api"):
+        for name in ("scorer", "ingest", "api", "webhooks"):
             sut.start(name)
         yield sut
     finally:

@@ -74,7 +74,8 @@ class Ledger:
 
 
 class Scorers:
-    """Keeps scorer processes running: one that dies (SIGKILL, a failpoint) is started again.
+    """Keeps scorer processes (or webhook dispatchers: `webhooks…`) running: one that dies
+    (SIGKILL, a failpoint) is started again.
 
     `plans` lists failpoint specs for the next lives of a scorer: each restart takes the next.
     """
@@ -111,6 +112,15 @@ class Scorers:
             return proc is not None and proc.poll() is None and await asyncio.to_thread(self.system.answers, name)
 
         await eventually(answers, timeout=60, what=f"{name} answers")
+
+    async def kill_at_random(self, name: str, times: int) -> int:
+        """SIGKILL the process `times` times, each 1–3 s after its restarted self answers (so at
+        work, not still starting); returns how many kills."""
+        for _ in range(times):
+            await self.answering(name)
+            await asyncio.sleep(random.uniform(1.0, 3.0))
+            self.kill(name)
+        return times
 
     def kill(self, name: str) -> None:
         """SIGKILL; the supervisor starts it again."""

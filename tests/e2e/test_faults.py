@@ -1,4 +1,5 @@
-"""Exact under faults (docs/RELIABILITY.md): each fault while a stream of events flows.
+"""Exact under faults (docs/RELIABILITY.md): each fault while a stream of events flows (the
+webhook dispatcher's: every level change delivered at least once, too).
 
 Each fault runs in two forms of one test body. `make test` runs the short form: 8,000 events,
 outages of 12 s, 5 scorer kills. `make faults` runs the long form (`-m long`): 21,000 events
@@ -15,6 +16,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,8 +41,10 @@ from tests.e2e.faults import (
     server,
     server_pid,
 )
+from tests.e2e.test_webhooks import add_endpoint, remove_endpoint
 from tests.streams import mixed_stream
 from tests.support import eventually, read_topic
+from tests.webhooks import Receiver
 
 
 @dataclass(frozen=True)
@@ -70,16 +74,29 @@ forms = pytest.mark.parametrize(
 )
 
 
+@asynccontextmanager
+async def supervised(system: System, service: str) -> AsyncIterator[Scorers]:
+    """The session's `service` (scorer, webhooks) is handed to a supervisor; one plain process
+    of it is left running after."""
+    system.kill(service, signal.SIGTERM)
+    with Scorers(system) as supervisor:
+        yield supervisor
+    for name in list(system.procs):
+        if name.startswith(service):
+            system.kill(name, signal.SIGTERM)
+    await system.astart(service)
+
+
 @pytest.fixture
 async def scorers(system: System) -> AsyncIterator[Scorers]:
-    """The session's scorer is handed to a supervisor; one plain scorer is left running after."""
-    system.kill("scorer", signal.SIGTERM)
-    with Scorers(system) as supervised:
-        yield supervised
-    for name in list(system.procs):
-        if name.startswith("scorer"):
-            system.kill(name, signal.SIGTERM)
-    await system.astart("scorer")
+    async with supervised(system, "scorer") as supervisor:
+        yield supervisor
+
+
+@pytest.fixture
+async def dispatchers(system: System) -> AsyncIterator[Scorers]:
+    async with supervised(system, "webhooks") as supervisor:
+        yield supervisor
 
 
 def stream(form: Form, seed: int) -> list[dict[str, Any]]:
@@ -131,12 +148,7 @@ async def test_scorer_killed_repeatedly_loses_nothing_and_counts_nothing_twice(
         return len(failpoints_fired(system) - before) == 2
 
     await eventually(both_fired, timeout=60, what="both named failpoints fired")
-    kills = 0
-    while kills < form.kills:
-        await scorers.answering("scorer")
-        await asyncio.sleep(random.uniform(1.0, 3.0))
-        scorers.kill("scorer")
-        kills += 1
+    kills = await scorers.kill_at_random("scorer", form.kills)
     recovery = asyncio.create_task(catch_up_time(system))
     await posting
     report = await check(form.report("scorer_killed"), system, pg, api, ledger, now)
@@ -329,3 +341,66 @@ async def test_redis_stopped_or_paused_while_the_scorer_keeps_applying(
 
 async def _applied(pg: asyncpg.Connection) -> int:
     return int(await pg.fetchval("SELECT count(*) FROM activity"))
+
+
+@forms
+@pytest.mark.timeout(900)
+async def test_webhook_dispatcher_killed_repeatedly_delivers_every_event_at_least_once(
+    form: Form,
+    system: System,
+    dispatchers: Scorers,
+    ingest: httpx.AsyncClient,
+    api: httpx.AsyncClient,
+    pg: asyncpg.Connection,
+) -> None:
+    """SIGKILLs of the webhook dispatcher at random moments while it POSTs the stream's level
+    changes to a receiver that takes 0.3 s an answer (so POSTs are in flight at each kill)."""
+    events, ledger, now = stream(form, seed=8), Ledger(), datetime.now(UTC)
+    members = {e[key] for e in events for key in ("member_id", "target_member_id") if e.get(key)}
+    with Receiver() as receiver:
+        endpoint, _ = await add_endpoint(system, receiver.url("/slow"), "--events", "all")
+        try:
+            await dispatchers.start("webhooks")
+            batch = 200
+            pace = KILL_S * form.kills / (len(events) / batch)
+            posting = asyncio.create_task(ledger.post(ingest, events, batch=batch, pace=pace))
+            kills = await dispatchers.kill_at_random("webhooks", form.kills)
+            await posting
+            report = await check(form.report("webhooks_killed"), system, pg, api, ledger, now)
+            changes = [
+                (m.key.decode(), m.headers)
+                for m in await read_topic(system.bootstrap, system.env["CL_TOPIC_LEVEL_CHANGES"], members)
+            ]
+            expected = {dict(headers)["ce_id"].decode() for _, headers in changes}
+
+            def delivered() -> set[str]:
+                return {r.headers["webhook-id"] for r in receiver.got("/slow", members)}
+
+            async def every_event() -> bool:
+                return delivered() >= expected
+
+            await eventually(every_event, timeout=600, what="every level change delivered at least once")
+            # From the last event acknowledged to every level change delivered (the kills end
+            # before the client's last posts).
+            report.recover_s = round(time.monotonic() - ledger.last_ack, 1)
+            got = receiver.got("/slow", members)
+            out_of_order = []
+            for member in members:  # each member's level changes first arrived in seq order
+                mine = [r.payload["data"] for r in got if r.member == member]
+                firsts = list(dict.fromkeys(data["seq"] for data in mine if "seq" in data))
+                if firsts != sorted(firsts):
+                    out_of_order.append(member)
+            report.faults = {
+                "dispatcher_sigkill_random": kills,
+                "restarts": dict(dispatchers.restarts),
+                "level_changes": len(expected),
+                "delivered": len(delivered() & expected),
+                "posts_answered_2xx": len(got),
+                "delivered_more_than_once": len(got) - len(delivered()),
+                "members_out_of_order": len(out_of_order),
+            }
+            assert_exact(report)
+            assert expected and delivered() >= expected, "every level change reached the endpoint"
+            assert out_of_order == [], out_of_order
+        finally:
+            await remove_endpoint(system, endpoint)

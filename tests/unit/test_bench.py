@@ -4,13 +4,15 @@ port they listen on."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
 
 import pytest
 
-from benchmarks.bench import Unavailable, cpu_seconds, listener, parse_hey, parse_wrk, tool
+from benchmarks.bench import Unavailable, cpu_seconds, listener, parse_hey, parse_wrk, tool, webhook_bodies
+from tests.asyncapi import validator
 
 
 def test_a_missing_tool_is_named_with_how_to_get_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -49,3 +51,15 @@ def test_the_server_is_the_process_listening_on_its_port() -> None:
         used = cpu_seconds(set(), {os.getpid(): "postgres"})
     assert used["postgres"] > 0
     assert used["scorer"] == 0
+
+
+def test_the_webhook_bench_sends_level_changes_as_the_contract_describes() -> None:
+    bodies = webhook_bodies(30, 7)
+    changes = [json.loads(body) for body in bodies]
+    for change in changes:
+        validator("LevelChange").validate(change)
+    seqs: dict[str, list[int]] = {}
+    for change in changes:
+        seqs.setdefault(change["member_id"], []).append(change["seq"])
+    assert len(seqs) == 7 and all(s == list(range(1, len(s) + 1)) for s in seqs.values())
+    assert len({change["event_id"] for change in changes}) == 30

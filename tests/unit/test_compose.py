@@ -15,6 +15,7 @@ import yaml
 
 from services.common.settings import load_settings
 from services.ingest.settings import IngestSettings
+from services.webhooks.settings import WebhookSettings
 from tests.conftest import ROOT
 
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -50,12 +51,13 @@ def test_redis_requires_a_password_that_the_services_urls_carry() -> None:
 def test_each_service_connects_to_postgres_as_its_own_role() -> None:
     roles = {
         name: re.match(r"postgresql\+asyncpg://(\w+):\$\{(\w+):\?", env(name)["CL_DATABASE_URL"])
-        for name in ("migrate", "scorer", "api")
+        for name in ("migrate", "scorer", "api", "webhooks")
     }
     assert {name: (m.group(1), m.group(2)) if m else None for name, m in roles.items()} == {
         "migrate": ("cl_owner", "CL_PG_OWNER_PASSWORD"),
         "scorer": ("cl_scorer", "CL_PG_SCORER_PASSWORD"),
         "api": ("cl_api", "CL_PG_API_PASSWORD"),
+        "webhooks": ("cl_scorer", "CL_PG_SCORER_PASSWORD"),  # the write side's role, for its own tables
     }
     assert "CL_DATABASE_URL" not in env("ingest")  # ingest has no business in the database
     assert "/roles.sql" in SERVICES["roles"]["command"]
@@ -73,6 +75,7 @@ def test_secrets_come_from_the_environment_and_are_documented_in_the_example() -
         "CL_REDIS_PASSWORD",
         "CL_KAFKA_HOST_PASSWORD",
         "CL_INGEST_API_KEYS",
+        "CL_WEBHOOK_SECRET_KEY",
     }
     example = (ROOT / ".env.example").read_text()
     assert {name for name in required if re.search(rf"^{name}=$", example, re.M)} == required
@@ -96,7 +99,7 @@ def test_the_kafka_listener_published_to_the_host_takes_only_sasl_clients() -> N
             jaas = kafka[f"KAFKA_LISTENER_NAME_{name}_PLAIN_SASL_JAAS_CONFIG"]
             assert re.fullmatch(r"\S+PlainLoginModule required( user_\w+=\"\$\{\w+:\?[^}]*\}\")+;", jaas), jaas
     # The services stay on compose's own network, where only these containers reach Kafka.
-    for name in ("ingest", "scorer", "api", "migrate"):
+    for name in ("ingest", "scorer", "api", "migrate", "webhooks"):
         assert env(name)["CL_KAFKA_BOOTSTRAP"] == "kafka:9092"
     assert protocols["INTERNAL"] == "PLAINTEXT" and listeners["INTERNAL"] == "9092"
 
@@ -138,3 +141,6 @@ def test_the_image_runs_as_production_and_refuses_the_published_local_key(monkey
     with pytest.raises(SystemExit) as refused:
         load_settings(IngestSettings, "ingest")  # what `python -m services.ingest` does first
     assert "CL_INGEST_API_KEYS" in str(refused.value) and "local key" in str(refused.value)
+    with pytest.raises(SystemExit) as refused:
+        load_settings(WebhookSettings, "webhooks")  # the dispatcher's, and `cl webhook`'s, secret key
+    assert "CL_WEBHOOK_SECRET_KEY" in str(refused.value) and "local key" in str(refused.value)

@@ -1,0 +1,1 @@
+"""The webhook dispatcher (SPEC §12): level-changes to HTTP endpoints, signed."""
