@@ -12,9 +12,18 @@ import re
 from datetime import date, datetime, timedelta
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_RULES_PATH = Path(__file__).parent / "rules" / "default.json"
 
@@ -98,6 +107,15 @@ ICON_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 ICON_URL = re.compile(r"https://[^\s\"'<>]{1,2000}")
 
 
+def _icon(value: str) -> str:
+    if ICON_URL.fullmatch(value) or ICON_NAME.fullmatch(value):
+        return value
+    raise ValueError(f"{value!r} is neither an https:// URL nor an icon name (a-z, 0-9 and -, at most 64)")
+
+
+Icon = Annotated[str, AfterValidator(_icon)]  # a level's or a badge's: an https:// URL or an icon name
+
+
 class Level(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -110,17 +128,10 @@ class Level(BaseModel):
     rank: int = 0  # set from the position in the ladder
     # How the level looks and what it grants (SPEC §10.1): all optional.
     description: str | None = Field(default=None, min_length=1, max_length=500, exclude_if=_absent)
-    icon: str | None = Field(default=None, exclude_if=_absent)
+    icon: Icon | None = Field(default=None, exclude_if=_absent)
     color: str | None = Field(default=None, exclude_if=_absent)
     grants: tuple[str, ...] = Field(default=(), exclude_if=_absent)  # those this level adds
     _held: tuple[str, ...] = PrivateAttr(default=())  # with those of the levels below: set by `Rules`
-
-    @field_validator("icon")
-    @classmethod
-    def _icon(cls, value: str | None) -> str | None:
-        if value is None or ICON_URL.fullmatch(value) or ICON_NAME.fullmatch(value):
-            return value
-        raise ValueError(f"{value!r} is neither an https:// URL nor an icon name (a-z, 0-9 and -, at most 64)")
 
     @field_validator("color")
     @classmethod
@@ -208,19 +219,12 @@ class Badge(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9_]{1,64}$")
     name: str = Field(min_length=1, max_length=100)
     description: str = Field(min_length=1, max_length=500)
-    icon: str | None = Field(default=None, exclude_if=_absent)
+    icon: Icon | None = Field(default=None, exclude_if=_absent)
     link: str | None = Field(default=None, exclude_if=_absent)  # where to learn more, e.g. the academy
     metric: str | None = Field(default=None, exclude_if=_absent)
     count: int | None = Field(default=None, ge=1, exclude_if=_absent)
     level: str | None = Field(default=None, exclude_if=_absent)
     manual: bool = Field(default=False, exclude_if=lambda v: not v)
-
-    @field_validator("icon")
-    @classmethod
-    def _icon(cls, value: str | None) -> str | None:
-        if value is None or ICON_URL.fullmatch(value) or ICON_NAME.fullmatch(value):
-            return value
-        raise ValueError(f"{value!r} is neither an https:// URL nor an icon name (a-z, 0-9 and -, at most 64)")
 
     @field_validator("link")
     @classmethod
