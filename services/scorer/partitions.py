@@ -51,9 +51,10 @@ class Partitions:
     def lag(self) -> dict[int, int]:
         """Records each owned partition holds beyond its stored offset (as of the last fetch)."""
         out = {}
+        assigned = self.consumer.assignment()  # aiokafka asserts on a partition it does not hold
         for partition, committed in self.committed.items():
-            high = self.consumer.highwater(TopicPartition(self.topic, partition))
-            if partition in self.epochs and high is not None:
+            tp = TopicPartition(self.topic, partition)
+            if partition in self.epochs and tp in assigned and (high := self.consumer.highwater(tp)) is not None:
                 out[partition] = max(0, high - committed)
         return out
 
@@ -64,7 +65,10 @@ class Partitions:
         }
 
     def committed_to(self, partition: int, next_offset: int) -> None:
-        """A commit stored this partition's next offset."""
+        """A commit stored this partition's next offset (one that lands after the partition was
+        revoked leaves nothing behind: the next owner reads the stored offset)."""
+        if partition not in self.epochs:
+            return
         self.committed[partition] = next_offset
         fault = self.faults.get(partition)
         if fault and next_offset > fault.offset:
