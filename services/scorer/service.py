@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -158,10 +158,12 @@ class Scorer:
             log.info("scorer %s stopped", s.instance)
 
     async def _consume(self) -> None:
-        """Fetch a batch, decode it, apply and commit it. A batch commits while the next is
-        fetched and decoded, in `CL_COMMIT_LANES` lanes: partition p's records commit in lane
-        p mod lanes, one commit in flight per lane, in order; the lanes' transactions run at
-        once (they share no partition, so no member). (A fetch that a fence or rebalance made
+        """Fetch a batch, decode it, apply and commit it, in `CL_COMMIT_LANES` lanes: partition
+        p's records commit in lane p mod lanes, one commit in flight per lane, in order; the
+        lanes' transactions run at once (they share no partition, so no member). Each fetch asks
+        only for the partitions of lanes with no commit in flight: aiokafka hands out one
+        partition's buffered records until they run out, so a fetch of every partition would
+        mostly bring more for the lane still committing. (A fetch that a fence or rebalance made
         stale is refused by the offset guard.)"""
         s = self.settings
         committing: dict[int, asyncio.Task[None]] = {}  # each lane's commit in flight
@@ -175,10 +177,13 @@ class Scorer:
         try:
             while not self.stopping.is_set():
                 self.partitions.read_stopped_again()
+                await settled([lane for lane, task in committing.items() if task.done()])
+                free = [tp for tp in self.consumer.assignment() if tp.partition % s.commit_lanes not in committing]
+                if committing and not free:
+                    await asyncio.wait(committing.values(), return_when=asyncio.FIRST_COMPLETED)
+                    continue
                 try:
-                    batch = await self.consumer.getmany(
-                        timeout_ms=int(s.fetch_wait.total_seconds() * 1000), max_records=s.batch_max_records
-                    )
+                    batch = await self._fetch(free, list(committing.values()))
                 except NoOffsetForPartitionError:
                     # The fetcher asked Kafka for a committed offset (there never is one) before the
                     # rebalance listener's seek to the offset stored in PostgreSQL; the seek follows.
@@ -193,13 +198,11 @@ class Scorer:
                 if batch:
                     items = await self.batches.decode(batch)
                     for lane, part in lanes(items, s.commit_lanes).items():
-                        await settled([lane])
+                        await settled([lane])  # none in flight: its partitions were not fetched otherwise
                         self.failpoints.hit("before_commit")  # only with a batch in hand
                         committing[lane] = asyncio.create_task(self.batches.apply(part, utcnow(), time.monotonic()))
-                else:
-                    await settled([lane for lane, task in committing.items() if task.done()])
-                    if not committing and not self.partitions.lag():
-                        self.batches.progress_at = time.monotonic()
+                elif not committing and not self.partitions.lag():
+                    self.batches.progress_at = time.monotonic()
             await settled(list(committing))
             await self.batches.published()
         finally:
@@ -207,6 +210,28 @@ class Scorer:
                 await asyncio.gather(*committing.values(), return_exceptions=True)
             if self.batches.publishing:
                 await asyncio.gather(self.batches.publishing, return_exceptions=True)
+
+    async def _fetch(
+        self, partitions: list[TopicPartition], committing: list[asyncio.Task[None]]
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        """The next records of these partitions (all assigned ones when none is given). While
+        commits are in flight, waiting for records gives up as soon as one of them ends, so
+        its lane's partitions are asked for next."""
+        fetching = self.consumer.getmany(
+            *partitions,
+            timeout_ms=int(self.settings.fetch_wait.total_seconds() * 1000),
+            max_records=self.settings.batch_max_records,
+        )
+        if not committing:
+            return await fetching
+        fetch = asyncio.ensure_future(fetching)
+        await asyncio.wait([fetch, *committing], return_when=asyncio.FIRST_COMPLETED)
+        if not fetch.done():  # still waiting, so nothing was taken from the buffer
+            fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetch
+            return {}
+        return fetch.result()
 
     def stop(self) -> None:
         self.stopping.set()

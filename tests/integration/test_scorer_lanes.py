@@ -3,6 +3,7 @@ member's in order, exactly as the domain applies them one after the other."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import timedelta
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from services.common.kafka import producer as make_producer
 from services.common.members import MemberCache
+from services.scorer.batch import Item
 from services.scorer.settings import ScorerSettings
 from shared.events import ActivityEvent, ActivityRecord
 from shared.rules import default_rules
@@ -71,9 +74,22 @@ async def test_lanes_apply_every_record_once_and_each_members_in_order(
 
     await publish(settings, events[:700])
     async with running(settings) as scorer:
+        in_flight, most = 0, 0
+        apply = scorer.batches.apply
+
+        async def counted(*args: Any) -> None:  # how many commits run at once
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            try:
+                await apply(*args)
+            finally:
+                in_flight -= 1
+
+        scorer.batches.apply = counted  # type: ignore[method-assign,assignment]
         await publish(settings, events[700:] + events[:50])  # the first 50 again: repeats count once
         await eventually(lambda: _equals(stored(pg, members), want), timeout=60)
-        assert scorer.settings.commit_lanes == 3
+        assert most > 1, "the lanes never committed at once"
     applied = await pg.fetchval("SELECT count(*) FROM activity WHERE member_id = ANY($1)", members)
     assert applied == records
     cache = MemberCache(Redis.from_url(settings.redis_url), settings.redis_prefix)
@@ -87,3 +103,44 @@ async def test_lanes_apply_every_record_once_and_each_members_in_order(
             await eventually(lambda: _equals(views(), want), timeout=30)
     finally:
         await cache.redis.aclose()
+
+
+async def test_a_free_lane_is_fed_while_another_lane_commits(
+    settings_kwargs: dict[str, Any], pg: asyncpg.Connection
+) -> None:
+    """aiokafka hands out one partition's buffered records until they run out: the scorer asks
+    for the partitions of free lanes only, so a backlog in one lane does not hold up another."""
+    settings = ScorerSettings(**{**settings_kwargs, "commit_lanes": 2, "batch_max_records": 40}, port=0)
+    busy, other = unique("busy"), unique("other")
+
+    async def send(member: str, count: int, partition: int) -> None:
+        producer = make_producer(settings, "test")
+        await producer.start()
+        try:
+            for i in range(count):
+                parsed = ActivityEvent.model_validate(event("comment", member, content_id=f"c{i}"))
+                await producer.send(settings.topic_activity, parsed.to_json(), key=member.encode(), partition=partition)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    async def applied(member: str) -> int:
+        return int(await pg.fetchval("SELECT count(*) FROM activity WHERE member_id = $1", member))
+
+    await send(busy, 400, partition=0)  # ten batches for lane 0
+    async with running(settings) as scorer:
+        apply, slowed_down = scorer.batches.apply, asyncio.Event()
+
+        async def slow(part: list[Item], *args: Any) -> None:  # lane 0's commits take 0.5 s each
+            if any(msg.partition == 0 for msg, _ in part):
+                slowed_down.set()
+                await asyncio.sleep(0.5)
+            await apply(part, *args)
+
+        scorer.batches.apply = slow  # type: ignore[method-assign,assignment]
+        await asyncio.wait_for(slowed_down.wait(), 30)
+        await send(other, 5, partition=1)
+        await eventually(lambda: _equals(applied(other), 5), timeout=30)
+        # Lane 1 would otherwise wait until lane 0's backlog is nearly through (360 of 400 when tried).
+        assert await applied(busy) <= 200, "lane 1 waited for lane 0's backlog"
+        await eventually(lambda: _equals(applied(busy), 400), timeout=30)
