@@ -1,6 +1,7 @@
 """The scorer's batch transaction alone: the scorer topic's records (as `make bench` makes them),
 decoded once up front, then committed through the scorer's own `UnitOfWork.commit` in batches
-of `CL_BATCH_MAX_RECORDS` (2,000), as partitions of one consumer that claimed them. No Kafka
+of 2,000 records (`CL_BATCH_MAX_RECORDS` when its figures in docs/PERFORMANCE.md were taken; it
+is 5,000 now), as partitions of one consumer that claimed them. No Kafka
 and no Redis: what it measures is the transaction, the scorer's CPU around it and PostgreSQL's.
 
 `python -m benchmarks.commit [records] [lanes] [badges]` (200,000 events, about 227,000 records;

@@ -23,7 +23,9 @@ class ScorerSettings(KeptPeriods):
 
     group_id: str = Field(default="scorer", description="the Kafka consumer group (CL_GROUP_ID)")
     instance: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    batch_max_records: int = Field(default=2000, ge=1)
+    batch_max_records: int = Field(
+        default=5000, ge=1, description="records a fetch may bring for one batch (docs/PERFORMANCE.md: batch size)"
+    )
     commit_lanes: int = Field(
         default=2, ge=1, description="batch transactions in flight at once, each on partitions of its own"
     )
