@@ -67,9 +67,13 @@ async def running(settings: ScorerSettings) -> AsyncIterator[Scorer]:
 
 
 async def publish(
-    settings: ScorerSettings, events: list[dict[str, Any]], raw: tuple[tuple[bytes, bytes], ...] = ()
+    settings: ScorerSettings,
+    events: list[dict[str, Any]],
+    raw: tuple[tuple[bytes, bytes], ...] = (),
+    partition: int | None = None,
 ) -> None:
-    """Publish as ingest does: one record per member the event changes, keyed by that member."""
+    """Publish as ingest does: one record per member the event changes, keyed by that member
+    (on the partition the key picks, or on `partition`)."""
     producer = make_producer(settings, "test")
     await producer.start()
     try:
@@ -77,7 +81,11 @@ async def publish(
         for raw_event in events:
             parsed = ActivityEvent.model_validate(raw_event)
             for subject in parsed.subjects():
-                futures.append(await producer.send(settings.topic_activity, parsed.to_json(), key=subject.encode()))
+                futures.append(
+                    await producer.send(
+                        settings.topic_activity, parsed.to_json(), key=subject.encode(), partition=partition
+                    )
+                )
         for key, value in raw:
             futures.append(await producer.send(settings.topic_activity, value, key=key))
         await asyncio.gather(*futures)
@@ -256,8 +264,7 @@ async def test_a_commit_landing_after_its_partition_was_revoked_leaves_no_lag_to
         consumer.assign(tps)
         partitions = Partitions(consumer, Offsets(engine, group, topic), topic, "me", once)
         await partitions.assigned(set(tps))
-        await consumer.getmany(timeout_ms=500)
-        print("C", flush=True)  # highwater marks come with fetches
+        await consumer.getmany(timeout_ms=500)  # highwater marks come with fetches
         partitions.revoked({tps[1]})
         consumer.assign([tps[0]])
         partitions.committed_to(1, 5)  # the late commit of the revoked partition

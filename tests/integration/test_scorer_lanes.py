@@ -11,7 +11,6 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
-from services.common.kafka import producer as make_producer
 from services.common.members import MemberCache
 from services.scorer.batch import Item
 from services.scorer.settings import ScorerSettings
@@ -89,6 +88,7 @@ async def test_lanes_apply_every_record_once_and_each_members_in_order(
         scorer.batches.apply = counted  # type: ignore[method-assign,assignment]
         await publish(settings, events[700:] + events[:50])  # the first 50 again: repeats count once
         await eventually(lambda: _equals(stored(pg, members), want), timeout=60)
+        assert scorer.settings.commit_lanes == 3
         assert most > 1, "the lanes never committed at once"
     applied = await pg.fetchval("SELECT count(*) FROM activity WHERE member_id = ANY($1)", members)
     assert applied == records
@@ -113,21 +113,13 @@ async def test_a_free_lane_is_fed_while_another_lane_commits(
     settings = ScorerSettings(**{**settings_kwargs, "commit_lanes": 2, "batch_max_records": 40}, port=0)
     busy, other = unique("busy"), unique("other")
 
-    async def send(member: str, count: int, partition: int) -> None:
-        producer = make_producer(settings, "test")
-        await producer.start()
-        try:
-            for i in range(count):
-                parsed = ActivityEvent.model_validate(event("comment", member, content_id=f"c{i}"))
-                await producer.send(settings.topic_activity, parsed.to_json(), key=member.encode(), partition=partition)
-            await producer.flush()
-        finally:
-            await producer.stop()
+    def comments(member: str, count: int) -> list[dict[str, Any]]:
+        return [event("comment", member, content_id=f"c{i}") for i in range(count)]
 
     async def applied(member: str) -> int:
         return int(await pg.fetchval("SELECT count(*) FROM activity WHERE member_id = $1", member))
 
-    await send(busy, 400, partition=0)  # ten batches for lane 0
+    await publish(settings, comments(busy, 400), partition=0)  # ten batches for lane 0
     async with running(settings) as scorer:
         apply, slowed_down = scorer.batches.apply, asyncio.Event()
 
@@ -139,7 +131,7 @@ async def test_a_free_lane_is_fed_while_another_lane_commits(
 
         scorer.batches.apply = slow  # type: ignore[method-assign,assignment]
         await asyncio.wait_for(slowed_down.wait(), 30)
-        await send(other, 5, partition=1)
+        await publish(settings, comments(other, 5), partition=1)
         await eventually(lambda: _equals(applied(other), 5), timeout=30)
         # Lane 1 would otherwise wait until lane 0's backlog is nearly through (360 of 400 when tried).
         assert await applied(busy) <= 200, "lane 1 waited for lane 0's backlog"
